@@ -41,8 +41,7 @@ FLAGS = {
     "collect.interval": ("COLLECT_INTERVAL", f"seconds between polls (default {DEFAULT_INTERVAL_S:g})"),
     "collect.timeout": (
         "COLLECT_TIMEOUT",
-        "deadline of one whole poll in seconds "
-        f"(default: half the interval, at most {MAX_DEFAULT_TIMEOUT_S:g})",
+        f"deadline of one whole poll in seconds (default: half the interval, at most {MAX_DEFAULT_TIMEOUT_S:g})",
     ),
     "log.level": ("LOG_LEVEL", "debug, info, warn or error (default info)"),
     "log.format": ("LOG_FORMAT", "text or json (default text)"),
@@ -204,9 +203,7 @@ def _uri_from_file(path: str, label: str, problems: list[str], warnings: list[st
         return ""
     clusters = document.get("infra")
     if not isinstance(clusters, dict) or not clusters:
-        problems.append(
-            f'--config.file {path}: no [infra.<label>] section (e.g. [infra.{label}] uri = "...")'
-        )
+        problems.append(f'--config.file {path}: no [infra.<label>] section (e.g. [infra.{label}] uri = "...")')
         return ""
     section = clusters.get(label)
     if not isinstance(section, dict):
