@@ -1,0 +1,182 @@
+"""The Zero Problem bridge: one `View` of the store in, the status document (and the /liveness answer) out.
+
+PURE: no I/O, no clock, no logging; the same view always gives the same document. Imports `replset` and
+`store` only. The web layer serves what this returns, and the status page reuses its wording, so the document,
+/liveness and the page can never disagree about a member.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from replset import PRIMARY, SECONDARY, Member, Snapshot
+from store import FRESHNESS_LIMIT_S, View
+
+# The consumer is configured with this id, typo included: it must not be "corrected".
+SERVICE_ID = "mhp.zeroproblem.mongo.replcationlag"
+
+
+def role(member: Member) -> str:
+    """The member's role in words. Any other data-bearing member (down, recovering, ...) is a secondary."""
+    if member.is_primary:
+        return "Primary"
+    if member.is_arbiter:
+        return "Arbiter"
+    return "Secondary"
+
+
+def attributes(member: Member) -> list[str]:
+    """Configuration facts a reader needs to judge the lag: hidden, and the configured delay."""
+    facts = []
+    if member.hidden:
+        facts.append("hidden")
+    if member.delay_ms:
+        facts.append(f"delayed {_duration(member.delay_ms)}")
+    return facts
+
+
+def lag_text(member: Member) -> str:
+    """The lag as a reader should read it: exact ms, or "~" and a note when only whole seconds are known."""
+    if member.lag_ms is None:
+        return ""
+    if member.precision == "s":
+        text = f"~{member.lag_ms}ms, whole seconds: server has no wall times"
+    else:
+        text = f"{member.lag_ms}ms"
+    if member.delay_ms and member.raw_lag_ms is not None:
+        text += f" (raw {member.raw_lag_ms}ms)"
+    return text
+
+
+def condition(member: Member) -> str:
+    """Why a member has no usable lag, or is judged by its state: e.g. `DOWN: not reachable`. "" when fine."""
+    if member.is_arbiter:
+        return "healthy" if member.healthy else _with_reason("not healthy", member.reason)
+    if member.state not in (PRIMARY, SECONDARY) or not member.healthy:
+        return _with_reason(member.state_str or f"state {member.state}", member.reason)
+    if member.lag_ms is None and not member.is_primary:
+        return _with_reason("no lag value", member.reason)
+    return ""
+
+
+def member_line(member: Member, snapshot: Snapshot, prefix: str = "") -> str:
+    """One Markdown list line for one member, e.g. `- Secondary db1:27017 replication lag 1239ms`."""
+    words = [f"{prefix}{role(member)}", member.name]
+    facts = attributes(member)
+    # With a primary, the primary is obviously the reference; otherwise the reader must be told which it was.
+    if member.name == snapshot.reference_member and (not member.is_primary or member.lag_ms is None):
+        facts.append("reference")
+    if facts:
+        words.append(f"({', '.join(facts)})")
+    details = [condition(member)]
+    if member.lag_ms is not None and not member.is_arbiter:
+        lag = f"replication lag {lag_text(member)}"
+        # A note (e.g. an oplog lookup fallback) is worth a reader's eye even when the state says nothing.
+        if member.reason and not details[0]:
+            lag += f" ({member.reason})"
+        details.append(lag)
+    words.append(", ".join(d for d in details if d))
+    return "- " + " ".join(w for w in words if w)
+
+
+def problem_lines(view: View) -> list[str]:
+    """The lines that explain a RED caused by the exporter rather than the set: no data, failed or stale.
+
+    Empty when the view has current data. These come first in the document.
+    """
+    if view.current is not None:
+        return []
+    if view.snapshot is None and view.failure is None:
+        return ["- No collection has finished yet"]
+    lines = []
+    if view.failure is not None:
+        lines.append(f"- Collection failed: {view.failure.message}")
+    if view.snapshot is not None and view.age_s is not None:
+        age = int(view.age_s)
+        if view.is_stale:
+            lines.append(f"- Data is stale: last successful collection {age} s ago")
+        else:
+            lines.append(f"- Last successful collection {age} s ago")
+    return lines
+
+
+def snapshot_lines(snapshot: Snapshot, *, last_known: bool = False) -> list[str]:
+    """The reference line for a set with no primary, then one line per member, primary first."""
+    lines = []
+    prefix = "Last known: " if last_known else ""
+    if not snapshot.has_primary:
+        if snapshot.reference_member:
+            lines.append(
+                f"- {prefix}No primary: lag measured against the freshest member {snapshot.reference_member}"
+            )
+        else:
+            lines.append(f"- {prefix}No primary and no healthy data-bearing member to measure lag against")
+    lines.extend(member_line(m, snapshot, prefix) for m in snapshot.members)
+    return lines
+
+
+def action_body(view: View) -> str:
+    """The Markdown the consumer shows: problems with the collection first, then the (last known) members."""
+    lines = problem_lines(view)
+    if view.snapshot is not None:
+        lines.extend(snapshot_lines(view.snapshot, last_known=view.current is None))
+    return "\n".join(lines)
+
+
+def data_timestamp_ms(view: View) -> int:
+    """When the data shown was collected: the snapshot's time, else the failure's, else 0."""
+    if view.snapshot is not None:
+        return view.snapshot.collected_at_ms
+    if view.failure is not None:
+        return view.failure.at_ms
+    return 0
+
+
+def status_document(view: View) -> dict[str, Any]:
+    """The document Zero Problem expects: status, timestamp and exactly one message, in every state."""
+    return {
+        SERVICE_ID: {
+            "status": view.status.name,
+            "timestamp": data_timestamp_ms(view),
+            "messages": [
+                {
+                    "statusCode": "",
+                    "statusBody": SERVICE_ID,
+                    "actionCode": "",
+                    "actionBody": action_body(view),
+                }
+            ],
+        }
+    }
+
+
+def liveness_document(view: View) -> tuple[int, dict[str, Any]]:
+    """200 when the exporter is doing its job, else 503 with the reasons.
+
+    A set with no primary or a lagging member is the cluster's problem, not the exporter's: still 200.
+    """
+    problems = view.liveness_problems()
+    failure = view.failure
+    document: dict[str, Any] = {
+        "status": "failing" if problems else "ok",
+        "infra": view.infra,
+        "cluster_status": view.status.name,
+        "last_success_age_s": None if view.age_s is None else round(view.age_s, 3),
+        "freshness_limit_s": FRESHNESS_LIMIT_S,
+        "collection_interval_s": view.interval_s,
+        "polls": view.polls,
+        "last_failure_kind": None if failure is None else failure.kind,
+        "last_failure": None if failure is None else failure.message,
+    }
+    if problems:
+        document["reasons"] = problems
+        return 503, document
+    return 200, document
+
+
+def _with_reason(text: str, reason: str) -> str:
+    return f"{text}: {reason}" if reason else text
+
+
+def _duration(ms: int) -> str:
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"

@@ -1,0 +1,257 @@
+"""The Zero Problem document and the /liveness answer, for every state the store can be in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from view_factory import COLLECTED_AT_MS, failure, healthy_set, member, primary, snapshot, view_of
+
+from bridge import SERVICE_ID, liveness_document, status_document
+from replset import ARBITER, SECONDARY
+from store import FRESHNESS_LIMIT_S
+
+DOWN, RECOVERING = 8, 3
+
+
+def body(view) -> dict:
+    return status_document(view)[SERVICE_ID]
+
+
+def lines(view) -> list[str]:
+    return body(view)["messages"][0]["actionBody"].splitlines()
+
+
+EVERY_STATE = {
+    "green": view_of(healthy_set(0, 1_239)),
+    "yellow": view_of(healthy_set(5_000)),
+    "red by lag": view_of(healthy_set(30_000)),
+    "member down": view_of(snapshot(primary(), member("db3:27017", DOWN, None, healthy=False))),
+    "no primary": view_of(snapshot(member("db1:27017"), member("db2:27017", lag_ms=6_316))),
+    "failed": view_of(failure()),
+    "failed after a success": view_of(healthy_set(0), failure()),
+    "stale": view_of(healthy_set(0), age_s=FRESHNESS_LIMIT_S + 0.001),
+    "before the first poll": view_of(),
+}
+
+
+@pytest.mark.parametrize("state", EVERY_STATE)
+def test_the_document_has_the_consumers_shape_and_exactly_one_message_in_every_state(state):
+    document = status_document(EVERY_STATE[state])
+
+    assert list(document) == ["mhp.zeroproblem.mongo.replcationlag"]
+    inner = document["mhp.zeroproblem.mongo.replcationlag"]
+    assert set(inner) == {"status", "timestamp", "messages"}
+    assert inner["status"] in {"GREEN", "YELLOW", "RED"}
+    assert isinstance(inner["timestamp"], int)
+    [message] = inner["messages"]
+    assert message["statusCode"] == "" and message["actionCode"] == ""
+    assert message["statusBody"] == "mhp.zeroproblem.mongo.replcationlag"
+    assert message["actionBody"].startswith("- ")
+    assert json.loads(json.dumps(document)) == document
+
+
+@pytest.mark.parametrize("state", EVERY_STATE)
+def test_the_document_is_the_same_every_time_for_the_same_view(state):
+    assert status_document(EVERY_STATE[state]) == status_document(EVERY_STATE[state])
+
+
+@pytest.mark.parametrize(
+    ("lag_ms", "status"),
+    [(0, "GREEN"), (4_999, "GREEN"), (5_000, "YELLOW"), (29_999, "YELLOW"), (30_000, "RED")],
+)
+def test_the_status_follows_the_worst_lag_on_both_sides_of_each_threshold(lag_ms, status):
+    view = view_of(healthy_set(0, lag_ms))
+
+    assert body(view)["status"] == status
+    assert lines(view)[2] == f"- Secondary db2:27017 replication lag {lag_ms}ms"
+
+
+def test_a_healthy_set_lists_every_member_primary_first_with_its_lag_in_ms():
+    view = view_of(healthy_set(0, 1_239))
+
+    assert body(view)["timestamp"] == COLLECTED_AT_MS
+    assert lines(view) == [
+        "- Primary db0:27017 replication lag 0ms",
+        "- Secondary db1:27017 replication lag 0ms",
+        "- Secondary db2:27017 replication lag 1239ms",
+    ]
+
+
+def test_a_down_member_says_why_it_has_no_lag_and_makes_the_set_red():
+    view = view_of(snapshot(primary(), member("db3:27017", DOWN, None, healthy=False, reason="not reachable")))
+
+    assert body(view)["status"] == "RED"
+    assert lines(view)[1] == "- Secondary db3:27017 DOWN: not reachable"
+
+
+def test_a_recovering_member_shows_its_state_beside_its_lag():
+    view = view_of(snapshot(primary(), member("db4:27017", RECOVERING, 95_691, reason="state RECOVERING")))
+
+    assert body(view)["status"] == "RED"
+    assert lines(view)[1] == "- Secondary db4:27017 RECOVERING: state RECOVERING, replication lag 95691ms"
+
+
+def test_an_arbiter_says_it_is_an_arbiter_and_whether_it_is_healthy():
+    healthy = view_of(snapshot(primary(), member("arb:27017", ARBITER, None)))
+    sick = view_of(snapshot(primary(), member("arb:27017", ARBITER, None, healthy=False, reason="not reachable")))
+
+    assert lines(healthy)[1] == "- Arbiter arb:27017 healthy"
+    assert body(healthy)["status"] == "GREEN"
+    assert lines(sick)[1] == "- Arbiter arb:27017 not healthy: not reachable"
+    assert body(sick)["status"] == "RED"
+
+
+def test_a_delayed_hidden_member_shows_its_delay_and_its_raw_lag():
+    delayed = member("db2:27017", lag_ms=429, hidden=True, delay_ms=3_600_000)
+
+    view = view_of(snapshot(primary(), delayed))
+
+    assert body(view)["status"] == "GREEN"
+    assert lines(view)[1] == "- Secondary db2:27017 (hidden, delayed 3600s) replication lag 429ms (raw 3600429ms)"
+
+
+def test_a_member_measured_in_whole_seconds_says_so():
+    view = view_of(snapshot(primary(), member("db1:27017", lag_ms=12_000, precision="s")))
+
+    assert lines(view)[1] == ("- Secondary db1:27017 replication lag ~12000ms, whole seconds: server has no wall times")
+
+
+def test_a_member_note_follows_its_lag():
+    noted = member("db1:27017", lag_ms=2_000, reason="oplog not readable, lag from wall times")
+
+    assert lines(view_of(snapshot(primary(), noted)))[1] == (
+        "- Secondary db1:27017 replication lag 2000ms (oplog not readable, lag from wall times)"
+    )
+
+
+def test_a_set_without_primary_is_red_and_names_the_reference_member_first():
+    view = view_of(
+        snapshot(
+            member("db0:27017", DOWN, None, healthy=False, reason="not reachable"),
+            member("db1:27017", lag_ms=0),
+            member("db2:27017", lag_ms=6_316),
+        )
+    )
+
+    assert body(view)["status"] == "RED"
+    assert lines(view) == [
+        "- No primary: lag measured against the freshest member db1:27017",
+        "- Secondary db0:27017 DOWN: not reachable",
+        "- Secondary db1:27017 (reference) replication lag 0ms",
+        "- Secondary db2:27017 replication lag 6316ms",
+    ]
+
+
+def test_a_set_with_no_member_to_measure_against_says_so():
+    view = view_of(snapshot(member("db0:27017", DOWN, None, healthy=False)))
+
+    assert lines(view)[0] == "- No primary and no healthy data-bearing member to measure lag against"
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("auth", "authentication failed for user 'monitor'"),
+        ("not_replica_set", "db0:27017 is not a replica set member (NoReplicationEnabled)"),
+    ],
+)
+def test_a_failed_first_collection_is_red_says_why_and_carries_the_failure_time(kind, message):
+    failed = failure(kind, message)
+
+    view = view_of(failed)
+
+    assert body(view)["status"] == "RED"
+    assert body(view)["timestamp"] == failed.at_ms
+    assert lines(view) == [f"- Collection failed: {message}"]
+
+
+def test_a_failure_after_a_success_is_red_and_shows_the_last_known_members_marked_as_such():
+    view = view_of(healthy_set(1_239), failure(), age_s=60)
+
+    assert body(view)["status"] == "RED"
+    assert body(view)["timestamp"] == COLLECTED_AT_MS
+    assert lines(view) == [
+        "- Collection failed: authentication failed for user 'monitor'",
+        "- Last successful collection 60 s ago",
+        "- Last known: Primary db0:27017 replication lag 0ms",
+        "- Last known: Secondary db1:27017 replication lag 1239ms",
+    ]
+
+
+def test_data_older_than_the_freshness_limit_is_red_and_says_it_is_stale_first():
+    view = view_of(healthy_set(0), age_s=FRESHNESS_LIMIT_S + 0.001)
+
+    assert body(view)["status"] == "RED"
+    assert body(view)["timestamp"] == COLLECTED_AT_MS
+    assert lines(view) == [
+        "- Data is stale: last successful collection 180 s ago",
+        "- Last known: Primary db0:27017 replication lag 0ms",
+        "- Last known: Secondary db1:27017 replication lag 0ms",
+    ]
+
+
+def test_data_just_inside_the_freshness_limit_is_still_shown_as_current():
+    view = view_of(healthy_set(0), age_s=FRESHNESS_LIMIT_S - 0.001)
+
+    assert body(view)["status"] == "GREEN"
+    assert lines(view)[0] == "- Primary db0:27017 replication lag 0ms"
+
+
+def test_before_the_first_collection_the_document_is_red_with_timestamp_zero():
+    view = view_of()
+
+    assert body(view)["status"] == "RED"
+    assert body(view)["timestamp"] == 0
+    assert lines(view) == ["- No collection has finished yet"]
+
+
+def test_liveness_is_ok_while_collections_succeed():
+    status, document = liveness_document(view_of(healthy_set(0), age_s=12.5))
+
+    assert status == 200
+    assert document["status"] == "ok"
+    assert document["last_success_age_s"] == 12.5
+    assert "reasons" not in document
+
+
+def test_a_set_without_primary_is_red_in_the_document_but_not_a_liveness_failure():
+    view = view_of(snapshot(member("db1:27017", SECONDARY), member("db2:27017", SECONDARY)))
+
+    status, document = liveness_document(view)
+
+    assert body(view)["status"] == "RED"
+    assert status == 200
+    assert document["cluster_status"] == "RED"
+
+
+def test_an_authentication_failure_fails_liveness_with_its_reason_and_kind():
+    status, document = liveness_document(view_of(healthy_set(0), failure()))
+
+    assert status == 503
+    assert document["status"] == "failing"
+    assert document["reasons"] == ["authentication failed for user 'monitor'"]
+    assert document["last_failure_kind"] == "auth"
+    assert document["last_success_age_s"] == 0
+
+
+def test_a_single_timeout_with_fresh_data_does_not_fail_liveness():
+    status, document = liveness_document(view_of(healthy_set(0), failure("timeout", "timed out after 5 s")))
+
+    assert status == 200
+    assert document["last_failure_kind"] == "timeout"
+
+
+def test_stale_data_fails_liveness():
+    status, document = liveness_document(view_of(healthy_set(0), age_s=FRESHNESS_LIMIT_S + 0.001))
+
+    assert status == 503
+    assert document["reasons"] == ["the last successful collection is 180 s old (limit 180 s)"]
+
+
+def test_liveness_fails_before_the_first_collection_has_finished():
+    status, document = liveness_document(view_of())
+
+    assert status == 503
+    assert document["reasons"] == ["no collection has finished yet"]
+    assert document["last_success_age_s"] is None

@@ -1,0 +1,114 @@
+"""Hand-built snapshots, failures and store views for the readers' tests (bridge, metrics, web).
+
+Values are built directly from the `replset` dataclasses (not through `build_snapshot`), so the readers are
+tested against exactly the snapshot each test names. Views come from the real `SnapshotStore`, driven by a
+fake clock, so staleness is the store's own rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from replset import ARBITER, PRIMARY, SECONDARY, STATE_NAMES, Failure, Member, Snapshot, Status, status_for_lag
+from store import SnapshotStore, View
+
+COLLECTED_AT_MS = 1_723_763_174_512  # 2024-08-15T23:06:14.512Z, the synthetic fixtures' `date`
+
+
+class FakeClock:
+    """Mimics `time.monotonic()` / `time.time()`: returns a number that moves only when the test advances it."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def member(
+    name: str,
+    state: int = SECONDARY,
+    lag_ms: int | None = 0,
+    *,
+    id: int = 0,
+    healthy: bool = True,
+    reason: str = "",
+    **fields,
+) -> Member:
+    """A member judged the way the lag engine judges: RED by health/state, else by its effective lag."""
+    if not healthy or state not in (PRIMARY, SECONDARY, ARBITER):
+        status = Status.RED
+    elif lag_ms is None:
+        status = Status.GREEN
+    else:
+        status = status_for_lag(lag_ms)
+    fields.setdefault("precision", None if lag_ms is None else "ms")
+    fields.setdefault("raw_lag_ms", None if lag_ms is None else lag_ms + fields.get("delay_ms", 0))
+    return Member(
+        id=id,
+        name=name,
+        state=state,
+        state_str=STATE_NAMES.get(state, "UNKNOWN"),
+        healthy=healthy,
+        is_self=state == PRIMARY,
+        lag_ms=lag_ms,
+        status=fields.pop("status", status),
+        reason=reason,
+        **fields,
+    )
+
+
+def primary(name: str = "db0:27017", **fields) -> Member:
+    return member(name, PRIMARY, 0, **fields)
+
+
+def snapshot(*members: Member, set_name: str = "rs0", collected_at_ms: int = COLLECTED_AT_MS) -> Snapshot:
+    """A set of the given members; the primary (if any) is the reference, else the first healthy member."""
+    members = tuple(replace(m, id=i) for i, m in enumerate(members))
+    primaries = [m for m in members if m.is_primary]
+    if primaries:
+        reference, reference_member = "primary", primaries[0].name
+    else:
+        healthy = [m for m in members if m.healthy and m.is_data_bearing]
+        reference, reference_member = ("freshest", healthy[0].name) if healthy else ("", "")
+    status = max([m.status for m in members] + ([] if primaries else [Status.RED]), default=Status.RED)
+    reasons = tuple(f"{m.name} is {m.status.name}" for m in members if m.status is not Status.GREEN)
+    return Snapshot(
+        set_name=set_name,
+        answered_by=members[0].name,
+        reference=reference,
+        reference_member=reference_member,
+        has_primary=bool(primaries),
+        status=status,
+        reasons=(("no primary",) if not primaries else ()) + reasons,
+        members=members,
+        collected_at_ms=collected_at_ms,
+    )
+
+
+def healthy_set(*lags_ms: int) -> Snapshot:
+    """A primary db0 and one secondary db1, db2, ... per lag."""
+    return snapshot(primary(), *(member(f"db{i}:27017", lag_ms=lag) for i, lag in enumerate(lags_ms, start=1)))
+
+
+def failure(kind: str = "auth", message: str = "authentication failed for user 'monitor'") -> Failure:
+    return Failure(kind=kind, message=message, at_ms=COLLECTED_AT_MS + 60_000)
+
+
+def make_store(*results: Snapshot | Failure, interval_s: float = 60) -> tuple[SnapshotStore, FakeClock]:
+    """A real store that has published `results` in order, with its fake clock (advance it to age the data)."""
+    clock = FakeClock()
+    store = SnapshotStore("clusterKeeper", interval_s, monotonic=clock, wall=lambda: 1_723_763_175.0)
+    for result in results:
+        store.publish(result, duration_s=0.042)
+    return store, clock
+
+
+def view_of(*results: Snapshot | Failure, age_s: float = 0.0) -> View:
+    """The view a reader gets after `results` were published and `age_s` seconds went by."""
+    store, clock = make_store(*results)
+    clock.advance(age_s)
+    return store.view()
