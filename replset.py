@@ -1,14 +1,18 @@
 """The lag engine: a replSetGetStatus document (plus the cached replSetGetConfig and the oplog lookups) in,
 one immutable snapshot of the replica set out.
 
-PURE: no I/O, no clock, no logging. Imports nothing of ours. Every reader (metrics, the Zero Problem document,
-/liveness, the status page) reads the values defined here, so no two endpoints can disagree.
+PURE: no I/O, no clock, no logging. Imports nothing of ours and no third-party package: the bson values
+pymongo hands over (Timestamp, Int64, datetime) are read by their shape. Every reader (metrics, the Zero
+Problem document, /liveness, the status page) reads the values defined here, so no two endpoints can disagree.
 The rules, with their sources, are in the project's DOMAIN notes (README, "How lag is measured").
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
@@ -130,6 +134,411 @@ def status_for_lag(lag_ms: int) -> Status:
     return Status.GREEN
 
 
+# Timestamps and dates pymongo may hand over; naive datetimes are UTC (pymongo's default codec options).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_LAG_STATES = (PRIMARY, SECONDARY)
+_SOURCE_WORDS = {"wall": "wall times", "optimeDate": "optimeDate (whole seconds)", None: "nothing comparable"}
+_INT64_MAX = 2**63 - 1
+
+
+def _number(value: Any) -> int | float | None:
+    """A finite int or float that BSON can carry (Int64 is an int); bools, strings and the rest are not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, int) and abs(value) > _INT64_MAX:
+        return None
+    return value
+
+
+def _int(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _ms(value: Any) -> int | None:
+    """Milliseconds since the epoch of a BSON date, or None when `value` is no date."""
+    if isinstance(value, datetime):
+        epoch = _EPOCH if value.utcoffset() is not None else _EPOCH_NAIVE
+        delta = value - epoch
+        # Integer arithmetic: BSON dates are whole ms, and float seconds would round some of them.
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    if callable(getattr(value, "as_datetime", None)) and not isinstance(value, bool):
+        # bson.DatetimeMS, which pymongo returns for dates a datetime cannot hold (DATETIME_AUTO).
+        try:
+            return int(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return None
+
+
+def _date_ms(value: Any) -> int | None:
+    """A BSON date after the epoch, in ms. Down members report the epoch (or earlier): that is no date."""
+    ms = _ms(value)
+    return ms if ms is not None and ms > 0 else None
+
+
+@dataclass(frozen=True)
+class _OpTime:
+    time: int  # Timestamp seconds
+    inc: int  # Timestamp ordinal within the second: never milliseconds
+    term: int | None
+    ts: Any  # the Timestamp object as the server sent it, handed back to the collector unchanged
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        # MongoDB orders optimes by term first, then by timestamp (OpTime::operator<).
+        return (self.term if self.term is not None else -1, self.time, self.inc)
+
+    def same_as(self, other: _OpTime) -> bool:
+        return (self.time, self.inc, self.term) == (other.time, other.inc, other.term)
+
+
+def _optime(value: Any) -> _OpTime | None:
+    """`{ts: Timestamp, t: term}` (or a bare Timestamp, protocol version 0); None when it is not usable."""
+    term = None
+    if isinstance(value, Mapping):
+        term = _int(value.get("t"))
+        value = value.get("ts")
+    time, inc = _int(getattr(value, "time", None)), _int(getattr(value, "inc", None))
+    if time is None or inc is None or time <= 0:
+        return None  # missing, junk, or Timestamp(0, 0): the optime of a member nobody has heard from
+    return _OpTime(time, inc, term, value)
+
+
+@dataclass(frozen=True)
+class _Reported:
+    """One `members[]` entry of replSetGetStatus, read defensively."""
+
+    index: int  # position in the document, for a stable order
+    id: int
+    name: str
+    state: int | None
+    state_name: str
+    health: int | float | None  # None when missing or not a number
+    is_self: bool
+    optime: _OpTime | None
+    optime_date_ms: int | None
+    wall_ms: int | None  # lastAppliedWallTime
+    written_optime: _OpTime | None  # 8.0 optimeWritten
+    written_wall_ms: int | None  # 8.0 lastWrittenWallTime
+    sync_source: str
+    ping_ms: int | None
+    message: str  # lastHeartbeatMessage, else infoMessage
+    config_version: int | None
+    config_term: int | None
+
+    @property
+    def healthy(self) -> bool:
+        return self.health == 1
+
+    @property
+    def usable(self) -> bool:
+        """Has an optime lag can be measured from (DOMAIN §3): healthy, PRIMARY/SECONDARY, real optime."""
+        return (
+            self.healthy
+            and self.state in _LAG_STATES
+            and self.optime is not None
+            and (self.wall_ms is not None or self.optime_date_ms is not None)
+        )
+
+
+def _read_member(index: int, entry: Mapping[str, Any]) -> _Reported:
+    state = _int(entry.get("state"))
+    name = _text(entry.get("name")) or f"members[{index}]"
+    member_id = _int(entry.get("_id"))
+    state_name = STATE_NAMES.get(state) if state is not None else None
+    if state_name is None:
+        state_name = _text(entry.get("stateStr")) or ("UNKNOWN" if state is None else f"state {state}")
+    return _Reported(
+        index=index,
+        id=member_id if member_id is not None else -1,
+        name=name,
+        state=state,
+        state_name=state_name,
+        health=_number(entry.get("health")),
+        is_self=entry.get("self") is True,
+        optime=_optime(entry.get("optime")),
+        optime_date_ms=_date_ms(entry.get("optimeDate")),
+        wall_ms=_date_ms(entry.get("lastAppliedWallTime")),
+        written_optime=_optime(entry.get("optimeWritten")),
+        written_wall_ms=_date_ms(entry.get("lastWrittenWallTime")),
+        # 4.0 still names the sync source `syncingTo`; 4.4 removed it (DOMAIN §1).
+        sync_source=_text(entry.get("syncSourceHost")) or _text(entry.get("syncingTo")),
+        ping_ms=_int(entry.get("pingMs")),
+        message=_text(entry.get("lastHeartbeatMessage")) or _text(entry.get("infoMessage")),
+        config_version=_int(entry.get("configVersion")),
+        config_term=_int(entry.get("configTerm")),
+    )
+
+
+def _read_members(status_doc: Any) -> tuple[list[_Reported] | None, list[str]]:
+    """The members of a status document and what was wrong with it; None when there is no members list."""
+    if not isinstance(status_doc, Mapping):
+        return None, ["the replSetGetStatus answer is not a document"]
+    entries = status_doc.get("members")
+    if not isinstance(entries, list | tuple):
+        return None, ["the replSetGetStatus answer has no members list"]
+    if not entries:
+        return None, ["the replSetGetStatus answer lists no members"]
+    members, problems = [], []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, Mapping):
+            members.append(_read_member(index, entry))
+        else:
+            problems.append(f"members[{index}] is not a document, so one member cannot be judged")
+    return members, problems
+
+
+def _choose_reference(members: list[_Reported]) -> tuple[_Reported | None, str, str]:
+    """(reference member, "primary"/"freshest"/"", a note) following DOMAIN §4."""
+    usable = [m for m in members if m.usable]
+
+    def freshest(candidates: list[_Reported]) -> _Reported:
+        # Largest optime; on a tie the lowest _id, so the choice does not depend on the document order.
+        return max(candidates, key=lambda m: (m.optime.order if m.optime else (-1, 0, 0), -m.id))
+
+    primaries = [m for m in usable if m.state == PRIMARY]
+    if primaries:
+        chosen = freshest(primaries)
+        note = ""
+        if len(primaries) > 1:
+            # A member's heartbeat view can briefly show the old primary after an election.
+            note = f"{len(primaries)} members report PRIMARY; lag is measured against {chosen.name}, the newest"
+        return chosen, "primary", note
+    if usable:
+        return freshest(usable), "freshest", ""
+    return None, "", ""
+
+
+def _is_behind(member: _Reported, reference: _Reported) -> bool:
+    return member.optime is not None and reference.optime is not None and member.optime.order < reference.optime.order
+
+
+def _probe_targets(members: list[_Reported], reference: _Reported | None, kind: str) -> list[_Reported]:
+    """Members whose lag the primary's oplog can measure exactly (DOMAIN §6).
+
+    Only when the primary is the reference AND answered the command: the oplog entry's `wall` is the primary's
+    clock, and so must be the document's `date` it is aged against, or clock skew enters (DOMAIN §2).
+    """
+    if reference is None or kind != "primary" or not reference.is_self:
+        return []
+    return [m for m in members if m is not reference and m.usable and _is_behind(m, reference)]
+
+
+def members_needing_oplog_probe(status_doc: dict[str, Any]) -> dict[str, Any]:
+    """Member name -> its optime `ts` (a bson.Timestamp), for each member the collector should look up in the
+    primary's oplog (`{ts: {$gt: ts}}`, natural order, limit 1). Empty without a primary, when a secondary
+    answered, or when everyone has caught up. Pure and never raises."""
+    members, _ = _read_members(status_doc)
+    if not members:
+        return {}
+    reference, kind, _ = _choose_reference(members)
+    return {m.name: m.optime.ts for m in _probe_targets(members, reference, kind) if m.optime is not None}
+
+
+def _config_body(config_doc: Any) -> Mapping[str, Any] | None:
+    if not isinstance(config_doc, Mapping):
+        return None
+    # Accept the whole replSetGetConfig reply too: a wrapper that slipped through must not drop the delays.
+    inner = config_doc.get("config")
+    if "members" not in config_doc and isinstance(inner, Mapping):
+        return inner
+    return config_doc
+
+
+def config_is_stale(status_doc: dict[str, Any], config_doc: dict[str, Any] | None) -> bool:
+    """True when the cached replSetGetConfig no longer describes the set, so the collector re-reads it:
+    none yet, another set, or another config version (or, 4.4+, config term) than the answering member's."""
+    config = _config_body(config_doc)
+    if config is None:
+        return True
+    if not isinstance(status_doc, Mapping):
+        return False  # nothing to compare with; the next good document decides
+    set_name, config_set = _text(status_doc.get("set")), _text(config.get("_id"))
+    if set_name and config_set and set_name != config_set:
+        return True
+    members, _ = _read_members(status_doc)
+    me = next((m for m in members or [] if m.is_self), None)
+    if me is None or me.config_version is None:
+        return False
+    if _int(config.get("version")) != me.config_version:
+        return True
+    config_term = _int(config.get("term"))
+    return me.config_term is not None and config_term is not None and config_term != me.config_term
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """Per-member settings from replSetGetConfig."""
+
+    hidden: bool = False
+    priority: float = 1.0
+    votes: int = 1
+    delay_ms: int = 0
+
+
+def _read_settings(config_doc: Any) -> tuple[dict[str, _Settings], dict[int, _Settings], str]:
+    """Settings by host and by _id, and a note when a config was given but could not be read."""
+    config = _config_body(config_doc)
+    if config is None:
+        unusable = config_doc is not None
+        return {}, {}, "the replica-set config is not a document; delays are not subtracted" if unusable else ""
+    entries = config.get("members")
+    if not isinstance(entries, list | tuple):
+        return {}, {}, "the replica-set config has no members list; delays are not subtracted"
+    by_host: dict[str, _Settings] = {}
+    by_id: dict[int, _Settings] = {}
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            continue
+        # 5.0+ (FCV 5.0) says secondaryDelaySecs, earlier servers slaveDelay (DOMAIN §5).
+        delay_s = _number(entry.get("secondaryDelaySecs"))
+        if delay_s is None:
+            delay_s = _number(entry.get("slaveDelay"))
+        priority, votes = _number(entry.get("priority")), _int(entry.get("votes"))
+        delay_ms = delay_s * 1000 if delay_s is not None else 0
+        settings = _Settings(
+            hidden=entry.get("hidden") is True,
+            priority=float(priority) if priority is not None else 1.0,
+            votes=votes if votes is not None else 1,
+            delay_ms=max(0, round(delay_ms)) if math.isfinite(delay_ms) else 0,
+        )
+        host, member_id = _text(entry.get("host")), _int(entry.get("_id"))
+        if host:
+            by_host[host] = settings
+        if member_id is not None:
+            by_id[member_id] = settings
+    return by_host, by_id, ""
+
+
+@dataclass(frozen=True)
+class _Lag:
+    raw_ms: int | None = None
+    source: str | None = None
+    note: str = ""  # why a better source was not used
+
+
+def _measure(member: _Reported, reference: _Reported, probe: OplogProbe | None, date_ms: int | None) -> _Lag:
+    """Raw lag of a usable member behind the reference, in ms, never negative (DOMAIN §2, §4, §6)."""
+    both_walls = member.wall_ms is not None and reference.wall_ms is not None
+    if member.optime is not None and reference.optime is not None and member.optime.same_as(reference.optime):
+        return _Lag(0, "wall" if both_walls else "optimeDate")
+    if both_walls:
+        naive = _Lag(max(0, reference.wall_ms - member.wall_ms), "wall")
+    elif member.optime_date_ms is not None and reference.optime_date_ms is not None:
+        naive = _Lag(max(0, reference.optime_date_ms - member.optime_date_ms), "optimeDate")
+    else:
+        naive = _Lag()
+    if probe is None:
+        return naive
+    if probe.error:
+        problem = f"oplog lookup failed ({probe.error})"
+    elif probe.oldest_unapplied_wall_ms is None:
+        # Probes are used only for members behind the primary (a caught-up member is 0 by the same-optime
+        # rule above), so "nothing unapplied" contradicts the document: trust neither, keep the naive value.
+        problem = "the oplog shows nothing unapplied although the optime is behind the primary's"
+    elif date_ms is None:
+        problem = "the status document has no date to age the oplog entry against"
+    else:
+        oldest_ms = _int(probe.oldest_unapplied_wall_ms)
+        if oldest_ms is None:
+            oldest_ms = _ms(probe.oldest_unapplied_wall_ms)
+        if oldest_ms is not None:
+            return _Lag(max(0, date_ms - oldest_ms), "oplog")
+        problem = "the oplog lookup gave no usable wall time"
+    return _Lag(naive.raw_ms, naive.source, f"{problem}; lag from {_SOURCE_WORDS[naive.source]}")
+
+
+def _written_lag(member: _Reported, reference: _Reported) -> int | None:
+    """8.0: how far behind the member is in *writing* the oplog (DOMAIN §7); None before 8.0."""
+    if member.written_wall_ms is None or reference.written_wall_ms is None:
+        return None
+    written, reference_written = member.written_optime, reference.written_optime
+    if written is not None and reference_written is not None and written.same_as(reference_written):
+        return 0
+    return max(0, reference.written_wall_ms - member.written_wall_ms)
+
+
+def _down_reason(member: _Reported) -> str:
+    if member.health is None:
+        return "no health reported"
+    return f"DOWN: {member.message or 'not reachable'}"
+
+
+def _judge(
+    member: _Reported,
+    reference: _Reported | None,
+    kind: str,
+    *,
+    settings: _Settings,
+    probe: OplogProbe | None,
+    date_ms: int | None,
+) -> tuple[Member, str]:
+    """The member as judged, and a note for the snapshot when an oplog lookup could not be used."""
+    raw = lag = written = None
+    precision = source = None
+    note = why = ""
+    status = Status.RED
+    if member.state == ARBITER:
+        # Arbiters hold no data: no lag, but their health counts (DOMAIN §3).
+        status, why = (Status.GREEN, "") if member.healthy else (Status.RED, _down_reason(member))
+    elif not member.healthy:
+        why = _down_reason(member)
+    elif member.state is None:
+        why = "no valid state reported"
+    elif member.state not in _LAG_STATES:
+        why = f"{member.state_name}: {member.message}" if member.message else member.state_name
+    elif not member.usable or reference is None:
+        why = "no usable optime"
+    else:
+        measured = _measure(member, reference, probe, date_ms)
+        note = measured.note
+        if measured.raw_ms is None:
+            why = "no wall time or optimeDate comparable with the reference's"
+        else:
+            raw, source = measured.raw_ms, measured.source
+            lag = max(0, raw - settings.delay_ms)
+            precision = "s" if source == "optimeDate" else "ms"
+            written = _written_lag(member, reference)
+            status = status_for_lag(lag)
+            if status is not Status.GREEN:
+                target = "the primary" if kind == "primary" else f"the freshest member {reference.name}"
+                why = f"{lag} ms behind {target}"
+                if settings.delay_ms:
+                    why += f" beyond its {settings.delay_ms / 1000:g} s delay"
+                if written is not None and written < lag:
+                    why += f"; oplog written {written} ms behind, so applying is the bottleneck"
+    judged = Member(
+        id=member.id,
+        name=member.name,
+        state=member.state if member.state is not None else -1,
+        state_str=member.state_name,
+        healthy=member.healthy,
+        is_self=member.is_self,
+        hidden=settings.hidden,
+        priority=settings.priority,
+        votes=settings.votes,
+        delay_ms=settings.delay_ms,
+        raw_lag_ms=raw,
+        lag_ms=lag,
+        precision=precision,
+        lag_source=source,
+        written_lag_ms=written,
+        sync_source=member.sync_source,
+        ping_ms=member.ping_ms,
+        status=status,
+        reason="; ".join(part for part in (why, note) if part),
+    )
+    return judged, f"{member.name}: {note}" if note else ""
+
+
 def build_snapshot(
     status_doc: dict[str, Any],
     config_doc: dict[str, Any] | None = None,
@@ -141,4 +550,64 @@ def build_snapshot(
     `oplog` maps a member name to what the primary's oplog said about it. Never raises on any document shape
     a server can produce: odd fields become reasons, not exceptions.
     """
-    raise NotImplementedError  # the lag-engine issue fills this in
+    doc: Mapping[str, Any] = status_doc if isinstance(status_doc, Mapping) else {}
+    set_name = _text(doc.get("set"))
+    date_ms = _date_ms(doc.get("date"))
+    notes: list[str] = []
+    if date_ms is None:
+        notes.append("the status document has no usable date; collected_at_ms is 0")
+    reported, problems = _read_members(status_doc)
+    if reported is None:
+        return Snapshot(
+            set_name=set_name,
+            answered_by="",
+            reference="",
+            reference_member="",
+            has_primary=False,
+            status=Status.RED,
+            reasons=tuple(problems),
+            members=(),
+            collected_at_ms=date_ms or 0,
+            notes=tuple(notes),
+        )
+
+    reference, kind, reference_note = _choose_reference(reported)
+    by_host, by_id, config_note = _read_settings(config_doc)
+    notes.extend(note for note in (reference_note, config_note) if note)
+    probes = oplog if isinstance(oplog, Mapping) else {}
+    probed = {m.index for m in _probe_targets(reported, reference, kind)}
+
+    judged = []
+    for member in reported:
+        probe = probes.get(member.name) if member.index in probed else None
+        verdict, note = _judge(
+            member,
+            reference,
+            kind,
+            settings=by_host.get(member.name) or by_id.get(member.id) or _Settings(),
+            probe=probe if isinstance(probe, OplogProbe) else None,
+            date_ms=date_ms,
+        )
+        judged.append((member.index, verdict))
+        if note:
+            notes.append(note)
+
+    # Primary first, then by _id; the document order breaks ties so equal ids stay put.
+    members = tuple(m for _, m in sorted(judged, key=lambda pair: (not pair[1].is_primary, pair[1].id, pair[0])))
+    has_primary = any(r.state == PRIMARY and r.healthy for r in reported)
+    ranked: list[tuple[Status, str]] = [(Status.RED, "no primary")] if not has_primary else []
+    ranked += [(Status.RED, problem) for problem in problems]
+    ranked += [(m.status, f"{m.name}: {m.reason}") for m in members if m.status is not Status.GREEN]
+    ranked.sort(key=lambda pair: -pair[0])  # stable: equal severities keep the member order
+    return Snapshot(
+        set_name=set_name,
+        answered_by=next((r.name for r in reported if r.is_self), ""),
+        reference=kind,
+        reference_member=reference.name if reference is not None else "",
+        has_primary=has_primary,
+        status=max((status for status, _ in ranked), default=Status.GREEN),
+        reasons=tuple(text for _, text in ranked),
+        members=members,
+        collected_at_ms=date_ms or 0,
+        notes=tuple(notes),
+    )
