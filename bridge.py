@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from replset import PRIMARY, SECONDARY, Member, Snapshot
+from replset import Member, Snapshot
 from store import FRESHNESS_LIMIT_S, View
 
 # The consumer is configured with this id, typo included: it must not be "corrected".
@@ -31,7 +31,7 @@ def attributes(member: Member) -> list[str]:
     if member.hidden:
         facts.append("hidden")
     if member.delay_ms:
-        facts.append(f"delayed {_duration(member.delay_ms)}")
+        facts.append(f"delayed {duration_text(member.delay_ms)}")
     return facts
 
 
@@ -49,14 +49,13 @@ def lag_text(member: Member) -> str:
 
 
 def condition(member: Member) -> str:
-    """Why a member has no usable lag, or is judged by its state: e.g. `DOWN: not reachable`. "" when fine."""
+    """What stands in for the lag of a member that has none: an arbiter's health, else why (e.g. `DOWN: ...`).
+
+    The engine's reason already names the state when the state is the cause, so it is shown as it is.
+    """
     if member.is_arbiter:
-        return "healthy" if member.healthy else _with_reason("not healthy", member.reason)
-    if member.state not in (PRIMARY, SECONDARY) or not member.healthy:
-        return _with_reason(member.state_str or f"state {member.state}", member.reason)
-    if member.lag_ms is None and not member.is_primary:
-        return _with_reason("no lag value", member.reason)
-    return ""
+        return "healthy" if member.healthy else f"not healthy: {member.reason or member.state_str}"
+    return member.reason or member.state_str or f"state {member.state}"
 
 
 def member_line(member: Member, snapshot: Snapshot, prefix: str = "") -> str:
@@ -64,19 +63,18 @@ def member_line(member: Member, snapshot: Snapshot, prefix: str = "") -> str:
     words = [f"{prefix}{role(member)}", member.name]
     facts = attributes(member)
     # With a primary, the primary is obviously the reference; otherwise the reader must be told which it was.
-    if member.name == snapshot.reference_member and (not member.is_primary or member.lag_ms is None):
+    if member.name == snapshot.reference_member and not snapshot.has_primary:
         facts.append("reference")
     if facts:
         words.append(f"({', '.join(facts)})")
-    details = [condition(member)]
-    if member.lag_ms is not None and not member.is_arbiter:
-        lag = f"replication lag {lag_text(member)}"
-        # A note (e.g. an oplog lookup fallback) is worth a reader's eye even when the state says nothing.
-        if member.reason and not details[0]:
-            lag += f" ({member.reason})"
-        details.append(lag)
-    words.append(", ".join(d for d in details if d))
-    return "- " + " ".join(w for w in words if w)
+    if member.lag_ms is None or member.is_arbiter:
+        words.append(condition(member))
+    else:
+        words.append(f"replication lag {lag_text(member)}")
+        # Why it is not GREEN, or a note such as an oplog lookup fallback, is worth the reader's eye.
+        if member.reason:
+            words.append(f"({member.reason})")
+    return "- " + " ".join(words)
 
 
 def problem_lines(view: View) -> list[str]:
@@ -106,9 +104,7 @@ def snapshot_lines(snapshot: Snapshot, *, last_known: bool = False) -> list[str]
     prefix = "Last known: " if last_known else ""
     if not snapshot.has_primary:
         if snapshot.reference_member:
-            lines.append(
-                f"- {prefix}No primary: lag measured against the freshest member {snapshot.reference_member}"
-            )
+            lines.append(f"- {prefix}No primary: lag measured against the freshest member {snapshot.reference_member}")
         else:
             lines.append(f"- {prefix}No primary and no healthy data-bearing member to measure lag against")
     lines.extend(member_line(m, snapshot, prefix) for m in snapshot.members)
@@ -174,9 +170,10 @@ def liveness_document(view: View) -> tuple[int, dict[str, Any]]:
     return 200, document
 
 
+def duration_text(ms: int) -> str:
+    """A configured delay as people write it: whole seconds when it is whole seconds."""
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
 def _with_reason(text: str, reason: str) -> str:
     return f"{text}: {reason}" if reason else text
-
-
-def _duration(ms: int) -> str:
-    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"

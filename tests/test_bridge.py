@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from view_factory import COLLECTED_AT_MS, failure, healthy_set, member, primary, snapshot, view_of
+from view_factory import (
+    COLLECTED_AT_MS,
+    failure,
+    fixture_snapshot,
+    healthy_set,
+    member,
+    primary,
+    snapshot,
+    view_of,
+)
 
 from bridge import SERVICE_ID, liveness_document, status_document
 from replset import ARBITER, SECONDARY
@@ -79,26 +88,26 @@ def test_a_healthy_set_lists_every_member_primary_first_with_its_lag_in_ms():
 
 
 def test_a_down_member_says_why_it_has_no_lag_and_makes_the_set_red():
-    view = view_of(snapshot(primary(), member("db3:27017", DOWN, None, healthy=False, reason="not reachable")))
+    view = view_of(snapshot(primary(), member("db3:27017", DOWN, None, healthy=False, reason="DOWN: not reachable")))
 
     assert body(view)["status"] == "RED"
     assert lines(view)[1] == "- Secondary db3:27017 DOWN: not reachable"
 
 
-def test_a_recovering_member_shows_its_state_beside_its_lag():
-    view = view_of(snapshot(primary(), member("db4:27017", RECOVERING, 95_691, reason="state RECOVERING")))
+def test_a_member_without_lag_or_reason_shows_its_state():
+    view = view_of(snapshot(primary(), member("db4:27017", RECOVERING, None)))
 
     assert body(view)["status"] == "RED"
-    assert lines(view)[1] == "- Secondary db4:27017 RECOVERING: state RECOVERING, replication lag 95691ms"
+    assert lines(view)[1] == "- Secondary db4:27017 RECOVERING"
 
 
 def test_an_arbiter_says_it_is_an_arbiter_and_whether_it_is_healthy():
     healthy = view_of(snapshot(primary(), member("arb:27017", ARBITER, None)))
-    sick = view_of(snapshot(primary(), member("arb:27017", ARBITER, None, healthy=False, reason="not reachable")))
+    sick = view_of(snapshot(primary(), member("arb:27017", ARBITER, None, healthy=False, reason="DOWN: no route")))
 
     assert lines(healthy)[1] == "- Arbiter arb:27017 healthy"
     assert body(healthy)["status"] == "GREEN"
-    assert lines(sick)[1] == "- Arbiter arb:27017 not healthy: not reachable"
+    assert lines(sick)[1] == "- Arbiter arb:27017 not healthy: DOWN: no route"
     assert body(sick)["status"] == "RED"
 
 
@@ -117,18 +126,18 @@ def test_a_member_measured_in_whole_seconds_says_so():
     assert lines(view)[1] == ("- Secondary db1:27017 replication lag ~12000ms, whole seconds: server has no wall times")
 
 
-def test_a_member_note_follows_its_lag():
-    noted = member("db1:27017", lag_ms=2_000, reason="oplog not readable, lag from wall times")
+def test_the_reason_a_member_is_not_green_follows_its_lag():
+    lagging = member("db1:27017", lag_ms=12_486, reason="12486 ms behind the primary")
 
-    assert lines(view_of(snapshot(primary(), noted)))[1] == (
-        "- Secondary db1:27017 replication lag 2000ms (oplog not readable, lag from wall times)"
+    assert lines(view_of(snapshot(primary(), lagging)))[1] == (
+        "- Secondary db1:27017 replication lag 12486ms (12486 ms behind the primary)"
     )
 
 
 def test_a_set_without_primary_is_red_and_names_the_reference_member_first():
     view = view_of(
         snapshot(
-            member("db0:27017", DOWN, None, healthy=False, reason="not reachable"),
+            member("db0:27017", DOWN, None, healthy=False, reason="DOWN: not reachable"),
             member("db1:27017", lag_ms=0),
             member("db2:27017", lag_ms=6_316),
         )
@@ -255,3 +264,31 @@ def test_liveness_fails_before_the_first_collection_has_finished():
     assert status == 503
     assert document["reasons"] == ["no collection has finished yet"]
     assert document["last_success_age_s"] is None
+
+
+def test_the_engines_edge_case_set_reads_as_one_clear_line_per_member():
+    snapshot_ = fixture_snapshot("replSetGetStatus-7.0-primary-edge-cases.json", "replSetGetConfig-7.0-edge-cases.json")
+
+    assert body(view_of(snapshot_))["status"] == "RED"
+    assert lines(view_of(snapshot_)) == [
+        "- Primary db0.example.net:27017 replication lag 0ms",
+        "- Secondary db1.example.net:27017 replication lag 0ms",
+        "- Secondary db2.example.net:27017 (hidden, delayed 3600s) replication lag 429ms (raw 3600429ms)",
+        "- Secondary db3.example.net:27017 DOWN: Error connecting to db3.example.net:27017 (10.0.0.13:27017)"
+        " :: caused by :: Connection refused",
+        "- Secondary db4.example.net:27017 RECOVERING",
+        "- Arbiter arb.example.net:27017 healthy",
+    ]
+
+
+def test_the_engines_no_primary_set_names_the_freshest_member_first():
+    view = view_of(fixture_snapshot("replSetGetStatus-7.0-no-primary.json"))
+
+    assert lines(view)[0] == "- No primary: lag measured against the freshest member db1.example.net:27017"
+    assert lines(view)[2] == "- Secondary db1.example.net:27017 (reference) replication lag 0ms"
+
+
+def test_the_engines_whole_second_fallback_is_marked_on_every_member():
+    view = view_of(fixture_snapshot("replSetGetStatus-4.0-primary.json"))
+
+    assert all(line.endswith("~0ms, whole seconds: server has no wall times") for line in lines(view))

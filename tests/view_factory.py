@@ -1,18 +1,36 @@
 """Hand-built snapshots, failures and store views for the readers' tests (bridge, metrics, web).
 
-Values are built directly from the `replset` dataclasses (not through `build_snapshot`), so the readers are
-tested against exactly the snapshot each test names. Views come from the real `SnapshotStore`, driven by a
-fake clock, so staleness is the store's own rule.
+Most values are built directly from the `replset` dataclasses, so the readers are tested against exactly the
+snapshot each test names; `fixture_snapshot` runs the real engine on a checked-in document, so the readers'
+wording is also tested against the engine's. Views come from the real `SnapshotStore`, driven by a fake clock,
+so staleness is the store's own rule.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
+from pathlib import Path
 
-from replset import ARBITER, PRIMARY, SECONDARY, STATE_NAMES, Failure, Member, Snapshot, Status, status_for_lag
+from bson import json_util
+from bson.json_util import JSONOptions
+
+from replset import (
+    ARBITER,
+    PRIMARY,
+    SECONDARY,
+    STATE_NAMES,
+    Failure,
+    Member,
+    Snapshot,
+    Status,
+    build_snapshot,
+    status_for_lag,
+)
 from store import SnapshotStore, View
 
 COLLECTED_AT_MS = 1_723_763_174_512  # 2024-08-15T23:06:14.512Z, the synthetic fixtures' `date`
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 class FakeClock:
@@ -112,3 +130,13 @@ def view_of(*results: Snapshot | Failure, age_s: float = 0.0) -> View:
     store, clock = make_store(*results)
     clock.advance(age_s)
     return store.view()
+
+
+def fixture_snapshot(status_file: str, config_file: str | None = None) -> Snapshot:
+    """The real engine's snapshot of a checked-in replSetGetStatus document (and replSetGetConfig)."""
+    options = JSONOptions(tz_aware=True, tzinfo=dt.UTC)
+    status, config = (
+        (json_util.loads((FIXTURES / name).read_text(), json_options=options) if name else None)
+        for name in (status_file, config_file)
+    )
+    return build_snapshot(status, config["config"] if config else None)
