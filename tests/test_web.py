@@ -1,0 +1,470 @@
+"""Every endpoint in every state, driven in-process through WSGI, and end to end through the real server."""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import io
+import json
+import re
+import socket
+import threading
+from dataclasses import dataclass
+from wsgiref.headers import Headers
+from wsgiref.util import setup_testing_defaults
+from wsgiref.validate import validator
+
+import pytest
+from view_factory import failure, healthy_set, make_store, member, primary, snapshot
+
+import web
+from bridge import SERVICE_ID, status_document
+from metrics import build_registry
+from replset import ARBITER, SECONDARY
+from store import FRESHNESS_LIMIT_S
+
+ZP = "/mhp.zeroproblem.mongo.replcationlag"
+DOWN = 8
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: Headers
+    body: bytes
+
+    def json(self) -> dict:
+        assert self.headers["Content-Type"] == "application/json"
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+def call(
+    app, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, *, validate: bool = True
+) -> Answer:
+    """A tiny WSGI client: one request, through wsgiref's validator (so the app must follow PEP 3333) unless
+    the test sends what a validating server would never pass on."""
+    environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": ""}
+    environ["wsgi.input"] = io.BytesIO(body)
+    if body:
+        environ["CONTENT_LENGTH"] = str(len(body))
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_LENGTH", "CONTENT_TYPE") else "HTTP_" + key] = value
+    setup_testing_defaults(environ)
+    environ["wsgi.errors"] = io.StringIO()  # the server log: where a traceback may go, never to the client
+    started = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        started["status"], started["headers"] = status, response_headers
+
+    chunks = (validator(app) if validate else app)(environ, start_response)
+    try:
+        data = b"".join(chunks)
+    finally:
+        if hasattr(chunks, "close"):
+            chunks.close()
+    return Answer(int(started["status"].split()[0]), Headers(started["headers"]), data)
+
+
+def app_of(*results, age_s: float = 0.0, max_body_bytes: int = web.DEFAULT_MAX_BODY_BYTES):
+    """The app over a real store that published `results`, `age_s` seconds ago."""
+    store, clock = make_store(*results)
+    clock.advance(age_s)
+    return web.create_app(store, build_registry(store), max_body_bytes=max_body_bytes), store
+
+
+STATES = {
+    "green 4 999 ms": ((healthy_set(4_999),), 0, "GREEN", 200),
+    "yellow 5 000 ms": ((healthy_set(5_000),), 0, "YELLOW", 200),
+    "yellow 29 999 ms": ((healthy_set(29_999),), 0, "YELLOW", 200),
+    "red 30 000 ms": ((healthy_set(30_000),), 0, "RED", 200),
+    "member down": ((snapshot(primary(), member("db3:27017", DOWN, None, healthy=False)),), 0, "RED", 200),
+    "no primary": ((snapshot(member("db1:27017"), member("db2:27017", lag_ms=6_316)),), 0, "RED", 200),
+    "arbiter": ((snapshot(primary(), member("db1:27017"), member("arb:27017", ARBITER, None)),), 0, "GREEN", 200),
+    "delayed member": (
+        (snapshot(primary(), member("db2:27017", lag_ms=429, hidden=True, delay_ms=3_600_000)),),
+        0,
+        "GREEN",
+        200,
+    ),
+    "auth failure": ((failure("auth"),), 0, "RED", 503),
+    "not a replica set": ((failure("not_replica_set", "db0:27017 is not a replica set member"),), 0, "RED", 503),
+    "stale by 1 ms": ((healthy_set(0),), FRESHNESS_LIMIT_S + 0.001, "RED", 503),
+    "fresh by 1 ms": ((healthy_set(0),), FRESHNESS_LIMIT_S - 0.001, "GREEN", 200),
+    "before the first poll": ((), 0, "RED", 503),
+}
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_the_zero_problem_put_answers_the_status_document_in_every_state(state):
+    results, age_s, status, _ = STATES[state]
+    app, store = app_of(*results, age_s=age_s)
+
+    answer = call(app, "PUT", ZP, body=b'{"ask": "status"}', headers={"Content-Type": "application/json"})
+
+    assert answer.status == 200
+    assert answer.json() == status_document(store.view())
+    assert answer.json()[SERVICE_ID]["status"] == status
+    assert len(answer.json()[SERVICE_ID]["messages"]) == 1
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_liveness_answers_200_or_503_with_reasons_in_every_state(state):
+    results, age_s, _, http_status = STATES[state]
+    app, _ = app_of(*results, age_s=age_s)
+
+    answer = call(app, "GET", "/liveness")
+
+    assert answer.status == http_status
+    assert answer.json()["status"] == ("ok" if http_status == 200 else "failing")
+    assert bool(answer.json().get("reasons")) == (http_status == 503)
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_the_status_page_shows_the_cluster_status_in_its_colour_in_every_state(state):
+    results, age_s, status, _ = STATES[state]
+    app, _ = app_of(*results, age_s=age_s)
+
+    answer = call(app, "GET", "/")
+
+    assert answer.status == 200
+    assert answer.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert f'<span class="status {status}">{status}</span>' in answer.text
+    assert "<script" not in answer.text.lower()
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_metrics_are_served_in_every_state(state):
+    results, age_s, status, _ = STATES[state]
+    app, _ = app_of(*results, age_s=age_s)
+
+    answer = call(app, "GET", "/metrics")
+
+    assert answer.status == 200
+    status_value = {"GREEN": 0, "YELLOW": 1, "RED": 2}[status]
+    assert re.search(rf"^mongodb_replication_status\{{[^}}]*\}} {status_value}\.0$", answer.text, re.M)
+
+
+def test_get_on_the_zero_problem_path_answers_the_same_document_as_put():
+    app, _ = app_of(healthy_set(1_239))
+
+    assert call(app, "GET", ZP).json() == call(app, "PUT", ZP).json()
+
+
+def test_a_put_body_is_ignored_and_changes_nothing():
+    app, store = app_of(healthy_set(1_239))
+    before = store.view()
+
+    answer = call(app, "PUT", ZP, body=b'{"mhp.zeroproblem.mongo.replcationlag": {"status": "GREEN"}}')
+
+    assert answer.status == 200
+    assert store.view() == before
+    assert call(app, "GET", ZP).json() == status_document(before)
+
+
+def test_a_put_body_at_the_size_limit_is_accepted_and_one_byte_more_is_413():
+    app, store = app_of(healthy_set(0), max_body_bytes=1_000)
+
+    assert call(app, "PUT", ZP, body=b"x" * 1_000).status == 200
+    too_big = call(app, "PUT", ZP, body=b"x" * 1_001)
+
+    assert too_big.status == 413
+    assert too_big.json() == {
+        "error": "request entity too large",
+        "status": 413,
+        "detail": "request body larger than 1000 bytes",
+    }
+    assert store.view().polls == 1
+
+
+def test_a_content_length_that_is_not_a_number_is_a_400():
+    app, _ = app_of(healthy_set(0))
+
+    answer = call(app, "PUT", ZP, headers={"Content-Length": "ten"}, validate=False)
+
+    assert answer.status == 400
+    assert answer.json()["detail"] == "Content-Length must be a number of bytes"
+
+
+def test_the_document_follows_the_store_between_requests():
+    store, clock = make_store(healthy_set(0))
+    app = web.create_app(store, build_registry(store))
+    assert call(app, "PUT", ZP).json()[SERVICE_ID]["status"] == "GREEN"
+
+    store.publish(healthy_set(5_000), duration_s=0.01)
+    assert call(app, "PUT", ZP).json()[SERVICE_ID]["status"] == "YELLOW"
+
+    clock.advance(FRESHNESS_LIMIT_S + 0.001)
+    assert call(app, "PUT", ZP).json()[SERVICE_ID]["status"] == "RED"
+    assert call(app, "GET", "/liveness").status == 503
+
+
+def test_stale_data_makes_liveness_503_and_says_how_old_it_is():
+    app, _ = app_of(healthy_set(0), age_s=FRESHNESS_LIMIT_S + 0.001)
+
+    answer = call(app, "GET", "/liveness")
+
+    assert answer.status == 503
+    assert answer.json()["reasons"] == ["the last successful collection is 180 s old (limit 180 s)"]
+    assert answer.json()["last_success_age_s"] == 180.001
+
+
+def test_a_set_without_primary_is_red_but_alive():
+    app, _ = app_of(snapshot(member("db1:27017", SECONDARY), member("db2:27017", SECONDARY)))
+
+    assert call(app, "GET", ZP).json()[SERVICE_ID]["status"] == "RED"
+    assert call(app, "GET", "/liveness").status == 200
+
+
+def test_metrics_default_to_prometheus_text_and_follow_the_accept_header():
+    app, _ = app_of(healthy_set(1_239))
+
+    text = call(app, "GET", "/metrics")
+    openmetrics = call(app, "GET", "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+
+    assert text.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert 'mongodb_replication_lag_seconds{infra="clusterKeeper",member="db1:27017",set="rs0"} 1.239' in text.text
+    assert openmetrics.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert openmetrics.text.endswith("# EOF\n")
+
+
+def test_the_status_page_lists_every_member_with_role_state_lag_delay_and_reason():
+    app, _ = app_of(
+        snapshot(
+            primary(),
+            member("db1:27017", lag_ms=1_239),
+            member("db2:27017", lag_ms=429, hidden=True, delay_ms=3_600_000),
+            member("db3:27017", DOWN, None, healthy=False, reason="DOWN: not reachable"),
+            member("arb:27017", ARBITER, None),
+        )
+    )
+
+    page = call(app, "GET", "/").text
+
+    rows = re.findall(r"<tr>(.*?)</tr>", page)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows[1:]]
+    assert [c[0] for c in cells] == ["db0:27017", "db1:27017", "db2:27017", "db3:27017", "arb:27017"]
+    assert cells[1][1:3] + cells[1][4:6] == ["Secondary", "SECONDARY", "1239ms", "-"]
+    assert cells[2][1] == "Secondary (hidden)"
+    assert cells[2][4:6] == ["429ms (raw 3600429ms)", "3600s"]
+    assert cells[3][2] == "DOWN (unhealthy)"
+    assert cells[3][6] == "DOWN: not reachable"
+    assert cells[4][1] == "Arbiter"
+
+
+def test_the_status_page_refreshes_itself_links_the_other_endpoints_and_shows_the_data_age():
+    app, _ = app_of(healthy_set(0), age_s=42)
+
+    page = call(app, "GET", "/").text
+
+    assert '<meta http-equiv="refresh" content="30">' in page
+    for link in ("/metrics", "/liveness", ZP):
+        assert f'href="{link}"' in page
+    assert "Data collected 2024-08-15T23:06:14.512+00:00 (42 s ago)" in page
+    assert "Polled every 60 s." in page
+
+
+def test_the_status_page_says_why_it_is_red_when_the_collection_failed_and_marks_the_last_known_members():
+    app, _ = app_of(healthy_set(0), failure())
+
+    page = call(app, "GET", "/").text
+
+    assert "Collection failed: authentication failed for user &#x27;monitor&#x27;" in page
+    assert "Last known members (not current)" in page
+
+
+def test_the_status_page_before_the_first_poll_says_so():
+    app, _ = app_of()
+
+    assert "No collection has finished yet" in call(app, "GET", "/").text
+
+
+def test_the_status_page_escapes_every_text_it_did_not_write():
+    hostile = "<script>alert(1)</script>:27017"
+    app, _ = app_of(snapshot(primary(), member(hostile, DOWN, None, healthy=False, reason="<b>&")))
+
+    page = call(app, "GET", "/").text
+
+    assert "<script>" not in page and "<b>&" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;:27017" in page
+    assert "&lt;b&gt;&amp;" in page
+
+
+@pytest.mark.parametrize("path", ["/", "/metrics", "/liveness", ZP])
+def test_head_answers_the_get_headers_without_a_body(path):
+    app, _ = app_of(healthy_set(0))
+
+    head, get = call(app, "HEAD", path), call(app, "GET", path)
+
+    assert head.status == get.status == 200
+    assert head.body == b""
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    assert head.headers["Content-Length"] == str(len(get.body))
+
+
+def test_an_unknown_path_is_a_small_json_404():
+    app, _ = app_of(healthy_set(0))
+
+    answer = call(app, "GET", "/admin/../etc/passwd")
+
+    assert answer.status == 404
+    assert answer.json() == {"error": "not found", "status": 404}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("POST", "/metrics", "GET,HEAD"), ("DELETE", ZP, "GET,HEAD,PUT"), ("PUT", "/liveness", "GET,HEAD")],
+)
+def test_a_wrong_method_is_a_405_that_says_which_methods_are_allowed(method, path, allowed):
+    app, store = app_of(healthy_set(0))
+
+    answer = call(app, method, path, body=b"{}")
+
+    assert answer.status == 405
+    assert answer.headers["Allow"] == allowed
+    assert answer.json() == {"error": "method not allowed", "status": 405}
+    assert store.view().polls == 1
+
+
+class ExplodingRegistry:
+    """Mimics a prometheus_client registry whose collector raises, with a credential in the exception text."""
+
+    def collect(self):
+        raise RuntimeError("cannot reach mongodb://monitor:s3cret@db0:27017 (Traceback follows)")
+
+
+def test_an_internal_error_is_a_json_500_without_stack_trace_or_credentials():
+    store, _ = make_store(healthy_set(0))
+    app = web.create_app(store, ExplodingRegistry())
+
+    answer = call(app, "GET", "/metrics")
+
+    assert answer.status == 500
+    assert answer.json() == {"error": "internal server error", "status": 500}
+    assert b"s3cret" not in answer.body and b"Traceback" not in answer.body
+
+
+def test_every_answer_forbids_caching_and_content_sniffing():
+    app, _ = app_of(healthy_set(0))
+
+    for answer in (call(app, "GET", "/"), call(app, "PUT", ZP), call(app, "GET", "/nope")):
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# --- End to end through the real threaded server ---------------------------------------------------------------
+
+
+@pytest.fixture
+def server():
+    """The real waitress server on an ephemeral port, with ONE worker thread so that any blocking shows."""
+    store, _ = make_store(healthy_set(1_239))
+    running = web.serve(web.create_app(store, build_registry(store), max_body_bytes=1_000), "127.0.0.1", 0, threads=1)
+    yield running
+    running.close()
+
+
+def request(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def test_the_real_server_answers_every_endpoint_and_sends_no_version_banner(server):
+    for method, path, body in [
+        ("PUT", ZP, b"{}"),
+        ("GET", "/liveness", None),
+        ("GET", "/metrics", None),
+        ("GET", "/", None),
+    ]:
+        status, headers, data = request(server, method, path, body)
+
+        assert status == 200, path
+        assert headers["Server"] == "replicationlag"
+        assert not re.search(r"\d", headers["Server"])
+        assert data
+
+
+def test_the_real_server_refuses_an_oversized_body_with_413(server):
+    status, _, data = request(server, "PUT", ZP, body=b"x" * 1_001)
+
+    assert status == 413
+    assert b"Traceback" not in data
+
+
+def test_the_real_server_answers_a_malformed_request_with_400_and_no_details(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(b"NONSENSE\r\n\r\n")
+        reply = raw.recv(4096)
+
+    assert reply.startswith(b"HTTP/1.0 400 Bad Request")
+    assert b"waitress" not in reply.lower()
+    assert b"Traceback" not in reply
+
+
+def test_a_slow_client_that_dribbles_headers_does_not_delay_another_request(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Dribble: ")
+        slow.sendall(b"a")
+
+        status, _, data = request(server, "PUT", ZP, b"{}")
+
+        assert status == 200
+        assert json.loads(data)[SERVICE_ID]["status"] == "GREEN"
+        slow.sendall(b"b\r\n\r\n")
+        assert slow.recv(4096).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_port_in_use_is_reported_before_anything_runs():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        store, _ = make_store()
+        threads_before = threading.active_count()
+
+        with pytest.raises(OSError) as refused:
+            web.Server(web.create_app(store, build_registry(store)), "127.0.0.1", taken.getsockname()[1])
+
+    assert refused.value.errno == errno.EADDRINUSE
+    assert threading.active_count() == threads_before
+
+
+def test_close_stops_the_server_promptly_even_with_a_client_connected():
+    store, _ = make_store(healthy_set(0))
+    running = web.serve(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
+    assert request(running, "GET", "/liveness")[0] == 200
+    idle = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+    idle.sendall(b"GET / HTTP/1.1\r\n")
+
+    closer = threading.Thread(target=running.close)
+    closer.start()
+    closer.join(timeout=10)
+
+    assert not closer.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", running.port), timeout=10)
+    idle.close()
+
+
+def test_a_server_on_port_0_reports_the_port_it_got():
+    store, _ = make_store(healthy_set(0))
+    running = web.Server(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
+    try:
+        worker = threading.Thread(target=running.run, daemon=True)
+        worker.start()
+
+        assert running.port > 0
+        assert running.addresses == [("127.0.0.1", running.port)]
+        assert request(running, "GET", "/liveness")[0] == 200
+    finally:
+        running.close()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
