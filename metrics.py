@@ -28,6 +28,43 @@ PREFIX = "mongodb_replication_"
 FAILURE_KINDS = ("auth", "unauthorized", "not_replica_set", "timeout", "unreachable", "error")
 
 
+# One gauge per member: (name, HELP, the member's value or None for no series, data-bearing members only).
+_MEMBER_GAUGES: tuple[tuple[str, str, Callable[[Member], float | None], bool], ...] = (
+    (
+        "lag_seconds",
+        "Effective replication lag (raw lag minus the configured delay, never negative), ms precision",
+        lambda m: _seconds(m.lag_ms),
+        True,
+    ),
+    (
+        "raw_lag_seconds",
+        "Replication lag before subtracting the configured delay, ms precision",
+        lambda m: _seconds(m.raw_lag_ms),
+        True,
+    ),
+    (
+        "written_lag_seconds",
+        "MongoDB 8.0+: lag in oplog written (not yet applied), ms precision",
+        lambda m: _seconds(m.written_lag_ms),
+        True,
+    ),
+    (
+        "member_delay_seconds",
+        "Configured secondaryDelaySecs / slaveDelay (0 when none)",
+        lambda m: m.delay_ms / 1000,
+        True,
+    ),
+    (
+        "member_state",
+        "replSetGetStatus state code: 1 PRIMARY, 2 SECONDARY, 3 RECOVERING, 7 ARBITER, 8 DOWN, ...",
+        lambda m: m.state,
+        False,
+    ),
+    ("member_health", "1 when the member is healthy, else 0", lambda m: 1 if m.healthy else 0, False),
+    ("member_status", "Member status: 0 GREEN, 1 YELLOW, 2 RED", lambda m: int(m.status), False),
+)
+
+
 class ReplicationCollector:
     """Yields the replication metrics from the store's current view; never touches MongoDB."""
 
@@ -98,11 +135,6 @@ def _set_families(family: _Families, infra: str, snapshot: Snapshot) -> Iterator
     """The per-set and per-member families of one current snapshot."""
     labels = [infra, snapshot.set_name]
     members = snapshot.members
-    data_bearing = [m for m in members if m.is_data_bearing]
-
-    def per_member(value: Callable[[Member], float | None], of: list[Member] | tuple[Member, ...]) -> list:
-        return [([*labels, m.name], value(m)) for m in of]
-
     member_labels = ["infra", "set", "member"]
     yield family.gauge(
         "primary_present",
@@ -117,48 +149,9 @@ def _set_families(family: _Families, infra: str, snapshot: Snapshot) -> Iterator
             ["infra", "set", "reference", "member"],
             [([*labels, snapshot.reference, snapshot.reference_member], 1)],
         )
-    yield family.gauge(
-        "lag_seconds",
-        "Effective replication lag (raw lag minus the configured delay, never negative), ms precision",
-        member_labels,
-        per_member(lambda m: _seconds(m.lag_ms), data_bearing),
-    )
-    yield family.gauge(
-        "raw_lag_seconds",
-        "Replication lag before subtracting the configured delay, ms precision",
-        member_labels,
-        per_member(lambda m: _seconds(m.raw_lag_ms), data_bearing),
-    )
-    yield family.gauge(
-        "written_lag_seconds",
-        "MongoDB 8.0+: lag in oplog written (not yet applied), ms precision",
-        member_labels,
-        per_member(lambda m: _seconds(m.written_lag_ms), data_bearing),
-    )
-    yield family.gauge(
-        "member_delay_seconds",
-        "Configured secondaryDelaySecs / slaveDelay (0 when none)",
-        member_labels,
-        per_member(lambda m: m.delay_ms / 1000, data_bearing),
-    )
-    yield family.gauge(
-        "member_state",
-        "replSetGetStatus state code: 1 PRIMARY, 2 SECONDARY, 3 RECOVERING, 7 ARBITER, 8 DOWN, ...",
-        member_labels,
-        per_member(lambda m: m.state, members),
-    )
-    yield family.gauge(
-        "member_health",
-        "1 when the member is healthy, else 0",
-        member_labels,
-        per_member(lambda m: 1 if m.healthy else 0, members),
-    )
-    yield family.gauge(
-        "member_status",
-        "Member status: 0 GREEN, 1 YELLOW, 2 RED",
-        member_labels,
-        per_member(lambda m: int(m.status), members),
-    )
+    for name, help_text, value, data_bearing_only in _MEMBER_GAUGES:
+        of = [m for m in members if m.is_data_bearing or not data_bearing_only]
+        yield family.gauge(name, help_text, member_labels, [([*labels, m.name], value(m)) for m in of])
     yield family.gauge(
         "member_info",
         'Member attributes; precision="ms" (wall times, oplog), "s" (optimeDate fallback) or "" (no lag)',
