@@ -448,8 +448,6 @@ def _measure(member: _Reported, reference: _Reported, probe: OplogProbe | None, 
         problem = "the status document has no date to age the oplog entry against"
     else:
         oldest_ms = _int(probe.oldest_unapplied_wall_ms)
-        if oldest_ms is None:
-            oldest_ms = _ms(probe.oldest_unapplied_wall_ms)
         if oldest_ms is not None:
             return _Lag(max(0, date_ms - oldest_ms), "oplog")
         problem = "the oplog lookup gave no usable wall time"

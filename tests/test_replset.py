@@ -498,6 +498,12 @@ def test_the_oplog_is_not_used_without_a_date_to_age_its_entry_against():
     assert any("no date" in note for note in snap.notes)
 
 
+def test_an_oplog_probe_whose_wall_is_not_a_number_is_distrusted():
+    snap = build_snapshot(idle_doc(), oplog={"db1.example.net:27017": OplogProbe("soon")})
+    assert member_named(snap, "db1").lag_source == "wall"
+    assert snap.notes == ("db1.example.net:27017: the oplog lookup gave no usable wall time; lag from wall times",)
+
+
 def test_members_needing_an_oplog_probe_are_those_behind_the_answering_primary_with_their_optime():
     assert members_needing_oplog_probe(load("replSetGetStatus-7.0-primary-lagging.json")) == {
         "m2.example.net:27017": Timestamp(1723763172, 3),
