@@ -28,40 +28,54 @@ PREFIX = "mongodb_replication_"
 FAILURE_KINDS = ("auth", "unauthorized", "not_replica_set", "timeout", "unreachable", "error")
 
 
-# One gauge per member: (name, HELP, the member's value or None for no series, data-bearing members only).
-_MEMBER_GAUGES: tuple[tuple[str, str, Callable[[Member], float | None], bool], ...] = (
+
+def _replicating(member: Member) -> bool:
+    """Lag series belong to data-bearing members that copy from a primary; the primary itself has none."""
+    return member.is_data_bearing and not member.is_primary
+
+
+def _data_bearing(member: Member) -> bool:
+    return member.is_data_bearing
+
+
+def _every(member: Member) -> bool:
+    return True
+
+
+# One gauge per member: (name, HELP, the member's value or None for no series, which members).
+_MEMBER_GAUGES: tuple[tuple[str, str, Callable[[Member], float | None], Callable[[Member], bool]], ...] = (
     (
         "lag_seconds",
         "Effective replication lag (raw lag minus the configured delay, never negative), ms precision",
         lambda m: _seconds(m.lag_ms),
-        True,
+        _replicating,
     ),
     (
         "raw_lag_seconds",
         "Replication lag before subtracting the configured delay, ms precision",
         lambda m: _seconds(m.raw_lag_ms),
-        True,
+        _replicating,
     ),
     (
         "written_lag_seconds",
         "MongoDB 8.0+: lag in oplog written (not yet applied), ms precision",
         lambda m: _seconds(m.written_lag_ms),
-        True,
+        _replicating,
     ),
     (
         "member_delay_seconds",
         "Configured secondaryDelaySecs / slaveDelay (0 when none)",
         lambda m: m.delay_ms / 1000,
-        True,
+        _data_bearing,
     ),
     (
         "member_state",
         "replSetGetStatus state code: 1 PRIMARY, 2 SECONDARY, 3 RECOVERING, 7 ARBITER, 8 DOWN, ...",
         lambda m: m.state,
-        False,
+        _every,
     ),
-    ("member_health", "1 when the member is healthy, else 0", lambda m: 1 if m.healthy else 0, False),
-    ("member_status", "Member status: 0 GREEN, 1 YELLOW, 2 RED", lambda m: int(m.status), False),
+    ("member_health", "1 when the member is healthy, else 0", lambda m: 1 if m.healthy else 0, _every),
+    ("member_status", "Member status: 0 GREEN, 1 YELLOW, 2 RED", lambda m: int(m.status), _every),
 )
 
 
@@ -149,8 +163,8 @@ def _set_families(family: _Families, infra: str, snapshot: Snapshot) -> Iterator
             ["infra", "set", "reference", "member"],
             [([*labels, snapshot.reference, snapshot.reference_member], 1)],
         )
-    for name, help_text, value, data_bearing_only in _MEMBER_GAUGES:
-        of = [m for m in members if m.is_data_bearing or not data_bearing_only]
+    for name, help_text, value, which in _MEMBER_GAUGES:
+        of = [m for m in members if which(m)]
         yield family.gauge(name, help_text, member_labels, [([*labels, m.name], value(m)) for m in of])
     yield family.gauge(
         "member_info",

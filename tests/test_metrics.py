@@ -52,25 +52,41 @@ def test_the_cluster_status_gauge_follows_the_lag_thresholds(lag_ms, status):
 def test_a_member_that_left_the_set_is_no_longer_exported():
     store, _ = make_store(healthy_set(0, 1_000))
     registry = build_registry(store)
-    assert series(registry, "mongodb_replication_lag_seconds") == {"db0:27017", "db1:27017", "db2:27017"}
+    assert series(registry, "mongodb_replication_lag_seconds") == {"db1:27017", "db2:27017"}
 
     store.publish(healthy_set(0), duration_s=0.01)
 
-    assert series(registry, "mongodb_replication_lag_seconds") == {"db0:27017", "db1:27017"}
+    assert series(registry, "mongodb_replication_lag_seconds") == {"db1:27017"}
     assert series(registry, "mongodb_replication_member_state") == {"db0:27017", "db1:27017"}
     assert registry.get_sample_value("mongodb_replication_member_health", at("db2:27017")) is None
 
 
-def test_an_election_creates_no_new_lag_series():
+def test_the_primary_has_no_lag_series():
+    registry = scrape_of(healthy_set(0, 1_000))
+
+    assert registry.get_sample_value("mongodb_replication_lag_seconds", at("db0:27017")) is None
+    assert registry.get_sample_value("mongodb_replication_raw_lag_seconds", at("db0:27017")) is None
+    assert registry.get_sample_value("mongodb_replication_member_delay_seconds", at("db0:27017")) == 0
+
+
+def test_an_election_keeps_one_lag_series_per_member_with_no_role_label():
     before = snapshot(primary("db0:27017"), member("db1:27017", lag_ms=300), member("db2:27017", lag_ms=800))
     after = snapshot(member("db0:27017", lag_ms=2_000), primary("db1:27017"), member("db2:27017", lag_ms=900))
     store, _ = make_store(before)
     registry = build_registry(store)
-    lag_series_before = series(registry, "mongodb_replication_lag_seconds")
+    assert series(registry, "mongodb_replication_lag_seconds") == {"db1:27017", "db2:27017"}
 
     store.publish(after, duration_s=0.01)
 
-    assert series(registry, "mongodb_replication_lag_seconds") == lag_series_before
+    lag_samples = [
+        sample
+        for family in registry.collect()
+        if family.name == "mongodb_replication_lag_seconds"
+        for sample in family.samples
+    ]
+    assert {tuple(sorted(sample.labels)) for sample in lag_samples} == {("infra", "member", "set")}
+    assert series(registry, "mongodb_replication_lag_seconds") == {"db0:27017", "db2:27017"}
+    assert registry.get_sample_value("mongodb_replication_lag_seconds", at("db2:27017")) == 0.9
     assert registry.get_sample_value("mongodb_replication_lag_seconds", at("db0:27017")) == 2.0
     assert registry.get_sample_value("mongodb_replication_member_state", at("db1:27017")) == PRIMARY
 
