@@ -1,0 +1,278 @@
+"""Collection: the only importer of pymongo and schedule.
+
+One long-lived `MongoClient` per cluster with explicit timeouts. Each poll runs `replSetGetStatus` (PRIMARY_PREFERRED,
+so a set with no primary still answers), re-reads `replSetGetConfig` only when the set's configuration changed,
+looks up the primary's oplog once per lagging member (DOMAIN §6), and publishes one `Snapshot` or one `Failure` to
+the store. The poll runs on its own daemon thread with a deadline, so a driver that misbehaves can neither delay
+the next poll nor keep the process from exiting. Nothing here raises into the scheduler.
+Imports `replset` and `store`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pymongo
+import schedule
+from pymongo import MongoClient, ReadPreference
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+
+from replset import Failure, OplogProbe, Snapshot, build_snapshot, config_is_stale, members_needing_oplog_probe
+from store import SnapshotStore
+
+log = logging.getLogger("replicationlag.collector")
+
+APP_NAME = "replicationlag"
+HEARTBEAT_MS = 2_000  # how soon the driver notices an election or a member coming back
+MAX_CONNECT_TIMEOUT_MS = 5_000
+WATCHDOG_GRACE_S = 1.0  # the driver honours the deadline itself; the watchdog is the last line of defence
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+UNAUTHORIZED, AUTH_FAILED, COMMAND_NOT_FOUND, NO_REPLICATION, NOT_YET_INITIALIZED = 13, 18, 59, 76, 94
+
+
+class ClientError(Exception):
+    """The URI was rejected by the driver; the text carries no credential."""
+
+
+def make_client(uri: str, timeout_s: float, scrub: Callable[[str], str]) -> MongoClient:
+    """A client whose every wait is bounded by the poll deadline. Connects lazily, in the driver's threads."""
+    timeout_ms = max(100, int(timeout_s * 1000))
+    try:
+        return MongoClient(
+            uri,
+            appname=APP_NAME,
+            connect=False,
+            tz_aware=True,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=min(timeout_ms, MAX_CONNECT_TIMEOUT_MS),
+            socketTimeoutMS=timeout_ms,
+            heartbeatFrequencyMS=HEARTBEAT_MS,
+            maxPoolSize=4,
+            retryReads=False,
+            retryWrites=False,
+        )
+    except (ConfigurationError, ValueError, TypeError) as error:
+        raise ClientError(f"the MongoDB URI was rejected: {scrub(str(error))}") from None
+
+
+def classify(error: BaseException, timeout_s: float, scrub: Callable[[str], str]) -> tuple[str, str]:
+    """A driver error as (kind, message in words). Kinds are the `Failure.kind` values of replset."""
+    if isinstance(error, OperationFailure):
+        code = error.code
+        if code == UNAUTHORIZED:
+            return (
+                "unauthorized",
+                "not authorized to run replSetGetStatus: the user needs the clusterMonitor role",
+            )
+        if code == AUTH_FAILED:
+            return "auth", "authentication failed: check the user name, password and authSource"
+        if code == NO_REPLICATION:
+            return (
+                "not_replica_set",
+                "not a replica set: the server runs without --replSet (NoReplicationEnabled)",
+            )
+        if code == NOT_YET_INITIALIZED:
+            return (
+                "not_replica_set",
+                "the replica set is not initialised yet (NotYetInitialized): run rs.initiate()",
+            )
+        if code == COMMAND_NOT_FOUND:
+            return (
+                "not_replica_set",
+                "replSetGetStatus is not supported here (is this a mongos? point at a replica set)",
+            )
+        name = (error.details or {}).get("codeName", "")
+        return "error", scrub(f"replSetGetStatus failed with code {code} {name}".strip())
+    if isinstance(error, ServerSelectionTimeoutError):
+        detail = scrub(str(error).split(", Timeout:")[0].split(" (configured timeouts")[0])
+        return "unreachable", f"no usable member of the replica set within {timeout_s:g} s: {detail}"[:400]
+    if isinstance(error, PyMongoError) and error.timeout:
+        return "timeout", f"the poll did not finish within its {timeout_s:g} s deadline"
+    if isinstance(error, ConnectionFailure):
+        return "unreachable", scrub(f"connection failed: {error}")[:400]
+    if isinstance(error, PyMongoError):
+        return "error", scrub(f"{type(error).__name__}: {error}")[:400]
+    return "error", f"unexpected {type(error).__name__} while collecting"
+
+
+class Collector:
+    """Polls one cluster and publishes the result to its store."""
+
+    def __init__(
+        self,
+        client: MongoClient,
+        store: SnapshotStore,
+        timeout_s: float,
+        scrub: Callable[[str], str] = lambda text: text,
+        now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._timeout_s = timeout_s
+        self._scrub = scrub
+        self._now_ms = now_ms
+        self._config: dict[str, Any] | None = None
+        self._config_key: tuple[str, ...] | None = None
+        self._running: threading.Thread | None = None
+        self._last_status: str | None = None
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """From now on polls do nothing: the client is about to close, and its errors would only be noise."""
+        self._stopped.set()
+
+    def poll(self) -> None:
+        """One scheduled poll: bounded by the deadline, publishes exactly one result, never raises."""
+        if self._stopped.is_set():
+            return
+        started = time.monotonic()
+        try:
+            result = self._run_bounded()
+        except Exception as error:  # the scheduler must never see an exception
+            result = Failure("error", f"unexpected {type(error).__name__} while collecting", self._now_ms())
+        if self._stopped.is_set():
+            return
+        self._store.publish(result, time.monotonic() - started)
+        self._log(result)
+
+    def _run_bounded(self) -> Snapshot | Failure:
+        if self._running is not None and self._running.is_alive():
+            return Failure("timeout", "the previous poll is still running; skipped this one", self._now_ms())
+        box: list[Snapshot | Failure] = []
+        worker = threading.Thread(target=lambda: box.append(self.collect_once()), name="poll", daemon=True)
+        self._running = worker
+        worker.start()
+        worker.join(self._timeout_s + WATCHDOG_GRACE_S)
+        if box:
+            return box[0]
+        return Failure("timeout", f"the poll did not finish within its {self._timeout_s:g} s deadline", self._now_ms())
+
+    def collect_once(self) -> Snapshot | Failure:
+        """Ask the cluster once. All I/O of a poll happens here, under one deadline."""
+        try:
+            with pymongo.timeout(self._timeout_s):
+                status = self._client.admin.command(
+                    "replSetGetStatus", read_preference=ReadPreference.PRIMARY_PREFERRED
+                )
+                config = self._config_for(status)
+                probes = self._probe_oplog(status)
+            return build_snapshot(status, config, probes)
+        except Exception as error:
+            kind, message = classify(error, self._timeout_s, self._scrub)
+            return Failure(kind, message, self._now_ms())
+
+    def _config_for(self, status: dict[str, Any]) -> dict[str, Any] | None:
+        """The cached replSetGetConfig `config`, re-read when the members or the config version change."""
+        key = _member_names(status)
+        if key == self._config_key and not config_is_stale(status, self._config):
+            return self._config
+        try:
+            reply = self._client.admin.command("replSetGetConfig", read_preference=ReadPreference.PRIMARY_PREFERRED)
+        except PyMongoError as error:
+            if error.timeout:
+                raise
+            # Without the config there are no delays or hidden flags; the snapshot is still right otherwise.
+            log.warning("replSetGetConfig failed, delays are unknown: %s", classify(error, 0, self._scrub)[1])
+            return None
+        config = reply.get("config") if isinstance(reply, dict) else None
+        self._config, self._config_key = (config, key) if isinstance(config, dict) else (None, None)
+        return self._config
+
+    def _probe_oplog(self, status: dict[str, Any]) -> dict[str, OplogProbe]:
+        """For each lagging member, the `wall` of the first primary oplog entry it has not applied."""
+        if status.get("myState") != 1:
+            return {}  # only the primary's own oplog tells what it has that others lack
+        oplog = self._client.local.get_collection("oplog.rs", read_preference=ReadPreference.PRIMARY)
+        probes: dict[str, OplogProbe] = {}
+        denied = ""
+        for name, applied_ts in members_needing_oplog_probe(status).items():
+            if denied:
+                probes[name] = OplogProbe(error=denied)
+                continue
+            try:
+                entry = oplog.find_one({"ts": {"$gt": applied_ts}}, projection={"ts": 1, "wall": 1})
+            except OperationFailure as error:
+                if error.code == UNAUTHORIZED:
+                    denied = "no read on the local database: grant the monitoring user read on local"
+                    probes[name] = OplogProbe(error=denied)
+                else:
+                    probes[name] = OplogProbe(error=f"oplog lookup failed with code {error.code}")
+                continue
+            except PyMongoError as error:
+                probes[name] = OplogProbe(error="oplog lookup timed out" if error.timeout else "oplog lookup failed")
+                continue
+            probes[name] = _probe_from_entry(entry)
+        return probes
+
+    def _log(self, result: Snapshot | Failure) -> None:
+        if isinstance(result, Failure):
+            log.warning("collection failed (%s): %s", result.kind, result.message)
+            self._last_status = None
+            return
+        summary = ", ".join(
+            f"{m.name} {m.lag_ms}ms" if m.lag_ms is not None else f"{m.name} {m.state_str}"
+            for m in result.members
+            if not m.is_primary
+        )
+        status = result.status.name
+        if status != self._last_status:
+            reasons = "; ".join(result.reasons) or "all members healthy and in time"
+            log.info("replica set %s is %s: %s", result.set_name, status, reasons)
+        self._last_status = status
+        log.debug("collected %s: %s", result.set_name, summary)
+
+
+def _probe_from_entry(entry: dict[str, Any] | None) -> OplogProbe:
+    if entry is None:
+        return OplogProbe(oldest_unapplied_wall_ms=None)
+    wall = entry.get("wall")
+    if not isinstance(wall, dt.datetime):
+        return OplogProbe(error="the oplog entry has no wall time (server older than 4.2?)")
+    if wall.tzinfo is None:
+        wall = wall.replace(tzinfo=dt.UTC)
+    return OplogProbe(oldest_unapplied_wall_ms=(wall - EPOCH) // dt.timedelta(milliseconds=1))
+
+
+def _member_names(status: dict[str, Any]) -> tuple[str, ...]:
+    """The members the status lists; a member added, removed or renamed means the cached config is old."""
+    members = status.get("members")
+    members = members if isinstance(members, list) else []
+    return tuple(sorted(str(m.get("name")) for m in members if isinstance(m, dict)))
+
+
+class PollScheduler:
+    """Runs the poll once at start, then every interval, on its own thread; `stop()` returns at once."""
+
+    def __init__(self, poll: Callable[[], None], interval_s: float) -> None:
+        self._poll = poll
+        self._scheduler = schedule.Scheduler()
+        self._scheduler.every(interval_s).seconds.do(poll)  # type: ignore[arg-type]  # accepts a float
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="poll-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._poll()
+        while not self._stop.is_set():
+            idle = self._scheduler.idle_seconds
+            if self._stop.wait(timeout=max(0.0, min(idle if idle is not None else 1.0, 1.0))):
+                break
+            self._scheduler.run_pending()
+
+    def stop(self, timeout_s: float = 1.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
