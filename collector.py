@@ -27,6 +27,7 @@ from pymongo.errors import (
     PyMongoError,
     ServerSelectionTimeoutError,
 )
+from pymongo.uri_parser import parse_uri
 
 from replset import Failure, OplogProbe, Snapshot, build_snapshot, config_is_stale, members_needing_oplog_probe
 from store import SnapshotStore
@@ -50,6 +51,9 @@ def make_client(uri: str, timeout_s: float, scrub: Callable[[str], str]) -> Mong
     """A client whose every wait is bounded by the poll deadline. Connects lazily, in the driver's threads."""
     timeout_ms = max(100, int(timeout_s * 1000))
     try:
+        if not uri.startswith("mongodb+srv://"):  # an SRV URI is resolved by the client, in its own threads
+            # Strict: the driver only warns about a bad or unknown option and then ignores it.
+            parse_uri(uri, warn=False)
         return MongoClient(
             uri,
             appname=APP_NAME,

@@ -77,7 +77,7 @@ class Settings:
 
 def redact_uri(uri: str) -> str:
     """The URI with its password (and any `password=`-like option) replaced by ***."""
-    redacted = re.sub(r"^(mongodb(?:\+srv)?://)([^@/]*)@", _redact_userinfo, uri)
+    redacted = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^@/]*)@", _redact_userinfo, uri)
     return re.sub(r"(?i)([?&](?:password|authmechanismproperties)=)[^&]*", rf"\1{REDACTED}", redacted)
 
 
@@ -89,7 +89,7 @@ def _redact_userinfo(match: re.Match[str]) -> str:
 def uri_secrets(uri: str) -> tuple[str, ...]:
     """Every spelling of the URI's password that could show up in a message: raw, decoded and re-encoded."""
     found: set[str] = set()
-    userinfo = re.match(r"^mongodb(?:\+srv)?://([^@/]*)@", uri)
+    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^@/]*)@", uri)
     if userinfo and ":" in userinfo.group(1):
         found.add(userinfo.group(1).split(":", 1)[1])
     found.update(re.findall(r"(?i)[?&]password=([^&]*)", uri))
