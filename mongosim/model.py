@@ -1,0 +1,509 @@
+"""The state of a simulated replica set: members, version profiles, the clock and a lazily computed oplog.
+
+Nothing here does I/O or knows about sockets: the server reads this state to answer commands, the public
+`ReplicaSet` changes it (always on the event-loop thread, so a document is never built from a half-made change).
+
+The oplog is never stored entry by entry. It is a list of write *segments* (continuous traffic, idle with a no-op
+every 10 s, a fixed rate, or stopped while there is no primary) plus the explicit writes; every question about it
+("how many entries up to wall ms w", "the n-th entry") is answered arithmetically, so an hour of 2 000 ops/s costs
+nothing. Entry n has the ts `Timestamp(wall // 1000, its rank within that second)`, as a real server assigns it.
+
+A member's replication lag L is an *apply delay*: at time `now` it has applied the first entry written at wall
+`now - L` (or the last one before, when nothing was written in that millisecond); L = 0 means caught up.
+
+Imports `bson` and the standard library only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from bson import ObjectId, Timestamp
+
+from .scram import User
+
+# replSetGetStatus member states (MongoDB manual, "Replica Set Member States").
+STARTUP, PRIMARY, SECONDARY, RECOVERING, STARTUP2, UNKNOWN, ARBITER, DOWN, ROLLBACK, REMOVED = (
+    0,
+    1,
+    2,
+    3,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+)
+STATE_NAMES = {
+    STARTUP: "STARTUP",
+    PRIMARY: "PRIMARY",
+    SECONDARY: "SECONDARY",
+    RECOVERING: "RECOVERING",
+    STARTUP2: "STARTUP2",
+    UNKNOWN: "UNKNOWN",
+    ARBITER: "ARBITER",
+    DOWN: "(not reachable/healthy)",
+    ROLLBACK: "ROLLBACK",
+    REMOVED: "REMOVED",
+}
+# States a test may put a data member into with set_state (PRIMARY goes through elect, DOWN through take_down).
+SETTABLE_STATES = {"STARTUP": STARTUP, "STARTUP2": STARTUP2, "RECOVERING": RECOVERING, "ROLLBACK": ROLLBACK}
+SETTABLE_STATES["SECONDARY"] = SECONDARY
+
+NOOP_INTERVAL_MS = 10_000  # periodicNoopIntervalSecs
+HISTORY_MS = 24 * 3600 * 1000  # how much oplog exists before the set starts
+MAX_RATE_OPS = 10_000  # write_rate() ceiling: keeps a second of oplog cheap to reason about
+
+
+# --- clocks ---------------------------------------------------------------------------------------------------
+
+
+class RealClock:
+    """Wall-clock time in ms since the epoch."""
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+class ManualClock:
+    """A clock that moves only when told to: `advance(ms)` or `set(ms)`. Thread-safe; never goes backwards."""
+
+    def __init__(self, start_ms: int | None = None) -> None:
+        self._ms = RealClock().now_ms() if start_ms is None else int(start_ms)
+        self._lock = threading.Lock()
+
+    def now_ms(self) -> int:
+        return self._ms
+
+    def advance(self, ms: int) -> int:
+        if ms < 0:
+            raise ValueError("a ManualClock never goes backwards")
+        with self._lock:
+            self._ms += int(ms)
+            return self._ms
+
+    def set(self, ms: int) -> None:
+        with self._lock:
+            if ms < self._ms:
+                raise ValueError("a ManualClock never goes backwards")
+            self._ms = int(ms)
+
+
+# --- version profiles -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one server version looks like on the wire (DOMAIN §1)."""
+
+    name: str
+    version: str
+    max_wire: int
+
+    def at_least(self, other: str) -> bool:
+        return tuple(int(p) for p in self.name.split(".")) >= tuple(int(p) for p in other.split("."))
+
+    @property
+    def wall_times(self) -> bool:  # member lastAppliedWallTime (4.4.11+)
+        return self.at_least("4.4")
+
+    @property
+    def syncing_to(self) -> bool:  # deprecated `syncingTo`, gone in 4.4
+        return not self.at_least("4.4")
+
+    @property
+    def written(self) -> bool:  # optimeWritten / lastWrittenWallTime
+        return self.at_least("8.0")
+
+    @property
+    def streaming(self) -> bool:  # topologyVersion + awaitable hello
+        return self.at_least("4.4")
+
+    @property
+    def delay_field(self) -> str:
+        return "secondaryDelaySecs" if self.at_least("5.0") else "slaveDelay"
+
+
+PROFILES = {
+    p.name: p
+    for p in (
+        Profile("4.0", "4.0.28", 7),
+        Profile("4.4", "4.4.29", 9),
+        Profile("5.0", "5.0.28", 13),
+        Profile("6.0", "6.0.19", 17),
+        Profile("7.0", "7.0.14", 21),
+        Profile("8.0", "8.0.4", 25),
+    )
+}
+
+
+def profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown version profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+# --- the oplog ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Segment:
+    """Writes between two mode changes; `end` is the last wall ms it covers (None while it is the current one)."""
+
+    kind: str  # "traffic" (2 entries per ms), "idle" (a no-op every 10 s), "rate", "stopped"
+    start: int
+    end: int | None = None
+    anchor: int = 0  # idle: no-ops at anchor + 10 s * k, k >= 1
+    rate: Fraction = Fraction(0)  # rate: ops per second
+    base: int = 0  # entries in all earlier segments
+
+    def count_le(self, w: int) -> int:
+        """Entries of this segment with wall <= w."""
+        if w < self.start:
+            return 0
+        if self.end is not None:
+            w = min(w, self.end)
+        if self.kind == "traffic":
+            return 2 * (w - self.start + 1)
+        if self.kind == "idle":
+            return max(0, (w - self.anchor) // NOOP_INTERVAL_MS)
+        if self.kind == "rate":
+            num, den = self.rate.numerator, self.rate.denominator
+            return ((w - self.start + 1) * num - 1) // (1000 * den) + 1
+        return 0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One oplog entry: its ordinal (1-based, over the whole oplog), wall ms, ts, term and kind."""
+
+    n: int
+    wall: int
+    ts: Timestamp
+    term: int
+    kind: str  # "traffic", "noop" (periodic), "new_primary", "write"
+    doc: dict[str, Any] | None = None  # explicit writes only: {"ns": ..., "o": ...}
+
+
+class Oplog:
+    """The primary's oplog, computed on demand from the write schedule."""
+
+    def __init__(self, start_ms: int, mode: str = "traffic", rate: float = 0.0) -> None:
+        self.start_ms = start_ms
+        self._segments: list[_Segment] = []
+        self._starts: list[int] = []
+        self._write_walls: list[int] = []
+        self._write_docs: list[tuple[str, dict[str, Any]]] = []
+        self._terms: list[tuple[int, int]] = [(1, 1)]  # (first ordinal, term)
+        self._open(mode, start_ms, anchor=start_ms - 1, rate=rate)
+
+    @property
+    def mode(self) -> str:
+        return self._segments[-1].kind
+
+    def _open(self, kind: str, start: int, anchor: int, rate: float = 0.0) -> None:
+        if kind == "rate" and not 0 < rate <= MAX_RATE_OPS:
+            raise ValueError(f"write rate must be in (0, {MAX_RATE_OPS}] ops/s")
+        base = self._segments[-1].base + self._segments[-1].count_le(start - 1) if self._segments else 0
+        seg = _Segment(kind, start, anchor=anchor, rate=Fraction(rate).limit_denominator(1000), base=base)
+        self._segments.append(seg)
+        self._starts.append(start)
+
+    def switch(self, kind: str, now: int, rate: float = 0.0) -> None:
+        """From `now + 1` on, write in another mode (entries up to `now` are history and keep their ts)."""
+        current = self._segments[-1]
+        if now < current.start:  # nothing written in the current segment yet: replace it
+            self._segments.pop()
+            self._starts.pop()
+            self._open(kind, current.start, anchor=now, rate=rate)
+            return
+        current.end = now
+        self._open(kind, now + 1, anchor=now, rate=rate)
+
+    def write(self, now: int, kind: str = "write", ns: str = "app.events", o: dict[str, Any] | None = None) -> Entry:
+        """Append one explicit entry at wall `now` (after any segment entries of that same millisecond)."""
+        if self._write_walls and now < self._write_walls[-1]:
+            raise ValueError("writes must not go back in time")
+        self._write_walls.append(now)
+        self._write_docs.append((kind, {"ns": ns, "o": dict(o or {})}))
+        return self.entry(self.count_le(now))
+
+    def new_term(self, term: int, now: int) -> None:
+        """Entries written after `now` (by ordinal) carry `term`."""
+        self._terms.append((self.count_le(now) + 1, term))
+
+    def _segment_count_le(self, w: int) -> int:
+        i = bisect.bisect_right(self._starts, w) - 1
+        if i < 0:
+            return 0
+        seg = self._segments[i]
+        return seg.base + seg.count_le(w)
+
+    def count_le(self, w: int) -> int:
+        """How many entries have wall <= w."""
+        return self._segment_count_le(w) + bisect.bisect_right(self._write_walls, w)
+
+    def _wall_of(self, n: int, hi: int) -> int:
+        lo = self.start_ms
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.count_le(mid) >= n:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def entry(self, n: int, hi: int | None = None) -> Entry:
+        """The n-th entry (1-based). `hi` bounds the search (a wall ms at or after the entry)."""
+        if hi is None:
+            hi = max(self._write_walls[-1] if self._write_walls else 0, self._segments[-1].start)
+            while self.count_le(hi) < n:
+                hi += max(1, hi - self.start_ms)
+        wall = self._wall_of(n, hi)
+        before_ms = self.count_le(wall - 1)
+        second_start = self.count_le(wall // 1000 * 1000 - 1)
+        ts = Timestamp(wall // 1000, n - second_start)
+        rank = n - before_ms - 1  # position within its millisecond
+        seg_here = self._segment_count_le(wall) - self._segment_count_le(wall - 1)
+        term = self._terms[bisect.bisect_right(self._terms, (n, float("inf"))) - 1][1]
+        if rank < seg_here:
+            seg = self._segments[bisect.bisect_right(self._starts, wall) - 1]
+            kind = "noop" if seg.kind == "idle" else "traffic"
+            return Entry(n, wall, ts, term, kind)
+        index = bisect.bisect_left(self._write_walls, wall) + rank - seg_here
+        kind, doc = self._write_docs[index]
+        return Entry(n, wall, ts, term, kind, doc)
+
+    def last_at_or_before(self, w: int) -> Entry | None:
+        n = self.count_le(w)
+        return self.entry(n, w) if n else None
+
+    def position(self, now: int, lag_ms: int) -> int:
+        """The ordinal a member with apply delay `lag_ms` has reached at `now` (0: nothing)."""
+        if lag_ms <= 0:
+            return self.count_le(now)
+        w = now - lag_ms
+        before = self.count_le(w - 1)
+        # First entry of ms w when there is one, so the next unapplied entry is exactly lag_ms old.
+        return before + 1 if self.count_le(w) > before else before
+
+    def ordinal_after(self, ts: Timestamp) -> int:
+        """Ordinal of the first entry whose ts is greater than `ts` (that entry may not be written yet)."""
+        second_start = ts.time * 1000
+        before_second = self.count_le(second_start - 1)
+        in_second = self.count_le(second_start + 999) - before_second
+        return before_second + min(ts.inc, in_second) + 1
+
+
+# --- members and the set --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    """One member as configured and as it behaves."""
+
+    id: int
+    port: int
+    name: str
+    arbiter: bool = False
+    priority: float = 1.0
+    votes: int = 1
+    hidden: bool = False
+    delay_secs: int = 0
+    lag_ms: int = 0
+    written_lag_ms: int | None = None  # 8.0: oplog written ahead of applied; None = same as applied
+    state: int = SECONDARY  # the member's own state while up (PRIMARY/SECONDARY/ARBITER/RECOVERING/...)
+    up: bool = True
+    hang: str | None = None  # None, "after_accept", "before_accept"
+    version: str = "7.0"
+    sync_source: int | None = None  # member id; None = the primary
+    started_ms: int = 0
+    down_since_ms: int = 0
+    process_id: ObjectId = field(default_factory=ObjectId)
+    tags: dict[str, str] = field(default_factory=dict)
+    # What serverStatus reports; the server counts them.
+    stats: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("current", "total", "requests", "bytes_in", "bytes_out"), 0)
+    )
+
+    @property
+    def reachable(self) -> bool:
+        return self.up and self.hang is None
+
+    @property
+    def data_bearing(self) -> bool:
+        return not self.arbiter
+
+
+class SetModel:
+    """The whole replica set. Mutated only through its methods, which keep the invariants a real set has."""
+
+    def __init__(self, name: str, clock: Any, version: str = "7.0", mode: str = "traffic", rate: float = 0.0) -> None:
+        profile(version)
+        self.name = name
+        self.clock = clock
+        self.members: dict[int, Member] = {}
+        self.topology = "replset"  # or "standalone", "uninitialized"
+        now = clock.now_ms()
+        self.created_ms = now
+        self.oplog = Oplog(now - HISTORY_MS, mode, rate)
+        self.write_mode = mode
+        self.write_rate = rate
+        self.term = 1
+        self.primary_id: int | None = None
+        self.prior_primary_id: int | None = None
+        self.election_ms = now - HISTORY_MS // 2  # the first primary was elected long before the set "started"
+        self.election_n = self.oplog.count_le(self.election_ms)
+        self.config_version = 1
+        self.config_term = 1
+        self.topology_counter = 0
+        self.replica_set_id = ObjectId()
+        self.users: dict[tuple[str, str], User] = {}
+        self.connection_ids = 0
+        self.on_change: Callable[[], None] = lambda: None
+
+    # -- lookups --
+
+    def now(self) -> int:
+        return self.clock.now_ms()
+
+    def member(self, ref: int | str | Member) -> Member:
+        """A member by `_id`, by name ("127.0.0.1:PORT") or the Member itself."""
+        if isinstance(ref, Member):
+            ref = ref.id
+        if isinstance(ref, bool):
+            raise TypeError("member reference must be an _id or a host:port name")
+        if isinstance(ref, int):
+            if ref in self.members:
+                return self.members[ref]
+        else:
+            for m in self.members.values():
+                if m.name == ref:
+                    return m
+        raise KeyError(f"no member {ref!r} in set {self.name!r}")
+
+    @property
+    def primary(self) -> Member | None:
+        return self.members.get(self.primary_id) if self.primary_id is not None else None
+
+    def profile_of(self, member: Member) -> Profile:
+        return PROFILES[member.version]
+
+    @property
+    def fcv_profile(self) -> Profile:
+        """The lowest member version decides the config's field names, like the featureCompatibilityVersion."""
+        return min((PROFILES[m.version] for m in self.members.values()), key=lambda p: p.max_wire)
+
+    def voting(self) -> list[Member]:
+        return [m for m in self.members.values() if m.votes > 0]
+
+    # -- the oplog as each member sees it --
+
+    def last_written(self, now: int) -> int:
+        """Ordinal of the newest entry the primary has written (the oplog stops while there is no primary)."""
+        return self.oplog.count_le(now)
+
+    def applied_n(self, member: Member, now: int, written: bool = False) -> int:
+        """Ordinal of the last entry `member` has applied (or, with `written`, written to its oplog; 8.0)."""
+        if member.arbiter:
+            return 0
+        if member.id == self.primary_id:
+            return self.last_written(now)
+        lag = member.lag_ms
+        if written and member.written_lag_ms is not None:
+            lag = min(lag, member.written_lag_ms)
+        return self.oplog.position(now, lag)
+
+    def applied(self, member: Member, now: int, written: bool = False) -> Entry | None:
+        n = self.applied_n(member, now, written)
+        return self.oplog.entry(n, now) if n else None
+
+    def commit_point(self, now: int) -> Entry | None:
+        """The newest entry a majority of the voting data members has applied."""
+        voting = self.voting()
+        applied = sorted(
+            (self.applied_n(x, now) for x in voting if x.data_bearing and x.reachable and x.state != STARTUP2),
+            reverse=True,
+        )
+        needed = min(len(voting) // 2 + 1, sum(1 for x in voting if x.data_bearing))
+        if not applied or needed == 0:
+            return None
+        n = applied[min(needed, len(applied)) - 1]
+        return self.oplog.entry(n, now) if n else None
+
+    # -- changes --
+
+    def changed(self) -> None:
+        """Something hello reports changed: bump topologyVersion and wake awaitable hellos."""
+        self.topology_counter += 1
+        self.on_change()
+
+    def reconfigured(self) -> None:
+        self.config_version += 1
+        self.changed()
+
+    def add(self, member: Member) -> None:
+        member.started_ms = self.now()
+        self.members[member.id] = member
+
+    def elect(self, ref: int | str | Member) -> None:
+        m = self.member(ref)
+        if m.arbiter or m.priority <= 0 or not m.up or m.state not in (PRIMARY, SECONDARY):
+            raise ValueError(f"{m.name} cannot be elected (arbiter, priority 0, down or not SECONDARY)")
+        now = self.now()
+        old = self.primary
+        if old is not None:
+            old.state = SECONDARY
+            old.lag_ms = 0
+        self.prior_primary_id = self.primary_id
+        # The new primary has everything the old one wrote (a real one catches up or the rest rolls back).
+        m.lag_ms = 0
+        m.written_lag_ms = None
+        m.state = PRIMARY
+        self.primary_id = m.id
+        self.term += 1
+        self.config_term = self.term
+        self.election_ms = now
+        self.election_n = self.oplog.count_le(now)
+        if old is None:
+            self.oplog.switch(self.write_mode, now, self.write_rate)
+        self.oplog.new_term(self.term, now)
+        self.oplog.write(now, kind="new_primary", ns="", o={"msg": "new primary"})
+        self.changed()
+
+    def step_down(self) -> None:
+        """No primary: the primary becomes a secondary and nobody writes until the next elect()."""
+        old = self.primary
+        if old is None:
+            return
+        old.state = SECONDARY
+        self.prior_primary_id = old.id
+        self.primary_id = None
+        self.oplog.switch("stopped", self.now())
+        self.changed()
+
+    def set_write_mode(self, mode: str, rate: float = 0.0) -> None:
+        self.write_mode, self.write_rate = mode, rate
+        if self.primary_id is not None:
+            self.oplog.switch(mode, self.now(), rate)
+
+    def set_state(self, ref: int | str | Member, state: str) -> None:
+        m = self.member(ref)
+        try:
+            code = SETTABLE_STATES[state.upper()]
+        except KeyError:
+            raise ValueError(f"state must be one of {', '.join(SETTABLE_STATES)}") from None
+        if m.arbiter:
+            raise ValueError(f"{m.name} is an arbiter; its state is ARBITER")
+        if m.id == self.primary_id:
+            self.step_down()
+        m.state = code
+        self.changed()

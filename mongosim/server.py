@@ -1,0 +1,302 @@
+"""The network side: one asyncio event loop in one daemon thread serves every member's 127.0.0.1 listener.
+
+Each member has its own listening socket (port fixed for the life of the set, so "down then up" reuses it), its own
+accept task (cancelled for a hang "before_accept": the socket keeps listening, the kernel keeps completing
+handshakes into the backlog, nobody ever accepts) and its connections. Every accepted socket is set to linger 0, so
+closing it never leaves a TIME_WAIT on the member's port: `stop()` releases every port at once.
+
+Malformed input closes that one connection; a bug in a command handler answers InternalError (code 1) and is
+logged; nothing a client sends can stop the loop.
+
+Imports `.wire`, `.commands` and `.model` (for types) only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from . import commands, wire
+from .model import Member, SetModel
+
+log = logging.getLogger("mongosim")
+T = TypeVar("T")
+CALL_TIMEOUT_S = 10.0
+_LINGER_0 = struct.pack("ii", 1, 0)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking listening socket; SO_REUSEADDR so a member brought back up can rebind its port at once."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Listener:
+    """One member's listening socket, accept task and open connections."""
+
+    def __init__(self, member_id: int, sock: socket.socket) -> None:
+        self.member_id = member_id
+        self.sock: socket.socket | None = sock
+        self.accept_task: asyncio.Task[None] | None = None
+        self.connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self.sock is not None
+        return self.sock.getsockname()[1]
+
+
+class Server:
+    """Runs the loop thread and the listeners for one `SetModel`."""
+
+    def __init__(self, model: SetModel, host: str = "127.0.0.1") -> None:
+        self.model = model
+        self.host = host
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._listeners: dict[int, _Listener] = {}
+        self._changed: asyncio.Event | None = None
+        self._request_ids = itertools.count(1)
+        model.on_change = self._notify
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- lifecycle (caller's thread) --
+
+    def bind(self, member: Member, port: int) -> int:
+        """Open `member`'s listening socket (before start, or on the loop via call()); returns the port."""
+        listener = _Listener(member.id, listening_socket(self.host, port))
+        self._listeners[member.id] = listener
+        if self._loop is not None and self.running:
+            self._start_accepting(listener)
+        return listener.port
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("a mongosim Server starts once")
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._loop = loop
+
+        def begin() -> None:
+            self._changed = asyncio.Event()
+            for listener in self._listeners.values():
+                member = self.model.members.get(listener.member_id)
+                if member is not None and member.hang != "before_accept":
+                    self._start_accepting(listener)
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(begin)
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"mongosim-{self.model.name}", daemon=True)
+        self._thread.start()
+        if not ready.wait(CALL_TIMEOUT_S):
+            raise RuntimeError("the mongosim event loop did not start")
+
+    def stop(self) -> None:
+        """Close every listener and connection, stop the loop and join its thread. Idempotent."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
+            self._close_sockets()
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(CALL_TIMEOUT_S)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(CALL_TIMEOUT_S)
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for listener in self._listeners.values():
+            if listener.sock is not None:
+                listener.sock.close()
+                listener.sock = None
+
+    async def _shutdown(self) -> None:
+        for member_id in list(self._listeners):
+            await self.close_member(member_id)
+        current = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not current]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` (a function or a coroutine function) on the loop thread and return its result.
+
+        Before start and after stop there is no loop and no other thread: `fn` runs right here.
+        """
+        loop = self._loop
+        if loop is None or not self.running:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                raise RuntimeError("this control needs a running set")
+            return result
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("mongosim controls must not be called from the simulator's own thread")
+
+        async def run() -> T:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(CALL_TIMEOUT_S)
+
+    # -- loop-side controls --
+
+    def _notify(self) -> None:
+        """Wake every held awaitable hello (called by the model, on the loop thread, when hello changes)."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    def _start_accepting(self, listener: _Listener) -> None:
+        if listener.sock is not None and (listener.accept_task is None or listener.accept_task.done()):
+            listener.accept_task = asyncio.get_running_loop().create_task(self._accept_loop(listener))
+
+    def set_accepting(self, member_id: int, accepting: bool) -> None:
+        listener = self._listeners[member_id]
+        if accepting:
+            self._start_accepting(listener)
+        elif listener.accept_task is not None:
+            listener.accept_task.cancel()
+            listener.accept_task = None
+
+    async def drop_connections(self, member_id: int) -> None:
+        """Abort every open connection of a member (a restart, or going down)."""
+        listener = self._listeners.get(member_id)
+        if listener is None:
+            return
+        tasks = list(listener.connections)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close_member(self, member_id: int) -> None:
+        """Stop listening and drop every connection; the port is free when this returns."""
+        listener = self._listeners.get(member_id)
+        if listener is None:
+            return
+        self.set_accepting(member_id, False)
+        await self.drop_connections(member_id)
+        if listener.sock is not None:
+            listener.sock.close()
+            listener.sock = None
+
+    def reopen_member(self, member: Member) -> None:
+        listener = self._listeners[member.id]
+        if listener.sock is None:
+            listener.sock = listening_socket(self.host, member.port)
+        if member.hang != "before_accept":
+            self._start_accepting(listener)
+
+    def forget_member(self, member_id: int) -> None:
+        self._listeners.pop(member_id, None)
+
+    # -- serving --
+
+    async def _accept_loop(self, listener: _Listener) -> None:
+        loop = asyncio.get_running_loop()
+        while listener.sock is not None:
+            try:
+                conn, _ = await loop.sock_accept(listener.sock)
+            except OSError as exc:  # e.g. out of file descriptors: keep the member alive
+                log.warning("mongosim: accept on port %s failed: %s", listener.port, exc)
+                await asyncio.sleep(0.05)
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+            task = loop.create_task(self._serve(listener.member_id, conn))
+            listener.connections.add(task)
+            task.add_done_callback(listener.connections.discard)
+
+    async def _serve(self, member_id: int, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except OSError:
+            conn.close()
+            return
+        model = self.model
+        model.connection_ids += 1
+        session = commands.Session(connection_id=model.connection_ids)
+        member = model.members.get(member_id)
+        if member is not None:
+            member.stats["current"] += 1
+            member.stats["total"] += 1
+        try:
+            while True:
+                header = await reader.readexactly(wire.HEADER.size)
+                length, _, _, _ = wire.parse_header(header)
+                payload = await reader.readexactly(length - wire.HEADER.size)
+                member = model.members.get(member_id)
+                if member is None:
+                    break
+                member.stats["requests"] += 1
+                member.stats["bytes_in"] += length
+                if member.hang is not None:
+                    continue  # hung: reads everything, answers nothing
+                reply = await self._answer(member_id, session, wire.parse_request(header, payload))
+                member = model.members.get(member_id)
+                if reply is None or member is None or member.hang is not None:
+                    continue
+                member.stats["bytes_out"] += len(reply)
+                writer.write(reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass  # the client went away
+        except wire.ProtocolError as exc:
+            log.debug("mongosim: closing a connection to member %s: %s", member_id, exc)
+        finally:
+            writer.transport.abort()
+            member = model.members.get(member_id)
+            if member is not None:
+                member.stats["current"] -= 1
+
+    async def _answer(self, member_id: int, session: commands.Session, request: wire.Request) -> bytes | None:
+        """The reply bytes for one request, or None (moreToCome, or the member went away while we held it)."""
+        model = self.model
+        member = model.members[member_id]
+        hold_ms = commands.hello_hold_ms(model, member, request.body)
+        if hold_ms and self._changed is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), hold_ms / 1000)
+            member = model.members.get(member_id)
+            if member is None or member.hang is not None:
+                return None
+        if not request.is_command:
+            doc = {"$err": "mongosim answers commands only (OP_QUERY on <db>.$cmd)", "code": 352}
+            return wire.encode_op_reply([doc], next(self._request_ids), request.request_id, wire.QUERY_FAILURE)
+        try:
+            doc = commands.dispatch(model, member, session, request)
+        except Exception as exc:  # a bug of ours must not take the connection or the loop down
+            log.exception("mongosim: %s failed", next(iter(request.body), "?"))
+            doc = commands.error_doc(1, f"mongosim internal error: {type(exc).__name__}: {exc}")
+        if request.more_to_come:
+            return None
+        if request.legacy:
+            return wire.encode_op_reply([doc], next(self._request_ids), request.request_id)
+        return wire.encode_op_msg(doc, next(self._request_ids), request.request_id, checksum=request.checksum)
