@@ -1,0 +1,35 @@
+# replicationlag exporter image: `docker build -t replicationlag .` (docker-compose.yml builds it for you).
+# Two stages: the first installs the pinned requirements from wheels only (no compiler, no build tools) into a
+# virtual environment; the final image gets that environment and our modules (.dockerignore is an allow-list),
+# runs as an unprivileged user and is checked with /liveness (200 only while polls succeed and the data is fresh).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+COPY requirements.txt /tmp/requirements.txt
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --only-binary=:all: --no-compile -r /tmp/requirements.txt
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="replicationlag" \
+      org.opencontainers.image.description="MongoDB replica-set replication lag in exact milliseconds, for Zero Problem and Prometheus"
+# A fixed uid: docker/prepare.sh hands the exporter its config file as 10001, mode 0400.
+RUN groupadd --system --gid 10001 replicationlag \
+ && useradd --system --uid 10001 --gid replicationlag --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin replicationlag
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY *.py ./
+USER 10001:10001
+EXPOSE 9218
+# urlopen raises on a 503 or no answer within 4 s, and python then exits 1: unhealthy. No curl in the image.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9218/liveness', timeout=4)"]
+# Exec form: python is PID 1 (or tini's child with `init: true`) and gets SIGTERM itself; the exporter stops
+# cleanly on it within 2 s.
+ENTRYPOINT ["python", "exporter.py"]
+CMD ["--config.file", "/etc/replicationlag/replicationlag.toml"]

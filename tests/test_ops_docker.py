@@ -1,0 +1,234 @@
+"""The Dockerfile and .dockerignore: hadolint clean, our own structural checks (multi-stage, wheels only, non-root,
+liveness healthcheck without curl, exec form, port 9218), the allow-list, and the healthcheck command itself.
+No Docker engine here: the image is never built in these tests."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from ops_util import REPO, hadolint
+
+DOCKERFILE = REPO / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+PRODUCT_MODULES = (
+    "exporter.py",
+    "config.py",
+    "replset.py",
+    "store.py",
+    "collector.py",
+    "metrics.py",
+    "bridge.py",
+    "web.py",
+)
+LIVENESS_URL = "http://127.0.0.1:9218/liveness"
+
+CARELESS_DOCKERFILE = """\
+FROM python:latest
+RUN apt-get update && apt-get install -y curl
+COPY . /app
+RUN pip install -r /app/requirements.txt
+HEALTHCHECK CMD curl -f http://localhost:9218/liveness
+CMD python /app/exporter.py
+"""
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per logical line: continuations joined, comments and blank lines dropped."""
+    out, pending = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        keyword, _, args = (pending + stripped).partition(" ")
+        out.append((keyword.upper(), args.strip()))
+        pending = ""
+    return out
+
+
+def stages(text: str) -> list[list[tuple[str, str]]]:
+    """The build stages; stages[0] holds the global ARGs before the first FROM."""
+    result: list[list[tuple[str, str]]] = [[]]
+    for keyword, args in instructions(text):
+        if keyword == "FROM":
+            result.append([])
+        result[-1].append((keyword, args))
+    return result
+
+
+def exec_form(args: str) -> list[str] | None:
+    try:
+        value = json.loads(args)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
+
+
+def dockerfile_problems(text: str) -> list[str]:
+    """What our image promises and hadolint does not check, as a list of broken promises."""
+    problems = []
+    all_stages = stages(text)
+    global_args = dict(a.partition("=")[::2] for k, a in all_stages[0] if k == "ARG")
+    if len(all_stages) < 3:
+        problems.append("not multi-stage")
+    build, final = all_stages[1], all_stages[-1]
+    base = re.sub(r"\$\{(\w+)\}", lambda m: global_args.get(m.group(1), ""), final[0][1].split()[0])
+    if not re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", base):
+        problems.append(f"final base {base!r} is not a slim Python 3.11")
+    installs = [a for k, a in build if k == "RUN" and "pip install" in a]
+    if not any("--only-binary=:all:" in a and "-r " in a and "requirements.txt" in a for a in installs):
+        problems.append("the build stage does not install the pinned requirements from wheels only")
+    final_runs = " ".join(a for k, a in final if k == "RUN")
+    if re.search(r"\b(apt-get|apk|pip)\b.*\binstall\b", final_runs):
+        problems.append("the final stage installs packages")
+    if not any(k == "COPY" and a.startswith("--from=") for k, a in final):
+        problems.append("the final stage does not copy the built environment")
+    users = [a for k, a in final if k == "USER"]
+    if not users or users[-1].split(":")[0] in {"root", "0"}:
+        problems.append("runs as root")
+    checks = [a for k, a in final if k == "HEALTHCHECK"]
+    check = checks[-1] if checks else ""
+    if "/liveness" not in check or "urllib" not in check or re.search(r"\b(curl|wget)\b", check):
+        problems.append("no HEALTHCHECK on /liveness with python's urllib")
+    if "9218" not in {port.split("/")[0] for k, a in final if k == "EXPOSE" for port in a.split()}:
+        problems.append("does not EXPOSE 9218")
+    for keyword in ("ENTRYPOINT", "CMD"):
+        values = [a for k, a in final if k == keyword]
+        if values and exec_form(values[-1]) is None:
+            problems.append(f"{keyword} is not in exec form")
+    if not any(k == "ENTRYPOINT" for k, _ in final) and not any(k == "CMD" for k, _ in final):
+        problems.append("no ENTRYPOINT or CMD")
+    return problems
+
+
+def dockerignore_allows(path: str, patterns: list[str]) -> bool:
+    """Docker's rule for a path: the last matching pattern wins; `!` lets in; a directory's pattern covers its files."""
+    allowed = True
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        body = pattern[1:] if negated else pattern
+        parts = path.split("/")
+        if any(fnmatch.fnmatchcase("/".join(parts[:n]), body) for n in range(1, len(parts) + 1)):
+            allowed = negated
+    return allowed
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_hadolint_passes_the_dockerfile():
+    result = subprocess.run([hadolint(), str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_rejects_a_careless_dockerfile(tmp_path):
+    careless = tmp_path / "Dockerfile"
+    careless.write_text(CARELESS_DOCKERFILE)
+    result = subprocess.run([hadolint(), str(careless)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    for rule in ("DL3007", "DL3008", "DL3025"):  # :latest, unpinned apt packages, shell-form CMD
+        assert rule in result.stdout, result.stdout
+
+
+def test_the_dockerfile_keeps_every_promise_of_the_image():
+    assert dockerfile_problems(DOCKERFILE.read_text(encoding="utf-8")) == []
+
+
+def test_the_dockerfile_check_lists_every_broken_promise_of_a_careless_dockerfile():
+    assert dockerfile_problems(CARELESS_DOCKERFILE) == [
+        "not multi-stage",
+        "final base 'python:latest' is not a slim Python 3.11",
+        "the build stage does not install the pinned requirements from wheels only",
+        "the final stage installs packages",
+        "the final stage does not copy the built environment",
+        "runs as root",
+        "no HEALTHCHECK on /liveness with python's urllib",
+        "does not EXPOSE 9218",
+        "CMD is not in exec form",
+    ]
+
+
+def test_the_image_listens_exposes_and_checks_the_exporters_default_port():
+    from config import DEFAULT_LISTEN  # the exporter's own default, ":9218"
+
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    port = DEFAULT_LISTEN.rpartition(":")[2]
+    assert f"EXPOSE {port}" in text
+    assert LIVENESS_URL.replace("9218", port) in text
+
+
+def test_the_dockerignore_lets_in_every_top_level_module_and_the_pins_and_nothing_else():
+    patterns = dockerignore_patterns()
+    modules = sorted(path.name for path in REPO.glob("*.py"))
+    assert set(PRODUCT_MODULES) <= set(modules)
+    for name in [*modules, "requirements.txt"]:
+        assert dockerignore_allows(name, patterns), f"{name} is left out of the image"
+    for name in (
+        "tests/test_ops_docker.py",
+        "tests/fixtures/README.md",
+        "bench/run.py",
+        "mongosim/__init__.py",
+        ".venv/bin/python",
+        ".git/HEAD",
+        "requirements-dev.txt",
+        "docker-compose.yml",
+        "docker/replicationlag.toml",
+        "README.md",
+    ):
+        assert not dockerignore_allows(name, patterns), f"{name} gets into the image"
+
+
+def test_the_dockerignore_check_sees_a_module_missing_from_the_allow_list():
+    patterns = [p for p in dockerignore_patterns() if p != "!web.py"]
+    assert not dockerignore_allows("web.py", patterns)
+
+
+class _Liveness(BaseHTTPRequestHandler):
+    """Answers /liveness with the status the test sets, like the exporter's 200 (collecting) or 503."""
+
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status if self.path == "/liveness" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "exit_code"), [(200, 0), (503, 1)])
+def test_the_healthcheck_command_passes_only_when_liveness_answers_200(status, exit_code):
+    (check,) = [a for k, a in instructions(DOCKERFILE.read_text(encoding="utf-8")) if k == "HEALTHCHECK"]
+    command = exec_form(check.partition(" CMD ")[2])
+    assert command is not None and command[0] == "python"
+    handler = type("Handler", (_Liveness,), {"status": status})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/liveness"
+        script = command[-1]
+        assert LIVENESS_URL in script
+        result = subprocess.run(
+            [sys.executable, *command[1:-1], script.replace(LIVENESS_URL, url)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == exit_code, result.stderr
