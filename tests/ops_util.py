@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -59,6 +60,11 @@ def _exists(path: Path | str | None, what: str) -> str:
 def promtool() -> str:
     """promtool from Debian's `prometheus` package."""
     return _exists(shutil.which("promtool"), "promtool (apt: prometheus)")
+
+
+def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """promtool with these arguments; the caller asserts on the exit status and the output."""
+    return subprocess.run([promtool(), *map(str, args)], capture_output=True, text=True, timeout=120, check=False)
 
 
 def compose_v2() -> str:

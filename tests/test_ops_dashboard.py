@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,7 +17,7 @@ from ops_util import (
     iter_panels,
     load_dashboard,
     metric_names,
-    promtool,
+    run_promtool,
     substitute,
     undocumented_metrics,
     variable_queries,
@@ -60,10 +58,6 @@ def mapping_texts(panel_: dict) -> dict[str, tuple[str, str]]:
         if mapping["type"] == "value":
             out.update({value: (r["text"], r["color"]) for value, r in mapping["options"].items()})
     return out
-
-
-def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *map(str, args)], capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_the_dashboard_is_valid_json_with_unique_panel_ids():

@@ -4,21 +4,16 @@ rule both ways (fires / must not fire) and fail when a rule is weakened."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from ops_util import REPO, documented_metrics, metric_names, promtool, undocumented_metrics
+from ops_util import REPO, documented_metrics, metric_names, run_promtool, undocumented_metrics
 
 PROMETHEUS_DIR = REPO / "prometheus"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 RULES = PROMETHEUS_DIR / "alerts.yml"
 RULE_TESTS = PROMETHEUS_DIR / "alerts_test.yml"
-
-
-def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *map(str, args)], capture_output=True, text=True, timeout=120, check=False)
 
 
 def alert_rules() -> list[dict]:
