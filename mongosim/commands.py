@@ -329,7 +329,7 @@ def _member_status(ctx: _Ctx, other: m.Member) -> dict[str, Any]:
         doc["optime"] = _optime(applied)
         if p.written:
             doc["optimeWritten"] = _optime(written)
-        if not is_self:
+        if not is_self or p.at_least("6.0"):  # the 7.0/8.0 manual samples show it on self too; 5.0 does not
             doc["optimeDurable"] = _optime(applied)
         doc["optimeDate"] = _optime_date(applied)
         if p.written:

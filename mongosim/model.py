@@ -3,8 +3,9 @@
 Nothing here does I/O or knows about sockets: the server reads this state to answer commands, the public
 `ReplicaSet` changes it (always on the event-loop thread, so a document is never built from a half-made change).
 
-The oplog is never stored entry by entry. It is a list of write *segments* (continuous traffic, idle with a no-op
-every 10 s, a fixed rate, or stopped while there is no primary) plus the explicit writes; every question about it
+The oplog is never stored entry by entry. It is a list of write *segments* (continuous traffic; idle, where the
+primary writes a no-op every 10 s unless something else was written since the previous tick, as mongod's
+NoopWriter does; a fixed rate; or stopped while there is no primary) plus the explicit writes; every question about it
 ("how many entries up to wall ms w", "the n-th entry") is answered arithmetically, so an hour of 2 000 ops/s costs
 nothing. Entry n has the ts `Timestamp(wall // 1000, its rank within that second)`, as a real server assigns it.
 
@@ -164,6 +165,9 @@ class _Segment:
     anchor: int = 0  # idle: no-ops at anchor + 10 s * k, k >= 1
     rate: Fraction = Fraction(0)  # rate: ops per second
     base: int = 0  # entries in all earlier segments
+    # idle: ticks with no no-op, because something else was written in the 10 s before them (the NoopWriter
+    # writes only when the last applied optime has not moved since its previous tick)
+    skipped: list[int] = field(default_factory=list)
 
     def count_le(self, w: int) -> int:
         """Entries of this segment with wall <= w."""
@@ -174,7 +178,8 @@ class _Segment:
         if self.kind == "traffic":
             return 2 * (w - self.start + 1)
         if self.kind == "idle":
-            return max(0, (w - self.anchor) // NOOP_INTERVAL_MS)
+            ticks = (w - self.anchor) // NOOP_INTERVAL_MS
+            return ticks - bisect.bisect_right(self.skipped, ticks) if ticks > 0 else 0
         if self.kind == "rate":
             num, den = self.rate.numerator, self.rate.denominator
             return ((w - self.start + 1) * num - 1) // (1000 * den) + 1
@@ -234,6 +239,11 @@ class Oplog:
             raise ValueError("writes must not go back in time")
         self._write_walls.append(now)
         self._write_docs.append((kind, {"ns": ns, "o": dict(o or {})}))
+        seg = self._segments[-1]
+        if seg.kind == "idle" and now >= seg.anchor:
+            tick = (now - seg.anchor) // NOOP_INTERVAL_MS + 1  # the next tick sees the optime moved: no no-op
+            if not seg.skipped or seg.skipped[-1] != tick:
+                seg.skipped.append(tick)
         return self.entry(self.count_le(now))
 
     def new_term(self, term: int, now: int) -> None:
