@@ -62,9 +62,7 @@ class View:
             elif not problems:
                 problems.append("no collection has succeeded yet")
         elif self.is_stale:
-            problems.append(
-                f"the last successful collection is {self.age_s:.0f} s old (limit {FRESHNESS_LIMIT_S} s)"
-            )
+            problems.append(f"the last successful collection is {self.age_s:.0f} s old (limit {FRESHNESS_LIMIT_S} s)")
         return problems
 
 
