@@ -28,7 +28,6 @@ PREFIX = "mongodb_replication_"
 FAILURE_KINDS = ("auth", "unauthorized", "not_replica_set", "timeout", "unreachable", "error")
 
 
-
 def _replicating(member: Member) -> bool:
     """Lag series belong to data-bearing members that copy from a primary; the primary itself has none."""
     return member.is_data_bearing and not member.is_primary
