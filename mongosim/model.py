@@ -10,7 +10,8 @@ NoopWriter does; a fixed rate; or stopped while there is no primary) plus the ex
 nothing. Entry n has the ts `Timestamp(wall // 1000, its rank within that second)`, as a real server assigns it.
 
 A member's replication lag L is an *apply delay*: at time `now` it has applied the first entry written at wall
-`now - L` (or the last one before, when nothing was written in that millisecond); L = 0 means caught up.
+`now - L` (or the last one before, when nothing was written in that millisecond); L = 0 means caught up. A delayed
+member (secondaryDelaySecs) is never less behind than its delay, like a real one.
 
 Imports `bson` and the standard library only.
 """
@@ -18,6 +19,7 @@ Imports `bson` and the standard library only.
 from __future__ import annotations
 
 import bisect
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -100,6 +102,11 @@ class ManualClock:
 # --- version profiles -----------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _version_tuple(name: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in name.split("."))
+
+
 @dataclass(frozen=True)
 class Profile:
     """What one server version looks like on the wire (DOMAIN §1)."""
@@ -109,7 +116,7 @@ class Profile:
     max_wire: int
 
     def at_least(self, other: str) -> bool:
-        return tuple(int(p) for p in self.name.split(".")) >= tuple(int(p) for p in other.split("."))
+        return _version_tuple(self.name) >= _version_tuple(other)
 
     @property
     def wall_times(self) -> bool:  # member lastAppliedWallTime (4.4.11+)
@@ -262,7 +269,12 @@ class Oplog:
         return self._segment_count_le(w) + bisect.bisect_right(self._write_walls, w)
 
     def _wall_of(self, n: int, hi: int) -> int:
-        lo = self.start_ms
+        # Gallop back from `hi` first: the entries asked about are nearly always recent.
+        lo, step = self.start_ms, 1
+        while hi - step > lo and self.count_le(hi - step) >= n:
+            hi -= step
+            step *= 2
+        lo = max(lo, hi - step)
         while lo < hi:
             mid = (lo + hi) // 2
             if self.count_le(mid) >= n:
@@ -343,6 +355,11 @@ class Member:
     stats: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(("current", "total", "requests", "bytes_in", "bytes_out"), 0)
     )
+
+    @property
+    def apply_delay_ms(self) -> int:
+        """How far behind the primary it applies: its lag, and never less than its configured delay."""
+        return max(self.lag_ms, self.delay_secs * 1000)
 
     @property
     def reachable(self) -> bool:
@@ -427,7 +444,7 @@ class SetModel:
             return 0
         if member.id == self.primary_id:
             return self.last_written(now)
-        lag = member.lag_ms
+        lag = member.apply_delay_ms
         if written and member.written_lag_ms is not None:
             lag = min(lag, member.written_lag_ms)
         return self.oplog.position(now, lag)

@@ -60,7 +60,7 @@ class MemberInfo:
     priority: float
     votes: int
     delay_secs: int
-    lag_ms: int
+    lag_ms: int  # the raw lag it applies with: set_lag's value, never less than its delay
     version: str
 
 
@@ -249,7 +249,7 @@ class ReplicaSet:
 
     def set_delay(self, ref: MemberRef, secs: int) -> None:
         """secondaryDelaySecs (slaveDelay before 5.0) in the config; a delayed member gets priority 0, as a
-        real reconfig demands. The lag itself is set with set_lag (a delayed member's raw lag >= its delay)."""
+        real reconfig demands, and is from then on at least `secs` behind (set_lag can put it further back)."""
 
         def change() -> None:
             member = self._data_secondary(ref)
@@ -567,7 +567,7 @@ def _info(m: SetModel, x: Member) -> MemberInfo:
         priority=x.priority,
         votes=x.votes,
         delay_secs=x.delay_secs,
-        lag_ms=x.lag_ms,
+        lag_ms=0 if x.arbiter or x.id == m.primary_id else x.apply_delay_ms,
         version=x.version,
     )
 

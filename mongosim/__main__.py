@@ -1,0 +1,147 @@
+"""Command line: start a simulated replica set from flags, print its URI on the first line of stdout, serve until
+SIGINT or SIGTERM, exit 0.
+
+    python -m mongosim --members 3 --arbiter --lag 1=1500 --delay 2=3600 --hidden 2 --version 7.0 \\
+        --auth monitor:secret:clusterMonitor,read@local
+
+Members are numbered by `_id`: the data members 0..N-1 (0 starts as primary), then the arbiter. The URI never
+carries a password; with --auth, give the username and password to the client separately. Lines after the first
+start with "# " and describe the set.
+
+Imports `.replicaset`, `.demo` and `.model` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from .demo import start_demo_set
+from .model import PROFILES, SETTABLE_STATES
+from .replicaset import TOPOLOGIES, MemberSpec, ReplicaSet
+
+
+def _pair(text: str) -> tuple[int, str]:
+    member, sep, value = text.partition("=")
+    if not sep or not member.strip().isdigit() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected ID=VALUE (a member _id), got {text!r}")
+    return int(member), value.strip()
+
+
+def _user(text: str) -> tuple[str, str, list[str]]:
+    parts = text.split(":", 2)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise argparse.ArgumentTypeError("expected USER:PASSWORD[:ROLE,ROLE...] (the password holds no ':')")
+    roles = [r for r in parts[2].split(",") if r] if len(parts) == 3 else ["clusterMonitor", "read@local"]
+    return parts[0], parts[1], roles
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mongosim", description=__doc__.split("\n\n")[0])
+    p.add_argument("--members", type=int, default=3, help="data-bearing members (default 3; _id 0 is primary)")
+    p.add_argument("--arbiter", action="store_true", help="add an arbiter after the data members")
+    p.add_argument("--version", default="7.0", choices=sorted(PROFILES), help="server version profile")
+    p.add_argument("--set-name", default="rs0", help="replica set name (default rs0)")
+    p.add_argument("--port", type=int, default=0, help="port of member 0, then +1 per member (default: any free)")
+    p.add_argument("--lag", type=_pair, action="append", default=[], metavar="ID=MS", help="replication lag, ms")
+    p.add_argument("--delay", type=_pair, action="append", default=[], metavar="ID=SECS", help="secondaryDelaySecs")
+    p.add_argument("--hidden", type=int, action="append", default=[], metavar="ID", help="a hidden member")
+    p.add_argument("--priority", type=_pair, action="append", default=[], metavar="ID=P")
+    p.add_argument("--votes", type=_pair, action="append", default=[], metavar="ID=V")
+    states = ", ".join(SETTABLE_STATES)
+    p.add_argument("--state", type=_pair, action="append", default=[], metavar="ID=STATE", help=states)
+    p.add_argument(
+        "--auth",
+        type=_user,
+        action="append",
+        default=[],
+        metavar="USER:PASS[:ROLES]",
+        help="require authentication; roles default to clusterMonitor,read@local",
+    )
+    writes = p.add_mutually_exclusive_group()
+    writes.add_argument("--idle", action="store_true", help="only a no-op every 10 s (no write traffic)")
+    writes.add_argument("--write-rate", type=float, metavar="OPS", help="writes per second instead of traffic")
+    p.add_argument("--topology", default="replset", choices=TOPOLOGIES, help="replset, standalone, uninitialized")
+    p.add_argument("--demo", action="store_true", help="the exporter's demo set (ignores the other flags)")
+    return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> ReplicaSet:
+    """The ReplicaSet the flags describe (not started). Raises ValueError for a contradiction."""
+    count = args.members + (1 if args.arbiter else 0)
+    if args.members < 1:
+        raise ValueError("--members must be at least 1")
+    specs = [MemberSpec(role="primary" if i == 0 else "secondary") for i in range(args.members)]
+    if args.arbiter:
+        specs.append(MemberSpec(role="arbiter"))
+    fields: dict[int, dict[str, Any]] = {i: {} for i in range(count)}
+
+    def put(member: int, **values: Any) -> None:
+        if member not in fields:
+            raise ValueError(f"there is no member {member} (ids are 0..{count - 1})")
+        fields[member].update(values)
+
+    for member, value in args.lag:
+        put(member, lag_ms=int(value))
+    for member, value in args.delay:
+        put(member, delay_secs=int(value))
+    for member in args.hidden:
+        put(member, hidden=True)
+    for member, value in args.priority:
+        put(member, priority=float(value))
+    for member, value in args.votes:
+        put(member, votes=int(value))
+    for member, value in args.state:
+        put(member, state=value.upper())
+    if args.port:
+        for i in range(count):
+            put(i, port=args.port + i)
+    specs = [replace(spec, **fields[i]) for i, spec in enumerate(specs)]
+    mode, rate = ("idle", 0.0) if args.idle else ("rate", args.write_rate) if args.write_rate else ("traffic", 0.0)
+    return ReplicaSet(
+        specs,
+        version=args.version,
+        name=args.set_name,
+        users=[(u, pw, roles) for u, pw, roles in args.auth],
+        mode=mode,
+        rate=rate,
+        topology=args.topology,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    try:
+        if args.demo:
+            rs, stop = start_demo_set()
+        else:
+            rs = build(args).start()
+            stop = rs.stop
+    except (ValueError, OSError) as exc:
+        print(f"mongosim: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    try:
+        print(rs.uri)
+        for m in rs.members:
+            extra = [f"lag {m.lag_ms} ms"] if m.role == "secondary" else []
+            extra += ["hidden"] * m.hidden + [f"delay {m.delay_secs} s"] * bool(m.delay_secs)
+            print(f"# member {m.id} {m.name} {m.state} ({', '.join([m.version, *extra])})")
+        for name, _pw, roles in args.auth:
+            print(f"# auth required: user {name!r} (roles {', '.join(roles)}); the password is not in the URI")
+        sys.stdout.flush()
+        stopping.wait()
+    finally:
+        stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
