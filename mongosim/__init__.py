@@ -1,6 +1,27 @@
-"""mongosim: a simulated MongoDB replica set that a real driver (pymongo 4.x) cannot tell from a real one.
+"""mongosim: a simulated MongoDB replica set that the real driver (pymongo 4.x) cannot tell from a real one.
 
-Test-only, in-process, no mongod. See mongosim/README.md for what it covers and where a real server differs.
+For tests, benchmarks and the exporter's demo; no mongod needed. Each member listens on its own 127.0.0.1 port
+and speaks the wire protocol (OP_MSG, OP_QUERY/OP_REPLY); one asyncio loop in one daemon thread serves them all.
+
+Public API (details, the lag model and where a real server differs: mongosim/README.md):
+
+    ReplicaSet(members=3, *, arbiter=False, version="7.0", name="rs0", clock=None, users=(), mode="traffic",
+               rate=0.0, topology="replset")            start() / stop() / context manager
+        uri, name, members, member(ref), primary, address(ref), clock, command(ref, cmd, db="admin")
+        set_lag(ref, ms, written_ms=None)   set_delay(ref, secs)   set_sync_source(ref, source)
+        set_hidden(ref, hidden=True)   set_priority(ref, p)   set_votes(ref, v)   set_role(ref, role)
+        set_state(ref, state)   elect(ref)   no_primary()   take_down(ref)   bring_up(ref)   hang(ref, mode)
+        set_topology(kind)   set_version(version, ref=None)   add_member(role, **spec)   remove_member(ref)
+        rename(ref, name)   add_user(name, password, roles, db, mechanisms)   remove_user(name, db)
+        traffic()   idle()   write_rate(ops_per_s)   write(ns, doc)
+    MemberSpec, MemberInfo           how to build a member / a snapshot of one
+    ManualClock(start_ms), RealClock  the injectable clock (advance(ms), set(ms), now_ms())
+    PROFILES                          the version profiles: 4.0, 4.4, 5.0, 6.0, 7.0, 8.0
+    mongosim.demo.start_demo_set(clock=None) -> (ReplicaSet, stop)
+    python -m mongosim --help         the command line
+
+A member reference `ref` is its `_id` (its index in the initial list) or its name "127.0.0.1:PORT".
+Imports `bson` (shipped with pymongo) and the standard library; never pymongo itself.
 """
 
 from .model import PROFILES, ManualClock, RealClock

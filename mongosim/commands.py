@@ -38,6 +38,7 @@ CODE_NAMES = {
     40571: "OpMsgNoDb",
 }
 MAX_BSON = 16 * 1024 * 1024
+MAX_FIND_BATCH = 10_000
 EPOCH = DatetimeMS(0)
 _NULL_OPTIME = {"ts": Timestamp(0, 0), "t": Int64(-1)}
 _APP_UUID = Binary(uuid.UUID("6f1e0a52-6b1c-4c8a-9d43-5a1f0c2e7b91").bytes, 4)
@@ -595,7 +596,8 @@ def _scan_oplog(ctx: _Ctx, body: dict[str, Any]) -> list[m.Entry]:
     model, oplog = ctx.model, ctx.model.oplog
     top = model.applied_n(ctx.member, ctx.now, written=True)
     flt, sort = body.get("filter") or {}, body.get("sort") or body.get("hint") or {}
-    limit = abs(int(body.get("limit") or 0)) or 101  # one default first batch; there is never a getMore
+    # One first batch and never a getMore: up to `limit` (101 without one, 10 000 at most) entries.
+    limit = min(abs(int(body.get("limit") or 0)) or 101, MAX_FIND_BATCH)
     if not isinstance(sort, dict) or set(sort) - {"$natural"} or sort.get("$natural", 1) not in (1, -1):
         raise CommandError(2, "mongosim: local.oplog.rs supports only natural order ({$natural: 1 | -1})")
     if not isinstance(flt, dict) or set(flt) - {"ts"}:

@@ -61,7 +61,7 @@ SETTABLE_STATES = {"STARTUP": STARTUP, "STARTUP2": STARTUP2, "RECOVERING": RECOV
 SETTABLE_STATES["SECONDARY"] = SECONDARY
 
 NOOP_INTERVAL_MS = 10_000  # periodicNoopIntervalSecs
-HISTORY_MS = 24 * 3600 * 1000  # how much oplog exists before the set starts
+HISTORY_MS = 7 * 24 * 3600 * 1000  # how much oplog exists before the set starts: lags up to a week
 MAX_RATE_OPS = 10_000  # write_rate() ceiling: keeps a second of oplog cheap to reason about
 
 

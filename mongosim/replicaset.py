@@ -10,6 +10,7 @@ Imports `.model`, `.server`, `.commands`, `.scram` and `.wire`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,13 +109,15 @@ class ReplicaSet:
         self._host = host
         self._specs = specs
         self._started = False
+        # A set dropped without stop() still closes its ports and thread (at the latest when Python exits).
+        weakref.finalize(self, self._server.stop)
         for user in users:
-            self._add_user_now(*user)
+            self.add_user(*user)
 
     # -- lifecycle --
 
     def start(self) -> ReplicaSet:
-        """Bind every member's port and start serving. Returns self."""
+        """Bind every member's port and start serving. Returns self. A set starts once."""
         if self._started:
             return self
         self._started = True
@@ -493,10 +496,10 @@ class ReplicaSet:
     ) -> None:
         """Add a user; with at least one user the set requires authentication (code 13 without it)."""
         user = User.create(name, password, roles, db=db, mechanisms=mechanisms)
+        if not self._started:
+            self._model.users[(db, name)] = user
+            return
         self._call(lambda: self._model.users.__setitem__((db, name), user))
-
-    def _add_user_now(self, name: str, password: str, roles: Sequence[str] = ("clusterMonitor", "read@local")) -> None:
-        self._model.users[("admin", name)] = User.create(name, password, roles)
 
     def remove_user(self, name: str, db: str = "admin") -> None:
         self._call(lambda: self._model.users.pop((db, name), None))
@@ -535,6 +538,8 @@ class ReplicaSet:
     # -- helpers --
 
     def _call(self, fn: Any, *args: Any) -> Any:
+        if not self._started:
+            raise RuntimeError("start() the set first: members get their ports when it starts")
         return self._server.call(fn, *args)
 
     def _data_secondary(self, ref: MemberRef) -> Member:

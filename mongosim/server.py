@@ -123,6 +123,9 @@ class Server:
         if loop is None or thread is None or not thread.is_alive():
             self._close_sockets()
             return
+        if threading.current_thread() is thread:  # e.g. a finalizer run by the garbage collector on our thread
+            loop.create_task(self._shutdown()).add_done_callback(lambda _: loop.stop())
+            return
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(CALL_TIMEOUT_S)
         loop.call_soon_threadsafe(loop.stop)

@@ -34,11 +34,14 @@ def _address(rs: ReplicaSet, ref: int) -> tuple[str, int]:
 def test_a_seed_list_of_every_member_discovers_primary_secondaries_and_arbiter(replica_set, connect):
     client = connect(replica_set)
     client.admin.command("ping")
-    assert _wait_for(lambda: len(_server_types(client)) == 4 and SERVER_TYPE.Unknown not in _server_types(client))
+    expected = {
+        _address(replica_set, 0): SERVER_TYPE.RSPrimary,
+        _address(replica_set, 1): SERVER_TYPE.RSSecondary,
+        _address(replica_set, 2): SERVER_TYPE.RSSecondary,
+        _address(replica_set, 3): SERVER_TYPE.RSArbiter,
+    }
+    assert _wait_for(lambda: _server_types(client) == expected), client.topology_description
     assert client.topology_description.topology_type_name == "ReplicaSetWithPrimary"
-    assert client.primary == _address(replica_set, 0)
-    assert client.secondaries == {_address(replica_set, 1), _address(replica_set, 2)}
-    assert client.arbiters == {_address(replica_set, 3)}
 
 
 def test_a_single_seed_discovers_the_rest_of_the_set(replica_set, connect):

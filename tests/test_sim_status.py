@@ -299,3 +299,51 @@ def test_profiles_before_8_0_have_no_written_fields_and_no_syncingto(start_set, 
     assert not flat & {"optimeWritten", "lastWrittenWallTime", "writtenOpTime", "syncingTo"}
     assert {"lastAppliedWallTime", "configTerm", "votingMembersCount"} <= flat
     assert connect(rs).admin.command("buildInfo")["version"].startswith(version + ".")
+
+
+def test_a_delayed_member_is_never_less_behind_than_its_delay(replica_set, connect):
+    replica_set.set_delay(2, 3600)
+    client = connect(replica_set)
+    members = _by_name(_primary_status(client))
+    primary, delayed = members[replica_set.member(0).name], members[replica_set.member(2).name]
+    assert _ms(primary["lastAppliedWallTime"]) - _ms(delayed["lastAppliedWallTime"]) == 3_600_000
+    replica_set.set_lag(2, 3_600_429)
+    delayed = _by_name(_status(client))[replica_set.member(2).name]
+    assert _ms(primary["lastAppliedWallTime"]) - _ms(delayed["lastAppliedWallTime"]) == 3_600_429
+
+
+def test_the_config_keeps_slavedelay_until_every_member_is_upgraded_to_5_0(start_set, connect):
+    rs = start_set(3, version="4.4")
+    client = connect(rs)
+    rs.set_version("5.0", 1)  # a rolling upgrade: secondaries first (each restarts)
+    rs.set_version("5.0", 2)
+    config = client.admin.command("replSetGetConfig")["config"]
+    assert "slaveDelay" in config["members"][0]
+    rs.set_version("5.0", 0)
+    config = connect(rs).admin.command("replSetGetConfig")["config"]
+    assert "secondaryDelaySecs" in config["members"][0] and "slaveDelay" not in config["members"][0]
+
+
+@pytest.mark.parametrize(
+    "control, args",
+    [
+        ("set_lag", (0, 100)),  # the primary has no lag
+        ("set_lag", (3, 100)),  # nor has an arbiter
+        ("elect", (3,)),  # an arbiter cannot be elected
+        ("set_hidden", (0,)),  # a primary cannot be hidden
+        ("set_state", (1, "PRIMARY")),  # primaries come from elect()
+        ("hang", (1, "sometimes")),
+    ],
+)
+def test_controls_refuse_what_a_real_set_would_refuse(replica_set, control, args):
+    with pytest.raises(ValueError):
+        getattr(replica_set, control)(*args)
+    assert replica_set.primary == replica_set.member(0).name
+
+
+def test_a_chained_secondary_reports_its_sync_source(replica_set, connect):
+    replica_set.set_sync_source(2, 1)
+    members = _by_name(_primary_status(connect(replica_set)))
+    chained = members[replica_set.member(2).name]
+    assert (chained["syncSourceHost"], chained["syncSourceId"]) == (replica_set.member(1).name, 1)
+    assert members[replica_set.member(1).name]["syncSourceHost"] == replica_set.member(0).name
