@@ -142,6 +142,17 @@ def _sync_source(ctx: _Ctx, member: m.Member) -> m.Member | None:
     return source
 
 
+def _wall_times(p: m.Profile, applied: m.Entry | None, written: m.Entry | None) -> dict[str, Any]:
+    """lastAppliedWallTime [, lastWrittenWallTime], lastDurableWallTime: exact ms, 4.4 on (written: 8.0)."""
+    if not p.wall_times:
+        return {}
+    doc = {"lastAppliedWallTime": _wall(applied)}
+    if p.written:
+        doc["lastWrittenWallTime"] = _wall(written)
+    doc["lastDurableWallTime"] = _wall(applied)
+    return doc
+
+
 def _has_optimes(state: int) -> bool:
     return state not in (m.STARTUP, m.STARTUP2, m.DOWN)
 
@@ -337,11 +348,7 @@ def _member_status(ctx: _Ctx, other: m.Member) -> dict[str, Any]:
             doc["optimeWrittenDate"] = _optime_date(written)
         if not is_self:
             doc["optimeDurableDate"] = _optime_date(applied)
-        if p.wall_times:
-            doc["lastAppliedWallTime"] = _wall(applied)
-            if p.written:
-                doc["lastWrittenWallTime"] = _wall(written)
-            doc["lastDurableWallTime"] = _wall(applied)
+        doc.update(_wall_times(p, applied, written))
     if not is_self:
         if health:
             doc["lastHeartbeat"] = DatetimeMS(now - (now + 613 * other.id) % 2000)
@@ -391,11 +398,7 @@ def _optimes(ctx: _Ctx) -> dict[str, Any]:
     if p.written:
         doc["writtenOpTime"] = _optime(written)
     doc["durableOpTime"] = _optime(mine)
-    if p.wall_times:
-        doc["lastAppliedWallTime"] = _wall(mine)
-        if p.written:
-            doc["lastWrittenWallTime"] = _wall(written)
-        doc["lastDurableWallTime"] = _wall(mine)
+    doc.update(_wall_times(p, mine, written))
     return doc
 
 

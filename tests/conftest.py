@@ -4,7 +4,8 @@
 - `replica_set`: a 7.0 primary, two secondaries and an arbiter on a `ManualClock` (`replica_set.clock`).
 - `connect(target, **pymongo options)`: a real `MongoClient` with small timeouts (so no test can hang), closed
   when the test ends. `target` is a URI, a ReplicaSet (its URI) or a (host, port) address (a direct connection).
-- `raw_command(address, doc)`: one OP_MSG command over a plain socket, for what pymongo will not send.
+- `raw_command(address, doc)`: one OP_MSG command over a plain socket, for what pymongo will not send;
+  `read_message(sock)`: one whole reply read from such a socket.
 """
 
 from __future__ import annotations
@@ -80,6 +81,18 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
+def _read_message(sock: socket.socket) -> tuple[bytes, int, int, bytes]:
+    header = _recv_exactly(sock, 16)
+    length, _, response_to, opcode = struct.unpack("<iiii", header)
+    return header, response_to, opcode, _recv_exactly(sock, length - 16)
+
+
+@pytest.fixture
+def read_message() -> Callable[[socket.socket], tuple[bytes, int, int, bytes]]:
+    """read_message(sock) -> (header, responseTo, opCode, body): one whole reply; ConnectionError if closed."""
+    return _read_message
+
+
 @pytest.fixture
 def raw_command() -> Callable[..., dict[str, Any]]:
     """raw_command(address, doc, db="admin") -> the reply document of one OP_MSG round trip."""
@@ -89,8 +102,7 @@ def raw_command() -> Callable[..., dict[str, Any]]:
         message = struct.pack("<iiii", 16 + len(body), 7, 0, 2013) + body
         with socket.create_connection(address, timeout=2) as sock:
             sock.sendall(message)
-            length, _, response_to, opcode = struct.unpack("<iiii", _recv_exactly(sock, 16))
-            payload = _recv_exactly(sock, length - 16)
+            _, response_to, opcode, payload = _read_message(sock)
         assert (response_to, opcode) == (7, 2013)
         return bson.decode(payload[5:])
 

@@ -18,22 +18,6 @@ from mongosim.wire import crc32c
 OP_REPLY, OP_QUERY, OP_MSG = 1, 2004, 2013
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        data += chunk
-    return data
-
-
-def _read_message(sock: socket.socket) -> tuple[int, int, bytes]:
-    """(responseTo, opCode, body after the header)."""
-    length, _, response_to, opcode = struct.unpack("<iiii", _recv_exactly(sock, 16))
-    return response_to, opcode, _recv_exactly(sock, length - 16)
-
-
 def _op_msg(
     doc: dict[str, Any],
     request_id: int,
@@ -73,54 +57,53 @@ def test_the_crc32c_used_for_checksums_matches_the_standard_check_value():
     assert crc32c(b"123456789") == 0xE3069283
 
 
-def test_legacy_op_query_ismaster_and_getnonce_are_answered_with_op_reply(replica_set, sock):
+def test_legacy_op_query_ismaster_and_getnonce_are_answered_with_op_reply(replica_set, sock, read_message):
     sock.sendall(_op_query("admin.$cmd", {"isMaster": 1}, 11))
-    response_to, opcode, body = _read_message(sock)
+    _, response_to, opcode, body = read_message(sock)
     flags, docs = _op_reply_docs(body)
     assert (response_to, opcode, flags & 2) == (11, OP_REPLY, 0)
     assert (docs[0]["ismaster"], docs[0]["setName"], docs[0]["me"]) == (True, "rs0", replica_set.member(0).name)
     sock.sendall(_op_query("admin.$cmd", {"$query": {"getnonce": 1}, "$readPreference": {"mode": "primary"}}, 12))
-    response_to, opcode, body = _read_message(sock)
+    _, response_to, opcode, body = read_message(sock)
     _, docs = _op_reply_docs(body)
     assert (response_to, opcode, docs[0]["ok"]) == (12, OP_REPLY, 1.0)
     assert len(docs[0]["nonce"]) == 16 and int(docs[0]["nonce"], 16) >= 0
 
 
-def test_legacy_op_query_runs_replsetgetstatus_for_old_exporters(replica_set, sock):
+def test_legacy_op_query_runs_replsetgetstatus_for_old_exporters(replica_set, sock, read_message):
     sock.sendall(_op_query("admin.$cmd", {"replSetGetStatus": 1}, 13))
-    _, _, body = _read_message(sock)
+    _, _, _, body = read_message(sock)
     _, docs = _op_reply_docs(body)
     assert [m["name"] for m in docs[0]["members"]] == [m.name for m in replica_set.members]
 
 
-def test_a_legacy_query_on_a_collection_fails_with_the_query_failure_flag(sock):
+def test_a_legacy_query_on_a_collection_fails_with_the_query_failure_flag(sock, read_message):
     sock.sendall(_op_query("local.oplog.rs", {}, 14))
-    _, opcode, body = _read_message(sock)
+    _, _, opcode, body = read_message(sock)
     flags, docs = _op_reply_docs(body)
     assert (opcode, flags & 2) == (OP_REPLY, 2)
     assert "$err" in docs[0]
 
 
-def test_an_op_msg_with_a_checksum_gets_a_checksummed_reply(sock):
+def test_an_op_msg_with_a_checksum_gets_a_checksummed_reply(sock, read_message):
     sock.sendall(_op_msg({"ping": 1, "$db": "admin"}, 21, checksum=True))
-    length, _, response_to, opcode = struct.unpack("<iiii", header := _recv_exactly(sock, 16))
-    body = _recv_exactly(sock, length - 16)
+    header, response_to, opcode, body = read_message(sock)
     (flags,) = struct.unpack_from("<I", body)
     assert (response_to, opcode, flags & 1) == (21, OP_MSG, 1)
     assert struct.unpack("<I", body[-4:])[0] == crc32c(header + body[:-4])
     assert bson.decode(body[5:-4])["ok"] == 1.0
 
 
-def test_a_kind_1_document_sequence_is_merged_into_the_command(sock):
+def test_a_kind_1_document_sequence_is_merged_into_the_command(sock, read_message):
     sock.sendall(_op_msg({"endSessions": [], "$db": "admin"}, 22, sequence=("ids", [{"id": ObjectId()}])))
-    _, _, body = _read_message(sock)
+    _, _, _, body = read_message(sock)
     assert bson.decode(body[5:])["ok"] == 1.0
 
 
-def test_more_to_come_gets_no_reply_and_the_connection_goes_on(sock):
+def test_more_to_come_gets_no_reply_and_the_connection_goes_on(sock, read_message):
     sock.sendall(_op_msg({"ping": 1, "$db": "admin"}, 31, flags=2))
     sock.sendall(_op_msg({"buildInfo": 1, "$db": "admin"}, 32))
-    response_to, _, body = _read_message(sock)
+    _, response_to, _, body = read_message(sock)
     assert response_to == 32
     assert "version" in bson.decode(body[5:])
 
@@ -134,30 +117,32 @@ def test_more_to_come_gets_no_reply_and_the_connection_goes_on(sock):
         struct.pack("<iiii", 2**30, 1, 0, OP_MSG),  # bigger than maxMessageSizeBytes
     ],
 )
-def test_malformed_input_closes_that_connection_and_the_member_serves_on(replica_set, raw_command, garbage):
+def test_malformed_input_closes_that_connection_and_the_member_serves_on(
+    replica_set, raw_command, read_message, garbage
+):
     with socket.create_connection(replica_set.address(0), timeout=2) as s:
         s.sendall(garbage)
         with pytest.raises(ConnectionError):
-            _read_message(s)
+            read_message(s)
     assert raw_command(replica_set.address(0), {"ping": 1})["ok"] == 1.0
 
 
-def test_a_bad_checksum_closes_the_connection(sock):
+def test_a_bad_checksum_closes_the_connection(sock, read_message):
     message = bytearray(_op_msg({"ping": 1, "$db": "admin"}, 41, checksum=True))
     message[-1] ^= 0xFF
     sock.sendall(bytes(message))
     with pytest.raises(ConnectionError):
-        _read_message(sock)
+        read_message(sock)
 
 
-def test_an_awaitable_hello_is_answered_as_soon_as_the_topology_changes(replica_set, sock):
+def test_an_awaitable_hello_is_answered_as_soon_as_the_topology_changes(replica_set, sock, read_message):
     sock.sendall(_op_msg({"hello": 1, "$db": "admin"}, 51))
-    first = bson.decode(_read_message(sock)[2][5:])
+    first = bson.decode(read_message(sock)[3][5:])
     tv = first["topologyVersion"]
     awaitable = {"hello": 1, "topologyVersion": tv, "maxAwaitTimeMS": 60_000, "$db": "admin"}
     sock.sendall(_op_msg(awaitable, 52, flags=1 << 16))  # exhaustAllowed, as pymongo's monitor sends it
     replica_set.elect(1)  # the socket's 2 s timeout would fire long before the 60 s hold
-    response_to, _, body = _read_message(sock)
+    _, response_to, _, body = read_message(sock)
     reply = bson.decode(body[5:])
     assert response_to == 52
     assert reply["topologyVersion"]["counter"] > tv["counter"]
