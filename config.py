@@ -19,6 +19,7 @@ from urllib.parse import quote, quote_plus, unquote
 DEFAULT_LABEL = "clusterKeeper"
 DEFAULT_LISTEN = ":9218"
 DEFAULT_INTERVAL_S = 60.0
+DEMO_INTERVAL_S = 5.0  # the demo set's lag cycles in about 3 minutes; a minute between polls would hide it
 MAX_DEFAULT_TIMEOUT_S = 10.0
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -38,7 +39,10 @@ FLAGS = {
         "WEB_LISTEN_ADDRESS",
         f"host:port to serve HTTP on (default {DEFAULT_LISTEN}; an empty host means all interfaces)",
     ),
-    "collect.interval": ("COLLECT_INTERVAL", f"seconds between polls (default {DEFAULT_INTERVAL_S:g})"),
+    "collect.interval": (
+        "COLLECT_INTERVAL",
+        f"seconds between polls (default {DEFAULT_INTERVAL_S:g}; {DEMO_INTERVAL_S:g} with --demo)",
+    ),
     "collect.timeout": (
         "COLLECT_TIMEOUT",
         f"deadline of one whole poll in seconds (default: half the interval, at most {MAX_DEFAULT_TIMEOUT_S:g})",
@@ -155,7 +159,8 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         problems.extend(_uri_problems(uri))
 
     host, port = _listen_address(raw["web.listen-address"] or DEFAULT_LISTEN, problems)
-    interval = _seconds("collect.interval", raw["collect.interval"], DEFAULT_INTERVAL_S, problems)
+    default_interval = DEMO_INTERVAL_S if demo and not uri else DEFAULT_INTERVAL_S
+    interval = _seconds("collect.interval", raw["collect.interval"], default_interval, problems)
     default_timeout = min(MAX_DEFAULT_TIMEOUT_S, interval / 2) if interval > 0 else MAX_DEFAULT_TIMEOUT_S
     timeout = _seconds("collect.timeout", raw["collect.timeout"], default_timeout, problems)
     if interval > 0 and timeout > 0 and timeout >= interval:

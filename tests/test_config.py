@@ -123,3 +123,8 @@ def test_scrubbing_removes_every_spelling_of_the_password():
     secrets = uri_secrets(URI)
     text = "failed for s3cr%40t-pw, s3cr@t-pw and s3cr%40t-pw again"
     assert scrub(text, secrets) == "failed for ***, *** and *** again"
+
+
+def test_the_demo_polls_often_enough_to_show_its_lag_cycle():
+    assert load_settings(["--demo"], env={}).interval_s == 5
+    assert load_settings(["--demo", "--collect.interval", "30"], env={}).interval_s == 30
