@@ -71,9 +71,13 @@ def member_line(member: Member, snapshot: Snapshot, prefix: str = "") -> str:
         words.append(condition(member))
     else:
         words.append(f"replication lag {lag_text(member)}")
-        # Why it is not GREEN, or a note such as an oplog lookup fallback, is worth the reader's eye.
-        if member.reason:
-            words.append(f"({member.reason})")
+        # Notes (an oplog lookup fallback, apply as the bottleneck) are worth the reader's eye; "N ms behind"
+        # would only repeat the number, and consumers read the line as `... replication lag <N>ms`.
+        notes = [
+            part for part in member.reason.split("; ") if part and not part.startswith(f"{member.lag_ms} ms behind")
+        ]
+        if notes:
+            words.append(f"({'; '.join(notes)})")
     return "- " + " ".join(words)
 
 

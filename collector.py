@@ -27,6 +27,8 @@ from pymongo.errors import (
     PyMongoError,
     ServerSelectionTimeoutError,
 )
+from pymongo.monitoring import ServerHeartbeatListener
+from pymongo.server_type import SERVER_TYPE
 from pymongo.uri_parser import parse_uri
 
 from replset import Failure, OplogProbe, Snapshot, build_snapshot, config_is_stale, members_needing_oplog_probe
@@ -41,6 +43,47 @@ WATCHDOG_GRACE_S = 1.0  # the driver honours the deadline itself; the watchdog i
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 UNAUTHORIZED, AUTH_FAILED, COMMAND_NOT_FOUND, NO_REPLICATION, NOT_YET_INITIALIZED = 13, 18, 59, 76, 94
+
+
+class HelloObserver(ServerHeartbeatListener):
+    """Remembers what each server said in its last heartbeat, to explain a failure in words.
+
+    With `replicaSet=` in the URI the driver drops a standalone, an uninitialised member or a mongos from its
+    topology and then only reports "no replica set members available"; its heartbeats still say what it is.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, str]] = {}
+        self._lock = threading.Lock()
+
+    def started(self, event: Any) -> None:
+        pass
+
+    def succeeded(self, event: Any) -> None:
+        address = "{}:{}".format(*event.connection_id)
+        with self._lock:
+            self._seen[address] = (event.reply.server_type, event.reply.replica_set_name or "")
+
+    def failed(self, event: Any) -> None:
+        with self._lock:
+            self._seen.pop("{}:{}".format(*event.connection_id), None)
+
+    def diagnosis(self, expected_set: str | None) -> tuple[str, str] | None:
+        """(kind, message) when a server answered but is not a usable member of the expected set."""
+        with self._lock:
+            seen = dict(self._seen)
+        for address, (server_type, set_name) in sorted(seen.items()):
+            if server_type == SERVER_TYPE.Standalone:
+                return "not_replica_set", f"not a replica set: {address} runs without --replSet (a standalone)"
+            if server_type == SERVER_TYPE.RSGhost:
+                return "not_replica_set", f"the replica set is not initialised yet: run rs.initiate() ({address})"
+            if server_type == SERVER_TYPE.Mongos:
+                return "not_replica_set", f"{address} is a mongos: point the exporter at a shard's replica set"
+            if expected_set and set_name and set_name != expected_set:
+                return "not_replica_set", (
+                    f"{address} belongs to replica set {set_name!r}, not {expected_set!r}: fix replicaSet= in the URI"
+                )
+        return None
 
 
 class ClientError(Exception):
@@ -66,6 +109,7 @@ def make_client(uri: str, timeout_s: float, scrub: Callable[[str], str]) -> Mong
             maxPoolSize=4,
             retryReads=False,
             retryWrites=False,
+            event_listeners=[HelloObserver()],
         )
     except (ConfigurationError, ValueError, TypeError) as error:
         raise ClientError(f"the MongoDB URI was rejected: {scrub(str(error))}") from None
@@ -175,7 +219,14 @@ class Collector:
             return build_snapshot(status, config, probes)
         except Exception as error:
             kind, message = classify(error, self._timeout_s, self._scrub)
+            if kind == "unreachable" and (diagnosis := self._diagnose()) is not None:
+                kind, message = diagnosis
             return Failure(kind, message, self._now_ms())
+
+    def _diagnose(self) -> tuple[str, str] | None:
+        observers = [o for o in self._client.options.event_listeners if isinstance(o, HelloObserver)]
+        expected = self._client.options.replica_set_name
+        return next((found for o in observers if (found := o.diagnosis(expected)) is not None), None)
 
     def _config_for(self, status: dict[str, Any]) -> dict[str, Any] | None:
         """The cached replSetGetConfig `config`, re-read when the members or the config version change."""

@@ -126,11 +126,18 @@ def test_a_member_measured_in_whole_seconds_says_so():
     assert lines(view)[1] == ("- Secondary db1:27017 replication lag ~12000ms, whole seconds: server has no wall times")
 
 
-def test_the_reason_a_member_is_not_green_follows_its_lag():
+def test_a_lagging_member_line_keeps_the_consumers_shape_and_only_adds_notes_beyond_the_number():
     lagging = member("db1:27017", lag_ms=12_486, reason="12486 ms behind the primary")
+    bottleneck = member(
+        "db2:27017",
+        lag_ms=31_208,
+        reason="31208 ms behind the primary; oplog written 0 ms behind, so applying is the bottleneck",
+    )
 
-    assert lines(view_of(snapshot(primary(), lagging)))[1] == (
-        "- Secondary db1:27017 replication lag 12486ms (12486 ms behind the primary)"
+    body = lines(view_of(snapshot(primary(), lagging, bottleneck)))
+    assert body[1] == "- Secondary db1:27017 replication lag 12486ms"
+    assert body[2] == (
+        "- Secondary db2:27017 replication lag 31208ms (oplog written 0 ms behind, so applying is the bottleneck)"
     )
 
 

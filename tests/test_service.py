@@ -1,0 +1,319 @@
+"""The service assembled as exporter.py assembles it: real collector and pymongo against the simulator, the store,
+the metrics registry and the bottle app on the real threaded server on port 0. Polls are triggered by the test
+(one `poll()` is what the scheduler runs each interval), so every state is reached deterministically.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import collector
+import metrics
+import web
+from mongosim import ManualClock, MemberSpec, ReplicaSet
+from store import SnapshotStore
+
+FIXTURE_NOW_MS = 1_723_763_174_512
+SERVICE_PATH = "/mhp.zeroproblem.mongo.replcationlag"
+HTTP_TIMEOUT_S = 2.0  # a generous bound on a shared 2-core machine; bench/ measures the real answer times
+
+
+class FakeMonotonic:
+    """A monotonic clock the test moves, for the store's data age (the real one cannot be fast-forwarded)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Service:
+    rs: ReplicaSet
+    store: SnapshotStore
+    poller: collector.Collector
+    server: web.Server
+    monotonic: FakeMonotonic
+
+    def poll(self) -> None:
+        self.poller.poll()
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=HTTP_TIMEOUT_S)
+        try:
+            connection.request(method, path, body=body)
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def document(self) -> dict[str, Any]:
+        status, headers, body = self.request("PUT", SERVICE_PATH, b"{}")
+        assert status == 200
+        assert headers["Content-Type"].startswith("application/json")
+        return json.loads(body)["mhp.zeroproblem.mongo.replcationlag"]
+
+    def liveness(self) -> tuple[int, dict[str, Any]]:
+        status, _, body = self.request("GET", "/liveness")
+        return status, json.loads(body)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        _, _, body = self.request("GET", "/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                found = dict(part.split("=", 1) for part in _labels(line))
+                if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
+                    return float(line.rsplit(" ", 1)[1])
+        return None
+
+
+def _labels(line: str) -> list[str]:
+    inside = line[line.find("{") + 1 : line.rfind("}")] if "{" in line else ""
+    return [part for part in inside.split(",") if "=" in part]
+
+
+@pytest.fixture
+def service() -> Iterator[Callable[..., Service]]:
+    started: list[tuple[ReplicaSet, Any, web.Server, collector.Collector]] = []
+
+    def start(
+        members: int | list[MemberSpec] = 3,
+        *,
+        credentials: str = "",
+        timeout_s: float = 1.5,
+        **set_options: Any,
+    ) -> Service:
+        set_options.setdefault("clock", ManualClock(FIXTURE_NOW_MS))
+        rs = ReplicaSet(members, **set_options).start()
+        uri = rs.uri.replace("mongodb://", f"mongodb://{credentials}@") if credentials else rs.uri
+        client = collector.make_client(uri, timeout_s, lambda text: text)
+        monotonic = FakeMonotonic()
+        store = SnapshotStore("clusterKeeper", 60, monotonic=monotonic)
+        poller = collector.Collector(client, store, timeout_s)
+        server = web.Server(web.create_app(store, metrics.build_registry(store)), "127.0.0.1", 0)
+        threading.Thread(target=server.run, daemon=True).start()
+        started.append((rs, client, server, poller))
+        return Service(rs, store, poller, server, monotonic)
+
+    yield start
+    for rs, client, server, poller in started:
+        poller.stop()
+        server.close()
+        client.close()
+        rs.stop()
+
+
+def member_line(document: dict[str, Any], name: str) -> str:
+    body = document["messages"][0]["actionBody"]
+    return next(line for line in body.splitlines() if name in line)
+
+
+@pytest.mark.parametrize(
+    ("lag_ms", "status"),
+    [(0, "GREEN"), (4_999, "GREEN"), (5_000, "YELLOW"), (29_999, "YELLOW"), (30_000, "RED"), (3_600_000, "RED")],
+)
+def test_every_endpoint_shows_the_colour_of_an_exact_lag(service, lag_ms, status):
+    svc = service(3)
+    svc.rs.set_lag(1, lag_ms)
+    svc.poll()
+
+    document = svc.document()
+    secondary = svc.rs.address(1)
+    name = f"{secondary[0]}:{secondary[1]}"
+    assert document["status"] == status
+    assert document["timestamp"] == FIXTURE_NOW_MS
+    assert len(document["messages"]) == 1
+    assert member_line(document, name) == f"- Secondary {name} replication lag {lag_ms}ms"
+    assert svc.metric("mongodb_replication_lag_seconds", member=name) == lag_ms / 1000
+    assert svc.metric("mongodb_replication_status", set="rs0") == {"GREEN": 0, "YELLOW": 1, "RED": 2}[status]
+    assert svc.liveness()[0] == 200
+    _, _, page = svc.request("GET", "/")
+    assert status in page.decode()
+
+
+def test_the_document_lists_the_primary_first_and_every_member_by_host_and_port(service):
+    svc = service(3, arbiter=True)
+    svc.rs.set_lag(1, 1_239)
+    svc.rs.set_lag(2, 12_486)
+    svc.poll()
+
+    lines = svc.document()["messages"][0]["actionBody"].splitlines()
+    names = [f"{h}:{p}" for h, p in (svc.rs.address(i) for i in range(4))]
+    assert lines[0] == f"- Primary {names[0]} replication lag 0ms"
+    assert lines[1] == f"- Secondary {names[1]} replication lag 1239ms"
+    assert lines[2] == f"- Secondary {names[2]} replication lag 12486ms"
+    assert lines[3].startswith(f"- Arbiter {names[3]}")
+    assert svc.metric("mongodb_replication_lag_seconds", member=names[3]) is None
+    assert svc.metric("mongodb_replication_member_state", member=names[3]) == 7
+
+
+def test_a_down_member_makes_the_set_red_with_the_reason_and_no_lag_series(service):
+    svc = service(3)
+    svc.rs.take_down(2)
+    svc.poll()
+
+    name = "{}:{}".format(*svc.rs.address(2))
+    document = svc.document()
+    assert document["status"] == "RED"
+    assert "DOWN" in member_line(document, name)
+    assert "replication lag" not in member_line(document, name)
+    assert svc.metric("mongodb_replication_lag_seconds", member=name) is None
+    assert svc.metric("mongodb_replication_member_health", member=name) == 0
+    assert svc.liveness()[0] == 200  # the exporter is doing its job: the set is RED, not the exporter
+
+
+def test_with_no_primary_the_document_is_red_and_names_the_reference(service):
+    svc = service(3)
+    svc.rs.set_lag(2, 2_000)
+    svc.rs.no_primary()
+    svc.poll()
+
+    document = svc.document()
+    assert document["status"] == "RED"
+    first = document["messages"][0]["actionBody"].splitlines()[0]
+    assert "no primary" in first.lower()
+    assert svc.metric("mongodb_replication_primary_present", set="rs0") == 0
+    assert svc.liveness()[0] == 200
+
+
+def test_a_delayed_member_is_judged_on_its_effective_lag(service):
+    specs = [MemberSpec("primary"), MemberSpec("secondary"), MemberSpec("secondary", hidden=True, priority=0)]
+    svc = service(specs)
+    svc.rs.set_delay(2, 3600)
+    svc.rs.set_lag(2, 3_600_429)
+    svc.poll()
+
+    name = "{}:{}".format(*svc.rs.address(2))
+    document = svc.document()
+    assert document["status"] == "GREEN"
+    assert "delayed 3600s" in member_line(document, name)
+    assert "429ms" in member_line(document, name)
+    assert svc.metric("mongodb_replication_lag_seconds", member=name) == 0.429
+    assert svc.metric("mongodb_replication_raw_lag_seconds", member=name) == 3600.429
+    assert svc.metric("mongodb_replication_member_delay_seconds", member=name) == 3600
+
+
+def test_an_election_is_followed_on_the_next_poll(service):
+    svc = service(3)
+    svc.poll()
+    svc.rs.elect(1)
+    new_primary = "{}:{}".format(*svc.rs.address(1))
+    svc.poll()
+
+    document = svc.document()
+    assert document["messages"][0]["actionBody"].splitlines()[0].startswith(f"- Primary {new_primary}")
+    assert svc.metric("mongodb_replication_member_state", member=new_primary) == 1
+    assert svc.metric("mongodb_replication_lag_seconds", member=new_primary) is None
+
+
+def test_a_wrong_password_is_a_red_document_and_a_failing_liveness(service):
+    users = [("monitor", "right-password", ("clusterMonitor", "read@local"))]
+    svc = service(3, users=users, credentials="monitor:wrong-password")
+    svc.poll()
+
+    document = svc.document()
+    assert document["status"] == "RED"
+    assert "authentication failed" in document["messages"][0]["actionBody"]
+    status, answer = svc.liveness()
+    assert status == 503
+    assert answer["last_failure_kind"] == "auth"
+    assert svc.metric("mongodb_replication_up", infra="clusterKeeper") == 0
+    assert svc.metric("mongodb_replication_collection_failures_total", kind="auth") == 1
+    assert "wrong-password" not in json.dumps(document) + json.dumps(answer)
+
+
+def test_a_user_without_cluster_monitor_is_told_which_role_is_missing(service):
+    users = [("monitor", "pw", ("clusterMonitor",)), ("app", "pw", ("readWrite@app",))]
+    svc = service(3, users=users, credentials="app:pw")
+    svc.poll()
+
+    assert "clusterMonitor" in svc.document()["messages"][0]["actionBody"]
+    assert svc.liveness()[1]["last_failure_kind"] == "unauthorized"
+
+
+def test_a_monitoring_user_without_read_on_local_still_gets_the_naive_lag(service):
+    svc = service(3, users=[("monitor", "pw", ("clusterMonitor",))], credentials="monitor:pw")
+    svc.rs.set_lag(1, 6_000)
+    svc.poll()
+
+    name = "{}:{}".format(*svc.rs.address(1))
+    document = svc.document()
+    assert document["status"] == "YELLOW"
+    assert svc.metric("mongodb_replication_lag_seconds", member=name) == 6.0
+    view = svc.store.view()
+    assert any("read on the local database" in note for note in view.snapshot.notes)
+
+
+@pytest.mark.parametrize("topology", ["standalone", "uninitialized"])
+def test_a_server_that_is_not_a_replica_set_is_reported_as_such(service, topology):
+    svc = service(3)
+    svc.rs.set_topology(topology)
+    svc.poll()
+
+    document = svc.document()
+    assert document["status"] == "RED"
+    status, answer = svc.liveness()
+    assert status == 503
+    assert answer["last_failure_kind"] == "not_replica_set"
+
+
+def test_a_hung_primary_costs_one_poll_deadline_and_the_endpoints_keep_answering(service):
+    svc = service(3, timeout_s=1.0)
+    svc.poll()
+    svc.rs.hang(0, "after_accept")
+    polling = threading.Thread(target=svc.poll)
+    polling.start()
+    try:
+        # While the poll waits on the hung primary, every endpoint answers from the last snapshot at once
+        # (each request is bounded by the client's timeout: a blocked handler would fail the test).
+        assert svc.request("GET", "/metrics")[0] == 200
+        assert svc.request("PUT", SERVICE_PATH)[0] == 200
+        assert svc.request("GET", "/liveness")[0] == 200
+        assert svc.request("GET", "/")[0] == 200
+    finally:
+        polling.join(5)
+    assert not polling.is_alive()
+    view = svc.store.view()
+    assert view.failure is not None
+    assert view.failure.kind in {"timeout", "unreachable"}
+    assert view.last_duration_s is not None and view.last_duration_s <= 1.0 + collector.WATCHDOG_GRACE_S
+
+
+def test_stale_data_is_red_and_fails_liveness_one_millisecond_past_three_minutes(service):
+    svc = service(3)
+    svc.poll()
+    svc.monotonic.now += 180 - 0.001
+    assert svc.liveness()[0] == 200
+    assert svc.document()["status"] == "GREEN"
+
+    svc.monotonic.now += 0.002
+    status, answer = svc.liveness()
+    assert status == 503
+    assert "180" in " ".join(answer["reasons"])
+    document = svc.document()
+    assert document["status"] == "RED"
+    assert "stale" in document["messages"][0]["actionBody"].splitlines()[0].lower()
+
+
+def test_the_post_idle_write_is_not_a_false_alarm(service):
+    svc = service(3)
+    clock: ManualClock = svc.rs.clock
+    svc.rs.set_lag(1, 2_000)
+    svc.rs.idle()
+    clock.advance(10_000)
+    clock.advance(9_000)
+    svc.rs.write("app.events", {"x": 1})
+    clock.advance(100)
+    svc.poll()
+
+    name = "{}:{}".format(*svc.rs.address(1))
+    assert svc.document()["status"] == "GREEN"
+    assert svc.metric("mongodb_replication_lag_seconds", member=name) == 0.1
