@@ -1,0 +1,167 @@
+"""exporter.py as a user runs it: a subprocess against the simulator, read only through HTTP and its log."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mongosim import ReplicaSet
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "pa55:w@rd/with%symbols"
+ENCODED = "pa55%3Aw%40rd%2Fwith%25symbols"
+USERS = [("monitor", PASSWORD, ("clusterMonitor", "read@local"))]
+SERVICE_PATH = "/mhp.zeroproblem.mongo.replcationlag"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Exporter:
+    """A running exporter.py and what it printed."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "exporter.py"), "--web.listen-address", f"127.0.0.1:{self.port}", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
+        self.answers: list[str] = []
+
+    def get(self, path: str, method: str = "GET") -> tuple[int, str]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            connection.request(method, path)
+            response = connection.getresponse()
+            body = response.read().decode()
+            self.answers.append(body)
+            return response.status, body
+        finally:
+            connection.close()
+
+    def wait_for(self, condition: Callable[[], bool], seconds: float = 15) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if condition():
+                    return
+            except OSError:
+                pass  # not listening yet
+            time.sleep(0.05)
+        raise AssertionError(f"condition not met within {seconds} s; answers so far: {self.answers[-3:]}")
+
+    def status(self) -> str:
+        return json.loads(self.get(SERVICE_PATH, "PUT")[1])["mhp.zeroproblem.mongo.replcationlag"]["status"]
+
+    def stop(self) -> tuple[int, str]:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = self.process.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            output, _ = self.process.communicate(timeout=5)
+            raise AssertionError(f"the exporter did not stop within 2 s of SIGTERM:\n{output}") from None
+        return self.process.returncode, output
+
+
+@pytest.fixture
+def exporters() -> Iterator[Callable[..., Exporter]]:
+    started: list[Exporter] = []
+
+    def start(*args: str) -> Exporter:
+        exporter = Exporter(*args)
+        started.append(exporter)
+        return exporter
+
+    yield start
+    for exporter in started:
+        if exporter.process.poll() is None:
+            exporter.process.kill()
+            exporter.process.communicate(timeout=5)
+
+
+def test_the_password_appears_in_no_log_line_answer_or_metric_through_faults(exporters, start_set, tmp_path):
+    rs: ReplicaSet = start_set(3, arbiter=True, users=USERS)
+    config = tmp_path / "infra.toml"
+    config.write_text(
+        f'[infra.clusterKeeper]\nuri = "{rs.uri.replace("mongodb://", f"mongodb://monitor:{ENCODED}@")}"\n'
+    )
+    config.chmod(0o644)  # readable by others: the exporter must warn, without the password
+    exporter = exporters(
+        "--config.file", str(config), "--collect.interval", "0.5", "--collect.timeout", "0.4", "--log.level", "debug"
+    )
+    exporter.wait_for(lambda: exporter.status() == "GREEN")
+
+    rs.set_lag(1, 40_000)
+    exporter.wait_for(lambda: exporter.status() == "RED")
+    rs.set_lag(1, 0)
+    rs.take_down(2)
+    exporter.wait_for(lambda: "DOWN" in exporter.get(SERVICE_PATH)[1])
+    rs.bring_up(2)
+    rs.hang(0, "after_accept")
+    exporter.wait_for(lambda: "timeout" in exporter.get("/liveness")[1] or "Collection failed" in exporter.get("/")[1])
+    rs.hang(0, None)
+    rs.add_user("monitor", "another-password", ("clusterMonitor",))  # the exporter's password is now wrong
+    exporter.wait_for(lambda: exporter.get("/liveness")[0] == 503 and "authentication" in exporter.answers[-1])
+    for path in ("/", "/metrics", "/liveness", SERVICE_PATH):
+        exporter.get(path)
+
+    code, output = exporter.stop()
+    assert code == 0
+    assert "readable by others" in output
+    seen = output + "\n".join(exporter.answers)
+    for spelling in (PASSWORD, ENCODED, "pa55:w@rd", "pa55%3A"):
+        assert spelling not in seen, f"the password leaked as {spelling!r}"
+    assert "monitor:***@" in output
+
+
+def test_sigterm_stops_it_cleanly_even_in_the_middle_of_a_poll(exporters, start_set):
+    rs: ReplicaSet = start_set(3)
+    exporter = exporters("--mongodb.uri", rs.uri, "--collect.interval", "10", "--collect.timeout", "8")
+    exporter.wait_for(lambda: exporter.get("/liveness")[0] == 200)
+    rs.hang(0, "after_accept")
+    rs.hang(1, "after_accept")
+    rs.hang(2, "after_accept")
+    exporter.process.send_signal(signal.SIGINT)  # Ctrl-C is handled like SIGTERM
+    code, output = exporter.stop()
+    assert code == 0
+    assert "stopping" in output
+    assert "Traceback" not in output
+
+
+def test_sigterm_during_a_hung_poll_still_exits_within_two_seconds(exporters, start_set):
+    rs: ReplicaSet = start_set(3)
+    for member in range(3):
+        rs.hang(member, "after_accept")
+    exporter = exporters("--mongodb.uri", rs.uri, "--collect.interval", "30", "--collect.timeout", "20")
+    exporter.wait_for(lambda: exporter.get("/liveness")[0] == 503)  # serving, first poll still hanging
+    code, output = exporter.stop()
+    assert code == 0
+    assert "Traceback" not in output
+
+
+def test_json_logs_are_one_object_per_line(exporters, start_set):
+    rs: ReplicaSet = start_set(3)
+    exporter = exporters("--mongodb.uri", rs.uri, "--log.format", "json", "--log.level", "debug")
+    exporter.wait_for(lambda: exporter.get("/liveness")[0] == 200)
+    code, output = exporter.stop()
+    assert code == 0
+    records = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert {"ts", "level", "source", "msg"} <= set(records[0])
+    assert any("is GREEN" in record["msg"] for record in records)
