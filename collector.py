@@ -42,6 +42,7 @@ MAX_CONNECT_TIMEOUT_MS = 5_000
 WATCHDOG_GRACE_S = 1.0  # the driver honours the deadline itself; the watchdog is the last line of defence
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
+PRIMARY_STATE = 1
 UNAUTHORIZED, AUTH_FAILED, COMMAND_NOT_FOUND, NO_REPLICATION, NOT_YET_INITIALIZED = 13, 18, 59, 76, 94
 
 
@@ -214,6 +215,8 @@ class Collector:
                 status = self._client.admin.command(
                     "replSetGetStatus", read_preference=ReadPreference.PRIMARY_PREFERRED
                 )
+                if status.get("myState") != PRIMARY_STATE and _reports_a_healthy_primary(status):
+                    status = self._ask_the_primary() or status
                 config = self._config_for(status)
                 probes = self._probe_oplog(status)
             return build_snapshot(status, config, probes)
@@ -222,6 +225,16 @@ class Collector:
             if kind == "unreachable" and (diagnosis := self._diagnose()) is not None:
                 kind, message = diagnosis
             return Failure(kind, message, self._now_ms())
+
+    def _ask_the_primary(self) -> dict[str, Any] | None:
+        """A secondary answered although a primary is up: the driver may not have found the primary yet (just
+        started, just elected). The primary's view is the fresh one (DOMAIN §4), so ask it once, with half the
+        deadline, keeping the secondary's answer if the primary cannot be reached from here."""
+        try:
+            with pymongo.timeout(self._timeout_s / 2):
+                return self._client.admin.command("replSetGetStatus", read_preference=ReadPreference.PRIMARY)
+        except PyMongoError:
+            return None
 
     def _diagnose(self) -> tuple[str, str] | None:
         observers = [o for o in self._client.options.event_listeners if isinstance(o, HelloObserver)]
@@ -247,7 +260,7 @@ class Collector:
 
     def _probe_oplog(self, status: dict[str, Any]) -> dict[str, OplogProbe]:
         """For each lagging member, the `wall` of the first primary oplog entry it has not applied."""
-        if status.get("myState") != 1:
+        if status.get("myState") != PRIMARY_STATE:
             return {}  # only the primary's own oplog tells what it has that others lack
         oplog = self._client.local.get_collection("oplog.rs", read_preference=ReadPreference.PRIMARY)
         probes: dict[str, OplogProbe] = {}
@@ -287,6 +300,13 @@ class Collector:
             log.info("replica set %s is %s: %s", result.set_name, status, reasons)
         self._last_status = status
         log.debug("collected %s: %s", result.set_name, summary)
+
+
+def _reports_a_healthy_primary(status: dict[str, Any]) -> bool:
+    members = status.get("members")
+    return isinstance(members, list) and any(
+        isinstance(m, dict) and m.get("state") == PRIMARY_STATE and m.get("health") == 1 for m in members
+    )
 
 
 def _probe_from_entry(entry: dict[str, Any] | None) -> OplogProbe:

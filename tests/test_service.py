@@ -317,3 +317,13 @@ def test_the_post_idle_write_is_not_a_false_alarm(service):
     name = "{}:{}".format(*svc.rs.address(1))
     assert svc.document()["status"] == "GREEN"
     assert svc.metric("mongodb_replication_lag_seconds", member=name) == 0.1
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_the_first_poll_is_answered_by_the_primary_whichever_member_the_driver_finds_first(service, attempt):
+    svc = service(3)
+    svc.poll()
+
+    snapshot = svc.store.view().snapshot
+    assert snapshot is not None
+    assert snapshot.answered_by == "{}:{}".format(*svc.rs.address(0))
