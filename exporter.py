@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     threading.Thread(target=server.run, name="http", daemon=True).start()
     scheduler.start()
-    target = "the built-in simulated replica set" if stop_demo else settings.redacted_uri
+    target = f"the built-in simulated replica set {uri}" if stop_demo else settings.redacted_uri
     log.info(
         "serving http://%s:%d/ for infra %s, polling %s every %g s (deadline %g s)",
         server.host,
