@@ -62,6 +62,11 @@ def promtool() -> str:
     return _exists(shutil.which("promtool"), "promtool (apt: prometheus)")
 
 
+def prometheus() -> str:
+    """The Prometheus server from Debian's `prometheus` package (the live dashboard and alert test runs one)."""
+    return _exists(shutil.which("prometheus"), "prometheus (apt: prometheus)")
+
+
 def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """promtool with these arguments; the caller asserts on the exit status and the output."""
     return subprocess.run([promtool(), *map(str, args)], capture_output=True, text=True, timeout=120, check=False)
