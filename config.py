@@ -25,6 +25,7 @@ LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 LOG_FORMATS = ("text", "json")
 URI_SCHEMES = ("mongodb://", "mongodb+srv://")
 REDACTED = "***"
+DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # Each flag, its environment variable and its help. The env names follow the flag (dots become underscores).
 FLAGS = {
@@ -164,7 +165,11 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     default_timeout = min(MAX_DEFAULT_TIMEOUT_S, interval / 2) if interval > 0 else MAX_DEFAULT_TIMEOUT_S
     timeout = _seconds("collect.timeout", raw["collect.timeout"], default_timeout, problems)
     if interval > 0 and timeout > 0 and timeout >= interval:
-        problems.append(f"--collect.timeout {timeout:g} must be less than --collect.interval {interval:g}")
+        # Workable (a poll still running when the next is due is skipped and reported), but rarely meant.
+        warnings.append(
+            f"--collect.timeout {timeout:g} s is not less than --collect.interval {interval:g} s: "
+            "a slow poll will make the next one be skipped"
+        )
 
     level = (raw["log.level"] or "info").lower()
     if level not in LOG_LEVELS:
@@ -248,12 +253,18 @@ def _listen_address(value: str, problems: list[str]) -> tuple[str, int]:
 
 
 def _seconds(name: str, value: str | None, default: float, problems: list[str]) -> float:
+    """Seconds from a plain number ("60", "0.5") or a Go-style duration ("90s", "1m30s", "500ms")."""
     if value is None or value == "":
         return default
+    text = str(value).strip()
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
     try:
-        seconds = float(str(value).rstrip("s"))
+        if parts and "".join(number + unit for number, unit in parts) == text:
+            seconds = sum(float(number) * DURATION_UNITS_S[unit] for number, unit in parts)
+        else:
+            seconds = float(text)
     except ValueError:
-        problems.append(f"--{name} {value!r}: not a number of seconds")
+        problems.append(f"--{name} {value!r}: not a number of seconds (or a duration such as 90s, 1m, 500ms)")
         return default
     if not seconds > 0 or seconds == float("inf"):
         problems.append(f"--{name} {value!r}: must be a positive number of seconds")
