@@ -16,9 +16,6 @@ from replset import Failure, Snapshot, Status
 
 FRESHNESS_LIMIT_S = 180  # data older than 3 minutes is stale: RED in the document, 503 on /liveness
 
-# Failures after which the exporter is not doing its job (restarting it or fixing its config may help).
-# Anything else that fails (a timeout, an odd answer) makes the data age, and staleness catches it.
-NOT_COLLECTING_KINDS = frozenset({"auth", "unauthorized", "not_replica_set", "unreachable"})
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,9 @@ class View:
     def liveness_problems(self) -> list[str]:
         """Why the exporter is not doing its job; empty when it is. No primary is RED, not a problem here."""
         problems = []
-        if self.failure is not None and self.failure.kind in NOT_COLLECTING_KINDS:
+        # "Really collecting" means the last poll worked: a failed one (no connection, no answer in time, not
+        # a replica set, refused credentials) is a problem now, not only once the data has aged 3 minutes.
+        if self.failure is not None:
             problems.append(self.failure.message)
         if self.snapshot is None:
             if self.polls == 0:
