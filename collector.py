@@ -166,8 +166,14 @@ class Collector:
         timeout_s: float,
         scrub: Callable[[str], str] = lambda text: text,
         now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        *,
+        renew: Callable[[], MongoClient] | None = None,
     ) -> None:
         self._client = client
+        self._renew = renew  # makes a fresh client from the URI; see _renew_if_forgotten
+        self._renewed = False
+        self._forgotten = False
+        self._renewed_since_success = False
         self._store = store
         self._timeout_s = timeout_s
         self._scrub = scrub
@@ -179,8 +185,13 @@ class Collector:
         self._stopped = threading.Event()
 
     def stop(self) -> None:
-        """From now on polls do nothing: the client is about to close, and its errors would only be noise."""
+        """From now on polls do nothing: the client is about to close, and its errors would only be noise.
+
+        The caller closes the client it passed in; a client this collector made itself is closed here.
+        """
         self._stopped.set()
+        if self._renewed:
+            _close_in_background(self._client)
 
     def poll(self) -> None:
         """One scheduled poll: bounded by the deadline, publishes exactly one result, never raises."""
@@ -210,11 +221,10 @@ class Collector:
 
     def collect_once(self) -> Snapshot | Failure:
         """Ask the cluster once. All I/O of a poll happens here, under one deadline."""
+        self._renew_if_forgotten()
         try:
             with pymongo.timeout(self._timeout_s):
-                status = self._client.admin.command(
-                    "replSetGetStatus", read_preference=ReadPreference.PRIMARY_PREFERRED
-                )
+                status = self._replset_get_status()
                 if status.get("myState") != PRIMARY_STATE and _reports_a_healthy_primary(status):
                     status = self._ask_the_primary() or status
                 config = self._config_for(status)
@@ -224,7 +234,45 @@ class Collector:
             kind, message = classify(error, self._timeout_s, self._scrub)
             if kind == "unreachable" and (diagnosis := self._diagnose()) is not None:
                 kind, message = diagnosis
+            self._forgotten = not self._client.topology_description.server_descriptions()
             return Failure(kind, message, self._now_ms())
+
+    def _replset_get_status(self) -> dict[str, Any]:
+        """replSetGetStatus, asked once more if the connection broke under it (the member went down or hung and
+        the driver's heartbeat gave up on it). The driver has then marked that member unknown, so the second try
+        goes to another member, within the same deadline: one member failing mid-poll costs no poll."""
+        try:
+            return self._client.admin.command("replSetGetStatus", read_preference=ReadPreference.PRIMARY_PREFERRED)
+        except ConnectionFailure as error:
+            if isinstance(error, ServerSelectionTimeoutError) or error.timeout:
+                raise  # no member to ask, or no time left to ask one
+            log.debug("the connection broke during replSetGetStatus (%s); asking another member", type(error).__name__)
+        return self._client.admin.command("replSetGetStatus", read_preference=ReadPreference.PRIMARY_PREFERRED)
+
+    def _renew_if_forgotten(self) -> None:
+        """Replace the client when the last poll failed with no server left in the driver's topology.
+
+        With `replicaSet=` in the URI the driver drops a seed that answers as a standalone (or for another set)
+        and never looks at the URI's hosts again, so once every seed was dropped it cannot recover even when the
+        servers are fixed. A fresh client starts over from the URI; the old one is closed in the background.
+        """
+        if not self._forgotten or self._renew is None:
+            return
+        self._forgotten = False
+        try:
+            fresh = self._renew()
+        except Exception as error:
+            log.warning("could not make a fresh MongoDB client: %s", type(error).__name__)
+            return
+        # Said once per outage; while the servers stay wrong, every poll starts over again.
+        log.log(
+            logging.DEBUG if self._renewed_since_success else logging.INFO,
+            "the driver knows no member of the set any more; starting over from the hosts of the URI",
+        )
+        self._renewed_since_success = True
+        old, self._client = self._client, fresh
+        _close_in_background(old)  # closing twice is harmless: the caller closes the first one again on shutdown
+        self._renewed = True
 
     def _ask_the_primary(self) -> dict[str, Any] | None:
         """A secondary answered although a primary is up: the driver may not have found the primary yet (just
@@ -251,9 +299,11 @@ class Collector:
         except PyMongoError as error:
             if error.timeout:
                 raise
-            # Without the config there are no delays or hidden flags; the snapshot is still right otherwise.
-            log.warning("replSetGetConfig failed, delays are unknown: %s", classify(error, 0, self._scrub)[1])
-            return None
+            # The last config read keeps delayed members judged on their delay (a member added since has none);
+            # without any, there are no delays or hidden flags, and the snapshot is still right otherwise.
+            known = "the last known delays are used" if self._config is not None else "delays are unknown"
+            log.warning("replSetGetConfig failed, %s: %s", known, classify(error, 0, self._scrub)[1])
+            return self._config
         config = reply.get("config") if isinstance(reply, dict) else None
         self._config, self._config_key = (config, key) if isinstance(config, dict) else (None, None)
         return self._config
@@ -294,12 +344,18 @@ class Collector:
             for m in result.members
             if not m.is_primary
         )
+        self._renewed_since_success = False
         status = result.status.name
         if status != self._last_status:
             reasons = "; ".join(result.reasons) or "all members healthy and in time"
             log.info("replica set %s is %s: %s", result.set_name, status, reasons)
         self._last_status = status
         log.debug("collected %s: %s", result.set_name, summary)
+
+
+def _close_in_background(client: MongoClient) -> None:
+    """close() may wait for a server to end sessions on; nobody should wait for that."""
+    threading.Thread(target=client.close, name="client-close", daemon=True).start()
 
 
 def _reports_a_healthy_primary(status: dict[str, Any]) -> bool:

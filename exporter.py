@@ -95,7 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = error.strerror or str(error)
         return fail(f"cannot listen on {settings.listen_host}:{settings.listen_port}: {reason}")
 
-    poller = collector.Collector(client, store, settings.timeout_s, settings.scrub)
+    poller = collector.Collector(
+        client,
+        store,
+        settings.timeout_s,
+        settings.scrub,
+        renew=lambda: collector.make_client(uri, settings.timeout_s, settings.scrub),
+    )
     scheduler = collector.PollScheduler(poller.poll, settings.interval_s)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
