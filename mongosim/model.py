@@ -32,18 +32,8 @@ from bson import ObjectId, Timestamp
 from .scram import User
 
 # replSetGetStatus member states (MongoDB manual, "Replica Set Member States").
-STARTUP, PRIMARY, SECONDARY, RECOVERING, STARTUP2, UNKNOWN, ARBITER, DOWN, ROLLBACK, REMOVED = (
-    0,
-    1,
-    2,
-    3,
-    5,
-    6,
-    7,
-    8,
-    9,
-    10,
-)
+STARTUP, PRIMARY, SECONDARY, RECOVERING = 0, 1, 2, 3
+STARTUP2, UNKNOWN, ARBITER, DOWN, ROLLBACK, REMOVED = 5, 6, 7, 8, 9, 10
 STATE_NAMES = {
     STARTUP: "STARTUP",
     PRIMARY: "PRIMARY",
@@ -57,8 +47,9 @@ STATE_NAMES = {
     REMOVED: "REMOVED",
 }
 # States a test may put a data member into with set_state (PRIMARY goes through elect, DOWN through take_down).
-SETTABLE_STATES = {"STARTUP": STARTUP, "STARTUP2": STARTUP2, "RECOVERING": RECOVERING, "ROLLBACK": ROLLBACK}
-SETTABLE_STATES["SECONDARY"] = SECONDARY
+SETTABLE_STATES = dict(
+    STARTUP=STARTUP, STARTUP2=STARTUP2, RECOVERING=RECOVERING, ROLLBACK=ROLLBACK, SECONDARY=SECONDARY
+)
 
 NOOP_INTERVAL_MS = 10_000  # periodicNoopIntervalSecs
 HISTORY_MS = 7 * 24 * 3600 * 1000  # how much oplog exists before the set starts: lags up to a week
@@ -251,7 +242,7 @@ class Oplog:
             tick = (now - seg.anchor) // NOOP_INTERVAL_MS + 1  # the next tick sees the optime moved: no no-op
             if not seg.skipped or seg.skipped[-1] != tick:
                 seg.skipped.append(tick)
-        return self.entry(self.count_le(now))
+        return self.entry(self.count_le(now), now)
 
     def new_term(self, term: int, now: int) -> None:
         """Entries written after `now` (by ordinal) carry `term`."""
@@ -283,12 +274,10 @@ class Oplog:
                 lo = mid + 1
         return lo
 
-    def entry(self, n: int, hi: int | None = None) -> Entry:
-        """The n-th entry (1-based). `hi` bounds the search (a wall ms at or after the entry)."""
-        if hi is None:
-            hi = max(self._write_walls[-1] if self._write_walls else 0, self._segments[-1].start)
-            while self.count_le(hi) < n:
-                hi += max(1, hi - self.start_ms)
+    def entry(self, n: int, hi: int) -> Entry:
+        """The n-th entry (1-based); `hi` is a wall ms at or after it (usually "now")."""
+        if not 1 <= n <= self.count_le(hi):
+            raise IndexError(f"no oplog entry {n} at or before wall {hi}")
         wall = self._wall_of(n, hi)
         before_ms = self.count_le(wall - 1)
         second_start = self.count_le(wall // 1000 * 1000 - 1)

@@ -1,9 +1,9 @@
 """The network side: one asyncio event loop in one daemon thread serves every member's 127.0.0.1 listener.
 
-Each member has its own listening socket (port fixed for the life of the set, so "down then up" reuses it), its own
-accept task (cancelled for a hang "before_accept": the socket keeps listening, the kernel keeps completing
-handshakes into the backlog, nobody ever accepts) and its connections. Every accepted socket is set to linger 0, so
-closing it never leaves a TIME_WAIT on the member's port: `stop()` releases every port at once.
+Each member has its own listening socket (port fixed for the life of the set, so "down then up" reuses it), a
+reader callback that accepts on it (removed for a hang "before_accept": the socket keeps listening, the kernel
+keeps completing handshakes into the backlog, nobody ever accepts) and its connections. Every accepted socket is
+set to linger 0, so closing it never leaves a TIME_WAIT on the member's port: `stop()` releases every port at once.
 
 Malformed input closes that one connection; a bug in a command handler answers InternalError (code 1) and is
 logged; nothing a client sends can stop the loop.
@@ -48,12 +48,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 class _Listener:
-    """One member's listening socket, accept task and open connections."""
+    """One member's listening socket, whether the loop accepts on it, and its open connections."""
 
     def __init__(self, member_id: int, sock: socket.socket) -> None:
         self.member_id = member_id
         self.sock: socket.socket | None = sock
-        self.accept_task: asyncio.Task[None] | None = None
+        self.accepting = False
         self.connections: set[asyncio.Task[None]] = set()
 
     @property
@@ -178,16 +178,23 @@ class Server:
             self._changed = asyncio.Event()
 
     def _start_accepting(self, listener: _Listener) -> None:
-        if listener.sock is not None and (listener.accept_task is None or listener.accept_task.done()):
-            listener.accept_task = asyncio.get_running_loop().create_task(self._accept_loop(listener))
+        if listener.sock is not None and not listener.accepting:
+            asyncio.get_running_loop().add_reader(listener.sock.fileno(), self._accept, listener)
+            listener.accepting = True
+
+    def _stop_accepting(self, listener: _Listener) -> None:
+        # A reader callback, not a task awaiting sock_accept(): cancelling such a task can drop a connection
+        # the kernel already handed over.
+        if listener.sock is not None and listener.accepting:
+            asyncio.get_running_loop().remove_reader(listener.sock.fileno())
+        listener.accepting = False
 
     def set_accepting(self, member_id: int, accepting: bool) -> None:
         listener = self._listeners[member_id]
         if accepting:
             self._start_accepting(listener)
-        elif listener.accept_task is not None:
-            listener.accept_task.cancel()
-            listener.accept_task = None
+        else:
+            self._stop_accepting(listener)
 
     async def drop_connections(self, member_id: int) -> None:
         """Abort every open connection of a member (a restart, or going down)."""
@@ -204,7 +211,7 @@ class Server:
         listener = self._listeners.get(member_id)
         if listener is None:
             return
-        self.set_accepting(member_id, False)
+        self._stop_accepting(listener)
         await self.drop_connections(member_id)
         if listener.sock is not None:
             listener.sock.close()
@@ -222,20 +229,33 @@ class Server:
 
     # -- serving --
 
-    async def _accept_loop(self, listener: _Listener) -> None:
+    def _accept(self, listener: _Listener) -> None:
+        """The listening socket is readable: accept what is waiting (a bounded batch, so no port starves)."""
         loop = asyncio.get_running_loop()
-        while listener.sock is not None:
+        for _ in range(64):
+            if listener.sock is None or not listener.accepting:
+                return
             try:
-                conn, _ = await loop.sock_accept(listener.sock)
-            except OSError as exc:  # e.g. out of file descriptors: keep the member alive
+                conn, _ = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: back off instead of spinning
                 log.warning("mongosim: accept on port %s failed: %s", listener.port, exc)
-                await asyncio.sleep(0.05)
-                continue
+                self._stop_accepting(listener)
+                loop.call_later(0.05, self._resume, listener)
+                return
+            conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
             task = loop.create_task(self._serve(listener.member_id, conn))
             listener.connections.add(task)
             task.add_done_callback(listener.connections.discard)
+            task.add_done_callback(lambda _, sock=conn: sock.close())  # also when cancelled before it ran
+
+    def _resume(self, listener: _Listener) -> None:
+        member = self.model.members.get(listener.member_id)
+        if member is not None and member.up and member.hang != "before_accept":
+            self._start_accepting(listener)
 
     async def _serve(self, member_id: int, conn: socket.socket) -> None:
         try:

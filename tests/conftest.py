@@ -4,6 +4,8 @@
 - `replica_set`: a 7.0 primary, two secondaries and an arbiter on a `ManualClock` (`replica_set.clock`).
 - `connect(target, **pymongo options)`: a real `MongoClient` with small timeouts (so no test can hang), closed
   when the test ends. `target` is a URI, a ReplicaSet (its URI) or a (host, port) address (a direct connection).
+- `wait_until(predicate, deadline_s=3)`: poll until it is true (a monotonic deadline, never a fixed sleep);
+  returns the last answer, so `assert wait_until(...)` fails with the state at the deadline.
 - `raw_command(address, doc)`: one OP_MSG command over a plain socket, for what pymongo will not send;
   `read_message(sock)`: one whole reply read from such a socket.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,6 +72,19 @@ def connect() -> Iterator[Callable[..., MongoClient]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., bool]:
+    def poll(predicate: Callable[[], bool], deadline_s: float = 3.0) -> bool:
+        deadline = time.monotonic() + deadline_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                return predicate()
+            time.sleep(0.02)
+        return True
+
+    return poll
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:

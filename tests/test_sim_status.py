@@ -142,12 +142,13 @@ def test_no_primary_leaves_status_readable_with_primary_preferred(replica_set, c
     assert status["term"] == 2
 
 
-def test_an_election_advances_the_term_and_keeps_the_config_version(replica_set, connect):
+def test_an_election_advances_the_term_and_keeps_the_config_version(replica_set, connect, wait_until):
     client = connect(replica_set)
     before = client.admin.command("replSetGetConfig")["config"]
     replica_set.elect(1)
     after = client.admin.command("replSetGetConfig")["config"]
     assert (after["version"], after["term"]) == (before["version"], before["term"] + 1)
+    assert wait_until(lambda: client.primary == replica_set.address(1))  # pymongo's next heartbeat
     status = _primary_status(client)
     primary = _by_name(status)[replica_set.member(1).name]
     assert primary["optime"]["t"] == 2
