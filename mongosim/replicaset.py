@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
 from bson import ObjectId
 
 from . import commands, model, wire
@@ -220,7 +221,8 @@ class ReplicaSet:
     def command(self, ref: MemberRef, cmd: str | dict[str, Any], db: str = "admin") -> dict[str, Any]:
         """Run one command in-process as member `ref` answers it (no socket, authenticated as root).
 
-        Handy to look at a document without a driver; the reply is what the wire would carry.
+        Handy to look at a document without a driver (e.g. the 4.0 profile, which pymongo 4.20 refuses); the reply
+        is what the wire would carry, decoded as a client decodes it.
         """
         body = {cmd: 1} if isinstance(cmd, str) else dict(cmd)
         body.setdefault("$db", db)
@@ -231,7 +233,7 @@ class ReplicaSet:
             session = commands.Session(connection_id=0, user=root)
             return commands.dispatch(self._model, self._model.member(ref), session, request)
 
-        return self._call(run)
+        return bson.decode(bson.encode(self._call(run)))  # exactly the types a client decodes
 
     # -- controls: lag and delay --
 

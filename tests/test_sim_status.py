@@ -44,8 +44,8 @@ def _oplog_lag_ms(client: Any, status: dict[str, Any], member: dict[str, Any]) -
 
 
 def test_lag_shows_to_the_millisecond_in_wall_times_and_in_whole_seconds_in_optimedate(replica_set, connect):
-    replica_set.set_lag(1, 1_239)
-    replica_set.set_lag(2, 12_486)
+    replica_set.set_lag(1, 1_239)  # by _id
+    replica_set.set_lag(replica_set.member(2).name, 12_486)  # or by name
     client = connect(replica_set)
     status = _primary_status(client)
     members = _by_name(status)
@@ -348,3 +348,9 @@ def test_a_chained_secondary_reports_its_sync_source(replica_set, connect):
     chained = members[replica_set.member(2).name]
     assert (chained["syncSourceHost"], chained["syncSourceId"]) == (replica_set.member(1).name, 1)
     assert members[replica_set.member(1).name]["syncSourceHost"] == replica_set.member(0).name
+
+
+def test_the_in_process_command_answers_exactly_what_the_wire_carries(replica_set, raw_command):
+    replica_set.set_lag(1, 2_500)
+    for command in ("replSetGetStatus", "replSetGetConfig"):
+        assert replica_set.command(0, command) == raw_command(replica_set.address(0), {command: 1})
