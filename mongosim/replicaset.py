@@ -164,6 +164,8 @@ class ReplicaSet:
         quiet = arbiter or spec.hidden or spec.delay_secs > 0 or spec.votes == 0
         priority = spec.priority if spec.priority is not None else (0.0 if quiet else 1.0)
         if spec.role == "primary":
+            if quiet or priority <= 0:
+                raise ValueError("a primary cannot be hidden, delayed, non-voting or of priority 0")
             state = model.PRIMARY
         elif arbiter:
             state = model.ARBITER
