@@ -54,7 +54,8 @@ class _Listener:
         self.member_id = member_id
         self.sock: socket.socket | None = sock
         self.accepting = False
-        self.connections: set[asyncio.Task[None]] = set()
+        # connection task -> its stream writer (None until the streams exist)
+        self.connections: dict[asyncio.Task[None], asyncio.StreamWriter | None] = {}
 
     @property
     def port(self) -> int:
@@ -71,7 +72,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._listeners: dict[int, _Listener] = {}
-        self._changed: asyncio.Event | None = None
+        self._held: set[asyncio.Future[None]] = set()  # awaitable hellos waiting for a change
         self._request_ids = itertools.count(1)
         model.on_change = self._notify
 
@@ -97,7 +98,6 @@ class Server:
         self._loop = loop
 
         def begin() -> None:
-            self._changed = asyncio.Event()
             for listener in self._listeners.values():
                 member = self.model.members.get(listener.member_id)
                 if member is not None and member.hang != "before_accept":
@@ -173,9 +173,9 @@ class Server:
 
     def _notify(self) -> None:
         """Wake every held awaitable hello (called by the model, on the loop thread, when hello changes)."""
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = asyncio.Event()
+        for held in self._held:
+            if not held.done():
+                held.set_result(None)
 
     def _start_accepting(self, listener: _Listener) -> None:
         if listener.sock is not None and not listener.accepting:
@@ -202,7 +202,11 @@ class Server:
         if listener is None:
             return
         tasks = list(listener.connections)
-        for task in tasks:
+        for task, writer in list(listener.connections.items()):
+            # Abort the socket, not only the task: a cancel can be lost (asyncio.wait_for in 3.11 swallows one
+            # that races a wake-up), a closed socket cannot.
+            if writer is not None:
+                writer.transport.abort()
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -247,9 +251,9 @@ class Server:
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
-            task = loop.create_task(self._serve(listener.member_id, conn))
-            listener.connections.add(task)
-            task.add_done_callback(listener.connections.discard)
+            task = loop.create_task(self._serve(listener, conn))
+            listener.connections[task] = None
+            task.add_done_callback(lambda t: listener.connections.pop(t, None))
             task.add_done_callback(lambda _, sock=conn: sock.close())  # also when cancelled before it ran
 
     def _resume(self, listener: _Listener) -> None:
@@ -257,12 +261,16 @@ class Server:
         if member is not None and member.up and member.hang != "before_accept":
             self._start_accepting(listener)
 
-    async def _serve(self, member_id: int, conn: socket.socket) -> None:
+    async def _serve(self, listener: _Listener, conn: socket.socket) -> None:
+        member_id = listener.member_id
         try:
             reader, writer = await asyncio.open_connection(sock=conn)
         except OSError:
             conn.close()
             return
+        task = asyncio.current_task()
+        if task in listener.connections:
+            listener.connections[task] = writer
         model = self.model
         model.connection_ids += 1
         session = commands.Session(connection_id=model.connection_ids)
@@ -276,7 +284,7 @@ class Server:
                 length, _, _, _ = wire.parse_header(header)
                 payload = await reader.readexactly(length - wire.HEADER.size)
                 member = model.members.get(member_id)
-                if member is None:
+                if member is None or not member.up:
                     break
                 member.stats["requests"] += 1
                 member.stats["bytes_in"] += length
@@ -299,16 +307,28 @@ class Server:
             if member is not None:
                 member.stats["current"] -= 1
 
+    async def _hold(self, seconds: float) -> None:
+        """Wait until hello changes or `seconds` pass. A plain future, not asyncio.wait_for, so a cancel is
+        never lost."""
+        loop = asyncio.get_running_loop()
+        held: asyncio.Future[None] = loop.create_future()
+        self._held.add(held)
+        timer = loop.call_later(seconds, lambda: held.done() or held.set_result(None))
+        try:
+            await held
+        finally:
+            timer.cancel()
+            self._held.discard(held)
+
     async def _answer(self, member_id: int, session: commands.Session, request: wire.Request) -> bytes | None:
         """The reply bytes for one request, or None (moreToCome, or the member went away while we held it)."""
         model = self.model
         member = model.members[member_id]
         hold_ms = commands.hello_hold_ms(model, member, request.body)
-        if hold_ms and self._changed is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), hold_ms / 1000)
+        if hold_ms:
+            await self._hold(hold_ms / 1000)
             member = model.members.get(member_id)
-            if member is None or member.hang is not None:
+            if member is None or member.hang is not None or not member.up:
                 return None
         if not request.is_command:
             doc = {"$err": "mongosim answers commands only (OP_QUERY on <db>.$cmd)", "code": 352}

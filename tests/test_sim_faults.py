@@ -171,3 +171,16 @@ def test_a_member_restarted_by_an_upgrade_drops_connections_and_pymongo_recovers
     with contextlib.suppress(AutoReconnect):  # the pooled connection died with the restart
         client.admin.command("ping")
     assert client.admin.command("buildInfo")["version"].startswith("8.0.")
+
+
+def test_taking_the_primary_down_under_streaming_heartbeats_always_returns(replica_set, connect, wait_until):
+    """Each take_down() must close the member's connections even when one of pymongo's awaitable hellos was
+    woken by the same change (a cancel racing that wake-up can be lost in asyncio; a closed socket cannot)."""
+    client = connect(replica_set)
+    for _ in range(3):
+        client.admin.command("ping")
+        assert wait_until(lambda: client.primary == replica_set.address(0))
+        replica_set.take_down(0)  # a control that could not finish would raise TimeoutError here
+        assert not replica_set.member(0).up
+        replica_set.bring_up(0)
+        replica_set.elect(0)
