@@ -40,6 +40,10 @@ FLAGS = {
         "WEB_LISTEN_ADDRESS",
         f"host:port to serve HTTP on (default {DEFAULT_LISTEN}; an empty host means all interfaces)",
     ),
+    "web.config.file": (
+        "WEB_CONFIG_FILE",
+        "exporter-toolkit web config (YAML): tls_server_config for HTTPS, basic_auth_users for credentials",
+    ),
     "collect.interval": (
         "COLLECT_INTERVAL",
         f"seconds between polls (default {DEFAULT_INTERVAL_S:g}; {DEMO_INTERVAL_S:g} with --demo)",
@@ -70,6 +74,7 @@ class Settings:
     demo: bool
     warnings: tuple[str, ...] = ()
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    web_config_file: str = ""  # read by webconfig.load_web_config in exporter.py; empty: plain HTTP, no auth
 
     @property
     def redacted_uri(self) -> str:
@@ -191,6 +196,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         log_level="warning" if level == "warn" else level,
         log_format=log_format,
         demo=demo,
+        web_config_file=raw["web.config.file"] or "",
         warnings=tuple(scrub(w, secrets) for w in warnings),
         secrets=secrets,
     )

@@ -20,6 +20,7 @@ import metrics
 import web
 from config import ConfigError, Settings, load_settings
 from store import SnapshotStore
+from webconfig import WebConfigError, load_web_config
 
 log = logging.getLogger("replicationlag")
 
@@ -69,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
     except ConfigError as error:
         return fail("; ".join(str(error).splitlines()))
+    try:
+        web_config = load_web_config(settings.web_config_file)
+    except WebConfigError as error:
+        return fail(str(error))
     configure_logging(settings)
     for warning in settings.warnings:
         log.warning(warning)
@@ -85,9 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(error))
 
     store = SnapshotStore(settings.infra_label, settings.interval_s)
-    app = web.create_app(store, metrics.build_registry(store))
+    app = web.create_app(
+        store, metrics.build_registry(store), auth=web_config.basic_auth(), open_paths=web_config.excluded_paths
+    )
     try:
-        server = web.Server(app, settings.listen_host, settings.listen_port)
+        server = web.Server(app, settings.listen_host, settings.listen_port, tls=web_config.tls)
     except OSError as error:
         client.close()
         if stop_demo:
@@ -111,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scheduler.start()
     target = f"the built-in simulated replica set {uri}" if stop_demo else settings.redacted_uri
     log.info(
-        "serving http://%s:%d/ for infra %s, polling %s every %g s (deadline %g s)",
+        "serving %s://%s:%d/ for infra %s, polling %s every %g s (deadline %g s)",
+        server.scheme,
         server.host,
         server.port,
         settings.infra_label,

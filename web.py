@@ -14,16 +14,23 @@ Imports `bridge`, `metrics`, `replset` and `store`.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import html
 import json
+import resource
 import socket
+import ssl
 import threading
+import time
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from http import HTTPStatus
 
 import bottle
 from waitress import wasyncore
-from waitress.server import create_server
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
 from waitress.trigger import trigger
 
 import bridge
@@ -37,6 +44,7 @@ ZERO_PROBLEM_PATH = "/" + bridge.SERVICE_ID
 READ = ["GET", "HEAD"]  # listed explicitly so that a 405's Allow header names HEAD too
 
 _MAX_BODY_KEY = "replicationlag.max_body_bytes"
+_CHALLENGE = 'Basic realm="replicationlag", charset="UTF-8"'
 _COMMON_HEADERS = {
     "Cache-Control": "no-store",  # every answer describes "now"; a cached one would lie
     "X-Content-Type-Options": "nosniff",
@@ -50,11 +58,32 @@ class _ClientError(bottle.HTTPError):
 
 
 def create_app(
-    store: SnapshotStore, registry: object, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    store: SnapshotStore,
+    registry: object,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    auth: Callable[[str, str], bool] | None = None,
+    open_paths: Collection[str] = (),
 ) -> bottle.Bottle:
-    """The WSGI app: every route reads `store.view()`; `registry` is what /metrics renders."""
+    """The WSGI app: every route reads `store.view()`; `registry` is what /metrics renders.
+
+    With `auth` (user, password -> allowed?) every request needs HTTP Basic credentials it accepts, except
+    for the exact paths in `open_paths`; any other request gets a 401 with `WWW-Authenticate` before routing,
+    so without credentials even an unknown path or a wrong method says nothing more than 401.
+    """
     app = bottle.Bottle()
     app.config[_MAX_BODY_KEY] = max_body_bytes  # so that Server applies the same cap before the app sees a body
+
+    if auth is not None:
+        unauthenticated = frozenset(open_paths)
+
+        @app.hook("before_request")  # registered first, so it runs before every other hook and the router
+        def require_credentials() -> None:
+            if bottle.request.environ.get("PATH_INFO") in unauthenticated:
+                return
+            credentials = basic_credentials(bottle.request.environ.get("HTTP_AUTHORIZATION", ""))
+            if credentials is None or not auth(*credentials):
+                raise _ClientError(401, "valid credentials required", **{"WWW-Authenticate": _CHALLENGE})
 
     @app.hook("before_request")
     def refuse_big_or_broken_bodies() -> None:
@@ -95,6 +124,19 @@ def create_app(
 
     app.default_error_handler = _error_document
     return app
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(user, password) from an `Authorization: Basic ...` value (RFC 7617, UTF-8), or None if it is not one."""
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except ValueError:  # bad base64 (binascii.Error) or bad UTF-8 (UnicodeDecodeError)
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
 
 
 def _error_document(error: bottle.HTTPError) -> str:
@@ -216,6 +258,14 @@ def _e(text: str) -> str:
 
 # --- The server ------------------------------------------------------------------------------------------------
 
+DEFAULT_CONNECTION_LIMIT = 1_000  # 500 idle connections must leave room for real clients (measured: see README)
+RESERVED_FDS = 64  # descriptors kept free for MongoDB sockets, logs and the trigger when capping connections
+_PLAIN_HTTP_REFUSAL = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+    b"Content-Length: 31\r\n\r\nThis server speaks HTTPS only.\n"
+)
+_TLS_HANDSHAKE_RECORD = 0x16  # the first byte a TLS client sends; anything else on a TLS port is not TLS
+
 
 class Server:
     """A threaded waitress server, bound at construction, that stops promptly on `close()`.
@@ -225,7 +275,12 @@ class Server:
     `close()` is called from another; `serve()` runs it in a thread of its own. Waitress reads requests
     asynchronously, so a client that dribbles its headers holds no worker thread and delays nobody.
     `max_body_bytes` defaults to the cap the app was created with, so waitress refuses the same bodies
-    (413) before buffering them.
+    (413) before buffering them. Idle connections cost no thread; up to `connection_limit` of them (capped
+    below the process's file-descriptor limit) are held, each closed after `channel_timeout_s` without traffic.
+
+    With `tls` (a server-side `ssl.SSLContext`) the port speaks HTTPS only: each connection's handshake runs on
+    waitress's event loop like any other read (see `_TLSChannel`), so a client that connects and never
+    finishes its handshake holds no thread and delays nobody either; a plain HTTP request gets a 400.
     """
 
     def __init__(
@@ -236,14 +291,16 @@ class Server:
         *,
         threads: int = 8,
         channel_timeout_s: int = 30,
-        connection_limit: int = 100,
+        connection_limit: int = DEFAULT_CONNECTION_LIMIT,
         max_body_bytes: int | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if max_body_bytes is None:
             max_body_bytes = app.config.get(_MAX_BODY_KEY, DEFAULT_MAX_BODY_BYTES)
         sockets = _bind(host, port)
         self.addresses = [sock.getsockname()[:2] for sock in sockets]
         self.host, self.port = self.addresses[0]
+        self.scheme = "https" if tls is not None else "http"
         self._map: dict = {}
         try:
             self._server = create_server(
@@ -254,12 +311,17 @@ class Server:
                 ident=IDENT,
                 channel_timeout=channel_timeout_s,  # an idle or dribbling connection is closed after this
                 cleanup_interval=max(1, channel_timeout_s // 3),
-                connection_limit=connection_limit,
+                connection_limit=_affordable_connections(connection_limit),
                 max_request_body_size=max_body_bytes,
                 max_request_header_size=64 * 1024,
                 asyncore_use_poll=True,  # select() fails beyond 1024 file descriptors
                 expose_tracebacks=False,
             )
+            if tls is not None:
+                channel = type("TLSChannel", (_TLSChannel,), {"tls_context": tls})
+                for dispatcher in self._map.values():
+                    if isinstance(dispatcher, BaseWSGIServer):
+                        dispatcher.channel_class = channel
             self._wake = trigger(self._map)
         except BaseException:
             wasyncore.close_all(self._map)
@@ -306,6 +368,127 @@ class Server:
             wasyncore.close_all(self._map)
         finally:
             self._closed.set()
+
+
+def _affordable_connections(wanted: int) -> int:
+    """`wanted`, lowered so that accepting never fails for want of a descriptor.
+
+    At the descriptor limit accept() fails with EMFILE and waitress retries it in a busy loop; at the connection
+    limit it merely stops accepting until a connection closes."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - RESERVED_FDS))
+
+
+class _TLSChannel(HTTPChannel):
+    """Waitress's HTTP channel over TLS, driven by the same non-blocking event loop.
+
+    The accepted socket stays plain until its first byte arrives: a TLS client starts with a handshake record,
+    anything else (a plain HTTP request) is answered with a 400 and closed. Then the socket is wrapped without
+    handshaking on connect, and each readable/writable event advances the handshake; once it is done the
+    channel reads and writes through TLS and waitress parses requests exactly as on a plain socket. A peer
+    that stalls anywhere is closed by waitress's idle sweep like any other idle connection.
+
+    Reads and writes of one TLS session never overlap: waitress does not read from a channel while a request
+    is being served or output is pending, and every write holds the channel's outbuf lock.
+    """
+
+    tls_context: ssl.SSLContext
+
+    def __init__(self, server, sock, addr, adj, map=None) -> None:
+        self._tls_open = False
+        self._tls_wrapped = False
+        self._handshake_wants_write = False
+        super().__init__(server, sock, addr, adj, map)
+
+    def readable(self) -> bool:
+        return super().readable() if self._tls_open else not self.will_close
+
+    def writable(self) -> bool:
+        if self._tls_open:
+            return super().writable()
+        return self._handshake_wants_write or self.will_close
+
+    def handle_read(self) -> None:
+        if not self._tls_open and not self._advance_handshake():
+            return
+        try:
+            data = self.socket.recv(self.adj.recv_bytes)
+            # A TLS record can hold more than one recv: what it decrypted is not visible to poll(), so take it now.
+            while data and (pending := self.socket.pending()):
+                data += self.socket.recv(pending)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except OSError:
+            self.handle_close()
+            return
+        if not data:
+            self.handle_close()
+            return
+        self.last_activity = time.time()
+        self.received(data)
+
+    def handle_write(self) -> None:
+        if self._tls_open:
+            super().handle_write()
+        elif self.will_close:
+            self.handle_close()
+        else:
+            self._advance_handshake()
+
+    def send(self, data, do_close: bool = True) -> int:
+        if not self._tls_open:
+            return 0
+        try:
+            return super().send(data, do_close)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return 0  # the session needs the socket to drain (or a read) first; waitress retries the same bytes
+
+    def _advance_handshake(self) -> bool:
+        """One step of the TLS handshake; True once the channel is open for HTTP."""
+        if not self._tls_wrapped and not self._wrap():
+            return False
+        try:
+            self.socket.do_handshake()
+        except ssl.SSLWantReadError:
+            self._handshake_wants_write = False
+            return False
+        except ssl.SSLWantWriteError:
+            self._handshake_wants_write = True
+            return False
+        except OSError:  # a bad or missing client certificate, an unsupported version, a reset
+            self.handle_close()
+            return False
+        self._tls_open = True
+        self._handshake_wants_write = False
+        self.last_activity = time.time()
+        return True
+
+    def _wrap(self) -> bool:
+        try:
+            first = self.socket.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            self.handle_close()
+            return False
+        if not first:
+            self.handle_close()
+            return False
+        if first[0] != _TLS_HANDSHAKE_RECORD:
+            self._refuse_plain_http()
+            return False
+        self.socket = self.tls_context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+        self._tls_wrapped = True
+        return True
+
+    def _refuse_plain_http(self) -> None:
+        # Read what the client sent first, so that closing does not reset the connection before it reads our answer.
+        with contextlib.suppress(OSError):
+            self.socket.recv(64 * 1024)
+            self.socket.send(_PLAIN_HTTP_REFUSAL)
+        self.handle_close()
 
 
 def serve(app: bottle.Bottle, host: str, port: int, **options) -> Server:

@@ -1,0 +1,626 @@
+"""Who may read: --web.config.file (exporter-toolkit format) gives HTTPS and HTTP Basic credentials.
+
+Certificates come from a test CA made here with `cryptography`; every HTTPS test is a real TLS handshake with
+Python's ssl client against the real server on 127.0.0.1. Password hashes are real bcrypt hashes (cost 4, the
+minimum, to keep the suite fast; the cost does not change what is checked).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import http.client
+import io
+import ipaddress
+import json
+import socket
+import ssl
+from contextlib import redirect_stderr
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from ops_util import run_promtool
+from view_factory import healthy_set, make_store
+
+import exporter
+import web
+from metrics import build_registry
+from webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
+
+ZP = "/mhp.zeroproblem.mongo.replcationlag"
+USER, PASSWORD = "prometheus", "s3cret-Scrape"
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+CLIENT_TIMEOUT_S = 5  # no answer within this is a failure: "does not delay" is enforced by this timeout
+
+
+# --- A test CA -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    """PEM files in one directory: a CA, a server certificate for 127.0.0.1 it signed, a client certificate it
+    signed, and a client certificate from another CA that the server must not trust."""
+
+    dir: Path
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    rogue_cert: Path
+    rogue_key: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(subject, key, issuer, issuer_key, *, ca=False, server=False, client=False) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    else:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    if client:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(path: Path, cert: x509.Certificate | None = None, key=None) -> Path:
+    if cert is not None:
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    else:
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    where = tmp_path_factory.mktemp("pki")
+    keys = {name: ec.generate_private_key(ec.SECP256R1()) for name in ("ca", "server", "client", "rogue_ca", "rogue")}
+    ca = _certificate("replicationlag test CA", keys["ca"], "replicationlag test CA", keys["ca"], ca=True)
+    return Pki(
+        dir=where,
+        ca=_write(where / "ca.crt", ca),
+        server_cert=_write(
+            where / "server.crt",
+            _certificate("127.0.0.1", keys["server"], "replicationlag test CA", keys["ca"], server=True),
+        ),
+        server_key=_write(where / "server.key", key=keys["server"]),
+        client_cert=_write(
+            where / "client.crt",
+            _certificate("prometheus", keys["client"], "replicationlag test CA", keys["ca"], client=True),
+        ),
+        client_key=_write(where / "client.key", key=keys["client"]),
+        rogue_cert=_write(
+            where / "rogue.crt", _certificate("prometheus", keys["rogue"], "rogue CA", keys["rogue_ca"], client=True)
+        ),
+        rogue_key=_write(where / "rogue.key", key=keys["rogue"]),
+    )
+
+
+def write_config(where: Path, text: str, name: str = "web.yml") -> Path:
+    path = where / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def tls_yaml(pki: Pki, *extra: str) -> str:
+    lines = ["tls_server_config:", f"  cert_file: {pki.server_cert}", f"  key_file: {pki.server_key}", *extra]
+    return "\n".join(lines) + "\n"
+
+
+def users_yaml(*extra: str) -> str:
+    return "\n".join(["basic_auth_users:", f"  {USER}: {HASH}", *extra]) + "\n"
+
+
+# --- Reading the file -------------------------------------------------------------------------------------------
+
+
+def test_a_toolkit_file_with_tls_users_and_an_open_liveness_loads_into_a_frozen_value(pki, tmp_path):
+    path = write_config(tmp_path, tls_yaml(pki) + users_yaml("basic_auth_excluded_paths: [/liveness]"))
+
+    config = load_web_config(path)
+
+    assert isinstance(config.tls, ssl.SSLContext)
+    assert config.scheme == "https"
+    assert config.client_auth_type == "NoClientCert"
+    assert set(config.users) == {USER}
+    assert config.excluded_paths == frozenset({"/liveness"})
+    with pytest.raises(AttributeError):
+        config.excluded_paths = frozenset()  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text", [None, "", "# nothing configured\n"])
+def test_no_file_or_an_empty_one_means_plain_http_without_credentials(tmp_path, text):
+    config = load_web_config(None if text is None else write_config(tmp_path, text))
+
+    assert config == WebConfig()
+    assert config.tls is None and config.scheme == "http"
+    assert config.basic_auth() is None
+
+
+def test_certificate_paths_are_relative_to_the_config_file_as_in_exporter_toolkit(pki):
+    path = write_config(pki.dir, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+
+    assert load_web_config(path).tls is not None
+
+
+def test_promtool_accepts_our_test_files_as_exporter_toolkit_files_and_refuses_only_our_extension(pki, tmp_path):
+    toolkit = write_config(
+        tmp_path,
+        tls_yaml(pki, "  client_auth_type: RequireAndVerifyClientCert", f"  client_ca_file: {pki.ca}") + users_yaml(),
+    )
+    extended = write_config(tmp_path, toolkit.read_text() + "basic_auth_excluded_paths: [/liveness]\n", "ext.yml")
+
+    accepted = run_promtool("check", "web-config", toolkit)
+    refused = run_promtool("check", "web-config", extended)
+
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert load_web_config(toolkit).client_auth_type == "RequireAndVerifyClientCert"
+    assert refused.returncode == 1
+    assert "basic_auth_excluded_paths not found" in refused.stdout + refused.stderr
+
+
+def _encrypted_key(pki: Pki, where: Path) -> Path:
+    key = serialization.load_pem_private_key(pki.server_key.read_bytes(), password=None)
+    path = where / "encrypted.key"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    return path
+
+
+BAD_CONFIGS = {
+    "missing file": (None, "no such file"),
+    "bad YAML": ("tls_server_config: [cert_file\n", "not valid YAML at line 2"),
+    "not a mapping": ("- tls_server_config\n", "must be a YAML mapping"),
+    "a key given twice": (users_yaml() + users_yaml(), "'basic_auth_users' is given twice"),
+    "a misspelt key": ("basic_auth_user:\n  a: b\n", "unknown key 'basic_auth_user'"),
+    "no key_file": ("tls_server_config:\n  cert_file: {cert}\n", "tls_server_config.key_file is missing"),
+    "a missing cert_file": (
+        "tls_server_config:\n  cert_file: {dir}/nope.crt\n  key_file: {key}\n",
+        "nope.crt: no such file",
+    ),
+    "a cert_file that is a directory": (
+        "tls_server_config:\n  cert_file: {dir}\n  key_file: {key}\n",
+        "cannot read it (Is a directory)",
+    ),
+    "a cert_file that is no certificate": (
+        "tls_server_config:\n  cert_file: {garbage}\n  key_file: {key}\n",
+        "are not a PEM certificate and its matching unencrypted private key",
+    ),
+    "a key that does not match the certificate": (
+        "tls_server_config:\n  cert_file: {cert}\n  key_file: {client_key}\n",
+        "are not a PEM certificate and its matching unencrypted private key",
+    ),
+    "a key with a passphrase": (
+        "tls_server_config:\n  cert_file: {cert}\n  key_file: {encrypted_key}\n",
+        "are not a PEM certificate and its matching unencrypted private key",
+    ),
+    "a client CA without a client auth type": (
+        "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  client_ca_file: {ca}\n",
+        "client_ca_file is set but client_auth_type is NoClientCert",
+    ),
+    "client verification without a CA": (
+        "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  client_auth_type: RequireAndVerifyClientCert\n",
+        "client_auth_type RequireAndVerifyClientCert needs client_ca_file",
+    ),
+    "an unverified client certificate": (
+        "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  client_auth_type: RequireAnyClientCert\n"
+        "  client_ca_file: {ca}\n",
+        "client_auth_type RequireAnyClientCert: not supported",
+    ),
+    "an unknown TLS version": (
+        "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  min_version: TLS14\n",
+        "min_version 'TLS14': use TLS10, TLS11, TLS12 or TLS13",
+    ),
+    "cipher suites": (
+        "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
+        "tls_server_config.cipher_suites: choosing cipher suites is not supported",
+    ),
+    "a password instead of its hash": ("basic_auth_users:\n  prometheus: hunter2\n", "'prometheus' is not a bcrypt"),
+    "a hash of an unknown scheme": (
+        "basic_auth_users:\n  prometheus: $6$salt$0123456789abcdef\n",
+        "'prometheus' is not a bcrypt",
+    ),
+    "an excluded data path": (
+        users_yaml("basic_auth_excluded_paths: [/liveness, /metrics]"),
+        "/metrics cannot be excluded, only /liveness",
+    ),
+    "an exclusion without users": ("basic_auth_excluded_paths: [/liveness]\n", "basic_auth_users is empty"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_a_bad_web_config_is_refused_with_one_line_naming_the_file_and_the_problem(pki, tmp_path, case):
+    text, expected = BAD_CONFIGS[case]
+    garbage = write_config(tmp_path, "not a certificate\n", "garbage.crt")
+    fields = {
+        "cert": pki.server_cert,
+        "key": pki.server_key,
+        "client_key": pki.client_key,
+        "ca": pki.ca,
+        "dir": pki.dir,
+        "garbage": garbage,
+        "encrypted_key": _encrypted_key(pki, tmp_path) if "encrypted_key" in (text or "") else "",
+    }
+    path = tmp_path / "missing.yml" if text is None else write_config(tmp_path, text.format(**fields))
+
+    with pytest.raises(WebConfigError) as refused:
+        load_web_config(path)
+
+    message = str(refused.value)
+    assert message.startswith(f"--web.config.file {path}: ")
+    assert expected in message
+    assert "\n" not in message
+    assert "hunter2" not in message
+
+
+def test_every_problem_of_a_web_config_is_listed_at_once(tmp_path):
+    path = write_config(tmp_path, "tls_server_config:\n  cert_file: a.crt\nbasic_auth_users:\n  u: plain\n")
+
+    with pytest.raises(WebConfigError) as refused:
+        load_web_config(path)
+
+    assert "key_file is missing" in str(refused.value)
+    assert "a.crt: no such file" in str(refused.value)
+    assert "'u' is not a bcrypt hash" in str(refused.value)
+
+
+@pytest.mark.parametrize("case", ["missing file", "bad YAML", "a cert_file that is no certificate", "bad hash"])
+def test_the_exporter_stops_at_start_with_one_clear_line_and_status_1(pki, tmp_path, case, monkeypatch):
+    texts = {
+        "bad YAML": "basic_auth_users: {\n",
+        "a cert_file that is no certificate": f"tls_server_config:\n  cert_file: {pki.ca.parent}/ca.crt\n"
+        f"  key_file: {pki.client_key}\n",
+        "bad hash": "basic_auth_users:\n  prometheus: hunter2\n",
+    }
+    path = write_config(tmp_path, texts[case]) if case in texts else tmp_path / "absent.yml"
+    monkeypatch.setenv("WEB_CONFIG_FILE", str(path))  # the environment variable, as a container sets it
+    stderr = io.StringIO()
+
+    with redirect_stderr(stderr):
+        status = exporter.main(["--mongodb.uri", "mongodb://127.0.0.1:9/?replicaSet=rs0"])
+
+    lines = stderr.getvalue().splitlines()
+    assert status == 1
+    assert len(lines) == 1
+    assert lines[0].startswith(f"replicationlag: error: --web.config.file {path}: ")
+    assert "hunter2" not in lines[0]
+
+
+# --- Credentials ------------------------------------------------------------------------------------------------
+
+
+def test_a_scraper_pays_bcrypt_once_and_a_wrong_password_is_remembered_too():
+    auth = BasicAuth({USER: HASH.encode()})
+
+    assert all(auth(USER, PASSWORD) for _ in range(5))
+    assert not any(auth(USER, "wrong") for _ in range(5))
+
+    assert auth.bcrypt_runs == 2
+
+
+def test_an_unknown_user_costs_a_bcrypt_like_a_known_one_and_is_refused():
+    auth = BasicAuth({USER: HASH.encode()})
+
+    assert not auth("nobody", PASSWORD)
+    assert auth.bcrypt_runs == 1
+
+
+def test_the_verdict_cache_is_bounded_and_forgets_the_least_recently_used():
+    auth = BasicAuth({USER: HASH.encode()}, cache_size=2)
+
+    auth(USER, PASSWORD)
+    auth(USER, "wrong-1")
+    auth(USER, "wrong-2")  # evicts the first
+    assert auth.bcrypt_runs == 3
+    assert auth(USER, PASSWORD)
+    assert auth.bcrypt_runs == 4
+
+
+def test_user_and_password_are_not_confused_at_their_boundary():
+    auth = BasicAuth({"ab": bcrypt.hashpw(b"c", bcrypt.gensalt(rounds=4))})
+
+    assert auth("ab", "c")
+    assert not auth("a", "bc")
+
+
+def test_only_the_first_72_bytes_of_a_password_count_as_in_exporter_toolkit():
+    auth = BasicAuth({USER: bcrypt.hashpw(b"p" * 72, bcrypt.gensalt(rounds=4))})
+
+    assert auth(USER, "p" * 100)
+    assert not auth(USER, "p" * 71)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Basic " + base64.b64encode(b"u:p:q").decode(), ("u", "p:q")),
+        ("basic  " + base64.b64encode("ü:ö".encode()).decode(), ("ü", "ö")),
+        ("Bearer abc", None),
+        ("Basic !!!", None),
+        ("Basic " + base64.b64encode(b"no colon").decode(), None),
+        ("Basic " + base64.b64encode(b"\xff:\xfe").decode(), None),
+        ("", None),
+    ],
+)
+def test_basic_credentials_are_parsed_as_rfc_7617_says(header, expected):
+    assert web.basic_credentials(header) == expected
+
+
+# --- The real server over TLS -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def serve_config(tmp_path):
+    """Starts the real server for a web config text, as exporter.py wires it; closes them all at the end."""
+    running: list[web.Server] = []
+
+    def start(text: str, *, threads: int = 2, **options) -> web.Server:
+        config = load_web_config(write_config(tmp_path, text, f"web-{len(running)}.yml"))
+        store, _ = make_store(healthy_set(1_239))
+        app = web.create_app(
+            store,
+            build_registry(store),
+            max_body_bytes=200_000,
+            auth=config.basic_auth(),
+            open_paths=config.excluded_paths,
+        )
+        server = web.serve(app, "127.0.0.1", 0, threads=threads, tls=config.tls, **options)
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.close()
+
+
+def client_context(pki: Pki, cert: Path | None = None, key: Path | None = None, **versions) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=pki.ca)  # verifies the server's certificate and 127.0.0.1
+    if cert is not None:
+        context.load_cert_chain(cert, key)
+    for name, value in versions.items():
+        setattr(context, name, value)
+    return context
+
+
+def credentials(user: str = USER, password: str = PASSWORD) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def https(server, context, method="GET", path="/metrics", *, body=None, headers=None):
+    connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=CLIENT_TIMEOUT_S)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def tls_socket(server, context) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT_S)
+    return context.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def read_all(sock: socket.socket) -> bytes:
+    reply = b""
+    while chunk := sock.recv(65536):
+        reply += chunk
+    return reply
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_S) as raw:
+        raw.sendall(data)
+        return read_all(raw)
+
+
+@pytest.fixture
+def secured(pki, serve_config):
+    return serve_config(tls_yaml(pki) + users_yaml("basic_auth_excluded_paths: [/liveness]"))
+
+
+PROTECTED = [("GET", "/"), ("GET", "/metrics"), ("PUT", ZP), ("GET", ZP), ("HEAD", "/metrics"), ("GET", "/nope")]
+PROTECTED += [("DELETE", "/metrics"), ("GET", "/liveness/"), ("GET", "/Liveness"), ("GET", "/liveness/../metrics")]
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_without_credentials_every_path_but_liveness_gets_401_with_a_challenge_and_no_data(pki, secured, method, path):
+    status, headers, body = https(secured, client_context(pki), method, path)
+
+    assert status == 401
+    assert headers["WWW-Authenticate"] == 'Basic realm="replicationlag", charset="UTF-8"'
+    assert headers["Server"] == "replicationlag"
+    if method != "HEAD":
+        assert json.loads(body) == {"error": "unauthorized", "status": 401, "detail": "valid credentials required"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        credentials(password="wrong"),
+        credentials(user="nobody"),
+        credentials(password=""),
+        credentials(password=PASSWORD + "x" * 100),
+        {"Authorization": "Bearer " + PASSWORD},
+        {"Authorization": "Basic not-base64!"},
+        {"Authorization": "Basic " + base64.b64encode(USER.encode()).decode()},
+    ],
+    ids=["wrong password", "unknown user", "empty password", "overlong password", "bearer", "bad base64", "no colon"],
+)
+def test_wrong_or_malformed_credentials_get_401_and_no_data(pki, secured, headers):
+    status, answer_headers, body = https(secured, client_context(pki), "PUT", ZP, headers=headers)
+
+    assert status == 401
+    assert answer_headers["WWW-Authenticate"].startswith("Basic ")
+    assert b"GREEN" not in body and b"Traceback" not in body
+
+
+def test_the_right_credentials_read_every_endpoint_over_tls_1_3(pki, secured):
+    context = client_context(pki)
+    metrics = https(secured, context, "GET", "/metrics", headers=credentials())
+    document = https(secured, context, "PUT", ZP, body=b"{}", headers=credentials())
+    page = https(secured, context, "GET", "/", headers=credentials())
+
+    assert metrics[0] == document[0] == page[0] == 200
+    assert b"mongodb_replication_lag_seconds" in metrics[2]
+    assert json.loads(document[2])["mhp.zeroproblem.mongo.replcationlag"]["status"] == "GREEN"
+    with tls_socket(secured, context) as tls:
+        assert tls.version() == "TLSv1.3"
+
+
+def test_liveness_answers_without_credentials_only_where_the_file_excludes_it(pki, serve_config):
+    open_liveness = serve_config(tls_yaml(pki) + users_yaml("basic_auth_excluded_paths: [/liveness]"))
+    closed_liveness = serve_config(tls_yaml(pki) + users_yaml())
+
+    assert https(open_liveness, client_context(pki), "GET", "/liveness")[0] == 200
+    assert https(closed_liveness, client_context(pki), "GET", "/liveness")[0] == 401
+    assert https(closed_liveness, client_context(pki), "GET", "/liveness", headers=credentials())[0] == 200
+
+
+def test_credentials_without_tls_work_on_plain_http_too(serve_config):
+    server = serve_config(users_yaml())
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT_S)
+    connection.request("GET", "/metrics")
+    assert connection.getresponse().status == 401
+
+
+def test_a_plain_http_request_to_the_https_port_gets_a_400_and_no_data(secured):
+    reply = raw_exchange(secured.port, b"GET /liveness HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+
+    assert reply.startswith(b"HTTP/1.0 400 Bad Request\r\n")
+    assert reply.endswith(b"\r\n\r\nThis server speaks HTTPS only.\n")
+    assert b"status" not in reply
+
+
+def test_a_client_that_does_not_trust_the_server_certificate_gets_no_connection(secured):
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https(secured, ssl.create_default_context(), "GET", "/liveness")
+
+
+def test_tls_1_2_clients_are_served_unless_min_version_asks_for_tls_1_3(pki, secured, serve_config):
+    tls12_client = client_context(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    tls13_only = serve_config(tls_yaml(pki, "  min_version: TLS13"))
+
+    assert https(secured, tls12_client, "GET", "/liveness")[0] == 200
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https(tls13_only, tls12_client, "GET", "/liveness")
+    assert https(tls13_only, client_context(pki), "GET", "/liveness")[0] == 200
+
+
+@pytest.fixture
+def mutual(pki, serve_config):
+    return serve_config(tls_yaml(pki, "  client_auth_type: RequireAndVerifyClientCert", f"  client_ca_file: {pki.ca}"))
+
+
+def test_required_client_certificates_let_in_only_those_the_client_ca_signed(pki, mutual):
+    assert https(mutual, client_context(pki, pki.client_cert, pki.client_key))[0] == 200
+
+    for refused in (client_context(pki), client_context(pki, pki.rogue_cert, pki.rogue_key)):
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            https(mutual, refused)
+
+
+def test_optional_client_certificates_are_verified_when_given(pki, serve_config):
+    server = serve_config(tls_yaml(pki, "  client_auth_type: VerifyClientCertIfGiven", f"  client_ca_file: {pki.ca}"))
+
+    assert https(server, client_context(pki))[0] == 200
+    assert https(server, client_context(pki, pki.client_cert, pki.client_key))[0] == 200
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https(server, client_context(pki, pki.rogue_cert, pki.rogue_key))
+
+
+def test_stalled_handshakes_and_idle_connections_do_not_delay_https_clients(pki, serve_config):
+    server = serve_config(tls_yaml(pki) + users_yaml(), threads=1)
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(200)]
+    stalled = socket.create_connection(("127.0.0.1", server.port))
+    stalled.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the first bytes of a ClientHello, no more
+    try:
+        for _ in range(3):
+            assert https(server, client_context(pki), headers=credentials())[0] == 200
+    finally:
+        for sock in [*idle, stalled]:
+            sock.close()
+
+
+def test_a_request_dribbled_over_tls_does_not_delay_others_and_is_answered(pki, serve_config):
+    server = serve_config(tls_yaml(pki) + users_yaml(), threads=1)
+    context = client_context(pki)
+    request = (
+        b"GET /liveness HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + b"".join(f"{k}: {v}\r\n".encode() for k, v in credentials().items())
+        + b"Connection: close\r\n\r\n"
+    )
+
+    with tls_socket(server, context) as slow:
+        for index in range(0, len(request), 16):
+            slow.sendall(request[index : index + 16])  # one TLS record per 16 bytes
+            assert https(server, context, "GET", "/liveness", headers=credentials())[0] == 200
+        reply = read_all(slow)
+
+    assert reply.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_bodies_and_keep_alive_sessions_span_many_tls_records(pki, serve_config):
+    server = serve_config(tls_yaml(pki) + users_yaml())
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=client_context(pki), timeout=CLIENT_TIMEOUT_S
+    )
+    try:
+        for size in (0, 15_000, 16_385, 150_000):
+            connection.request("PUT", ZP, body=b"x" * size, headers=credentials())
+            response = connection.getresponse()
+            assert response.status == 200
+            assert json.loads(response.read())["mhp.zeroproblem.mongo.replcationlag"]["status"] == "GREEN"
+        for _ in range(20):
+            connection.request("GET", "/", headers=credentials())
+            response = connection.getresponse()
+            assert response.status == 200 and response.read().endswith(b"</html>\n")
+    finally:
+        connection.close()
+
+
+def test_an_oversized_body_over_tls_is_refused_with_413_before_it_is_sent(pki, secured):
+    with tls_socket(secured, client_context(pki)) as tls:
+        tls.sendall(b"PUT " + ZP.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10000000000\r\n")
+        tls.sendall(b"".join(f"{k}: {v}\r\n".encode() for k, v in credentials().items()) + b"\r\n")
+        reply = read_all(tls)
+
+    assert reply.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
+    assert b"Traceback" not in reply and b"waitress" not in reply
