@@ -59,7 +59,10 @@ class Session:
     """Per-connection state: who authenticated, and a SCRAM conversation in progress."""
 
     connection_id: int
-    user: User | None = None
+    # (db, name) of the authenticated user, looked up on every check, so a grant or a revoke applies to open
+    # connections at once, as mongod's user cache does
+    user: tuple[str, str] | None = None
+    superuser: bool = False  # ReplicaSet.command(), in-process
     conversation: Conversation | None = None
     conversation_id: int = 0
     skip_empty_exchange: bool = False
@@ -287,7 +290,8 @@ def _sasl_continue(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
     except AuthFailed:
         session.conversation = None
         raise
-    session.user = conversation.user
+    assert conversation.user is not None
+    session.user = (conversation.user.db, conversation.user.name)
     done = session.skip_empty_exchange
     if done:
         session.conversation = None
@@ -295,12 +299,12 @@ def _sasl_continue(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _require(ctx: _Ctx, name: str, db: str, allowed: Callable[[User], bool]) -> None:
-    if not ctx.model.users:
+    if not ctx.model.users or ctx.session.superuser:
         return  # auth is off
-    user = ctx.session.user
-    if user is None:
+    if ctx.session.user is None:
         raise CommandError(13, f"Command {name} requires authentication")
-    if not allowed(user):
+    user = ctx.model.users.get(ctx.session.user)
+    if user is None or not allowed(user):
         raise CommandError(13, f"not authorized on {db} to execute command {{ {name}: ... }}")
 
 

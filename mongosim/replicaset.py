@@ -229,10 +229,9 @@ class ReplicaSet:
         body = {cmd: 1} if isinstance(cmd, str) else dict(cmd)
         body.setdefault("$db", db)
         request = wire.Request(request_id=0, opcode=wire.OP_MSG, body=body, db=db)
-        root = User(name="mongosim", roles=(("root", "admin"),))
 
         def run() -> dict[str, Any]:
-            session = commands.Session(connection_id=0, user=root)
+            session = commands.Session(connection_id=0, superuser=True)
             return commands.dispatch(self._model, self._model.member(ref), session, request)
 
         return bson.decode(bson.encode(self._call(run)))  # exactly the types a client decodes

@@ -184,3 +184,15 @@ def test_taking_the_primary_down_under_streaming_heartbeats_always_returns(repli
         assert not replica_set.member(0).up
         replica_set.bring_up(0)
         replica_set.elect(0)
+
+
+def test_a_grant_or_a_revoke_applies_to_open_connections_at_once(secured, connect):
+    client = connect(secured, username="nolocal", password="s3cret")
+    with pytest.raises(OperationFailure):
+        client.local["oplog.rs"].find_one()
+    secured.add_user("nolocal", "s3cret", ["clusterMonitor", "read@local"])  # as updateUser would
+    assert client.local["oplog.rs"].find_one() is not None
+    secured.remove_user("nolocal")
+    with pytest.raises(OperationFailure) as caught:
+        client.admin.command("replSetGetStatus", read_preference=PP)
+    assert caught.value.code == 13
