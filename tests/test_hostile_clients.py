@@ -1,0 +1,364 @@
+"""Hostile and careless clients against the real threaded server on 127.0.0.1.
+
+Idle and slow connections must not delay anyone, bad requests get small answers with the right status (400,
+405, 413, 431), and none of them carries a stack trace or a server banner with a version. "Does not delay" is
+enforced by client timeouts, never by measuring time. The burst test runs the server in a child process so that
+its memory, threads and descriptors are the server's alone.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from view_factory import healthy_set, make_store
+
+import web
+from metrics import build_registry
+
+ROOT = Path(__file__).resolve().parent.parent
+ZP = "/mhp.zeroproblem.mongo.replcationlag"
+MAX_BODY = 1_000
+CLIENT_TIMEOUT_S = 5  # an answer later than this counts as delayed
+IDLE_CONNECTIONS = 500
+
+
+@pytest.fixture
+def server() -> Iterator[web.Server]:
+    """The real server with two workers (fewer than the hostile clients) and a small body cap."""
+    store, _ = make_store(healthy_set(1_239))
+    running = web.serve(
+        web.create_app(store, build_registry(store), max_body_bytes=MAX_BODY), "127.0.0.1", 0, threads=2
+    )
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def many_descriptors() -> None:
+    """This process holds both ends of every test connection: make sure it may open them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4 * IDLE_CONNECTIONS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+def get(port: int, path: str = "/liveness") -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT_S)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes; a reset after its answer (it closed with our bytes unread) ends it too."""
+    reply = b""
+    try:
+        while chunk := sock.recv(65536):
+            reply += chunk
+    except ConnectionResetError:
+        if not reply:
+            raise
+    return reply
+
+
+def exchange(port: int, data: bytes) -> bytes:
+    """Send `data` on a fresh connection, half-close, and read the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_S) as raw:
+        raw.sendall(data)
+        raw.shutdown(socket.SHUT_WR)
+        return read_all(raw)
+
+
+def assert_no_leak(reply: bytes) -> None:
+    """No stack trace, no server software name or version anywhere in an answer."""
+    head = reply.split(b"\r\n\r\n", 1)[0]
+    servers = re.findall(rb"(?im)^server:\s*(.*?)\r?$", head)
+    assert servers in ([], [b"replicationlag"])
+    for word in (b"Traceback", b'File "', b"waitress", b"bottle", b"Python/", b"cheroot", b"WSGIServer"):
+        assert word not in reply
+
+
+# --- Idle and slow clients --------------------------------------------------------------------------------------
+
+
+def test_500_idle_connections_do_not_delay_new_requests(server, many_descriptors):
+    idle = []
+    try:
+        for index in range(IDLE_CONNECTIONS):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT_S)
+            if index % 2:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # half of them stop mid-headers
+            idle.append(sock)
+
+        for path in ("/liveness", "/metrics", ZP, "/"):
+            assert get(server.port, path)[0] == 200
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_idle_connections_are_closed_by_the_server_after_the_channel_timeout():
+    store, _ = make_store(healthy_set(0))
+    running = web.serve(web.create_app(store, build_registry(store)), "127.0.0.1", 0, channel_timeout_s=1)
+    try:
+        idle = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(20)]
+        idle[0].sendall(b"GET / HTTP/1.1\r\n")  # a request that never ends is idle too
+        deadline = time.monotonic() + 30
+        for sock in idle:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            assert sock.recv(1) == b""  # the server closed it (a timeout here raises instead)
+            sock.close()
+    finally:
+        running.close()
+
+
+def test_clients_dribbling_their_headers_byte_by_byte_do_not_delay_others_and_are_answered(server):
+    request = b"GET /liveness HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow\r\nConnection: close\r\n\r\n"
+    slow = [socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT_S) for _ in range(20)]
+    try:
+        for index in range(len(request)):
+            for sock in slow:
+                sock.sendall(request[index : index + 1])
+            assert get(server.port)[0] == 200  # between every byte the slow ones send
+        for sock in slow:
+            assert read_all(sock).startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_a_client_that_never_reads_its_answers_does_not_hold_a_worker():
+    store, _ = make_store(healthy_set(0))
+    running = web.serve(web.create_app(store, build_registry(store)), "127.0.0.1", 0, threads=1)
+    greedy = socket.create_connection(("127.0.0.1", running.port))
+    try:
+        greedy.setblocking(False)
+        pipeline = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 5_000  # megabytes of status pages, never read
+        sent = 0
+        while sent < len(pipeline):
+            try:
+                sent += greedy.send(pipeline[sent:])
+            except BlockingIOError:
+                break  # the server stopped reading it: its answers are queued, not a worker
+
+        for path in ("/liveness", "/metrics"):
+            assert get(running.port, path)[0] == 200
+    finally:
+        greedy.close()
+        running.close()
+
+
+# --- Bad requests -----------------------------------------------------------------------------------------------
+
+OVERSIZED = {
+    "a declared body far over the cap": b"PUT "
+    + ZP.encode()
+    + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+    "a chunked body over the cap": b"PUT "
+    + ZP.encode()
+    + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7D0\r\n"
+    + b"x" * 2_000
+    + b"\r\n0\r\n\r\n",
+    "a body one byte over the cap": b"PUT "
+    + ZP.encode()
+    + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n"
+    + b"x" * 1001,
+}
+
+MALFORMED = {
+    "a start line that is no request": b"NONSENSE\r\n\r\n",
+    "a method with a bad character": b"G(T /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a lowercase method": b"get /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a header without colon": b"GET /metrics HTTP/1.1\r\nHost: x\r\nBroken header\r\n\r\n",
+    "a space before the colon": b"GET /metrics HTTP/1.1\r\nHost : x\r\n\r\n",
+    "a Content-Length that is no number": b"PUT "
+    + ZP.encode()
+    + b" HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n",
+    "a negative Content-Length": b"PUT " + ZP.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    "two Content-Lengths": b"PUT "
+    + ZP.encode()
+    + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "a chunk size that is no number": b"PUT "
+    + ZP.encode()
+    + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    "binary junk": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(256)) + b"\r\n\r\n",
+    "a path that is not UTF-8": b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+UNKNOWN_METHODS = {
+    "FOO": b"FOO /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    "PATCH": b"PATCH " + ZP.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+    "OPTIONS": b"OPTIONS /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    "TRACE": b"TRACE / HTTP/1.1\r\nHost: x\r\nX-Secret: echo-me\r\n\r\n",
+    "DELETE": b"DELETE /liveness HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+BAD_REQUESTS = (
+    [(name, raw, 413) for name, raw in OVERSIZED.items()]
+    + [(name, raw, 400) for name, raw in MALFORMED.items()]
+    + [(name, raw, 405) for name, raw in UNKNOWN_METHODS.items()]
+    + [("headers over 64 KiB", b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65_550 + b"\r\n\r\n", 431)]
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"), [(raw, status) for _, raw, status in BAD_REQUESTS], ids=[name for name, _, _ in BAD_REQUESTS]
+)
+def test_a_bad_request_gets_its_status_a_small_answer_and_no_stack_trace_or_banner(server, raw, status):
+    reply = exchange(server.port, raw)
+
+    assert re.match(rb"HTTP/1\.[01] (\d{3}) ", reply).group(1) == str(status).encode()
+    assert len(reply) < 2_000
+    assert_no_leak(reply)
+    assert b"echo-me" not in reply
+    assert b"GREEN" not in reply and b"mongodb_" not in reply
+
+
+def test_the_server_keeps_serving_after_every_bad_request(server):
+    for _, raw, _ in BAD_REQUESTS:
+        exchange(server.port, raw)
+
+    assert get(server.port, "/metrics")[0] == 200
+
+
+class ExplodingRegistry:
+    """Mimics a prometheus_client registry whose collector raises, with a path and a credential in the text."""
+
+    def collect(self):
+        raise RuntimeError('File "/app/metrics.py", line 1: mongodb://monitor:s3cret@db0:27017')
+
+
+def test_an_internal_error_through_the_real_server_is_a_json_500_without_stack_trace_or_banner():
+    store, _ = make_store(healthy_set(0))
+    running = web.serve(web.create_app(store, ExplodingRegistry()), "127.0.0.1", 0)
+    try:
+        reply = exchange(running.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    finally:
+        running.close()
+
+    assert reply.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1]) == {"error": "internal server error", "status": 500}
+    assert_no_leak(reply)
+    assert b"s3cret" not in reply
+
+
+# --- A burst of 10 000 requests ---------------------------------------------------------------------------------
+
+SERVER_SCRIPT = """
+import sys
+from view_factory import healthy_set, make_store
+import web
+from metrics import build_registry
+store, _ = make_store(healthy_set(1_239))
+server = web.Server(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
+print(server.port, flush=True)
+import threading
+threading.Thread(target=server.run, daemon=True).start()
+sys.stdin.read()  # until the test closes our stdin
+server.close()
+"""
+
+
+def process_usage(pid: int) -> dict[str, int]:
+    """Resident memory (KiB), threads and open descriptors of a process, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {
+        "rss_kib": int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)),
+        "threads": int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1)),
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+    }
+
+
+def pipelined(port: int, path: str, count: int, batch: int = 50) -> Counter:
+    """`count` keep-alive GETs of `path` on one connection, sent `batch` at a time; the statuses seen."""
+    statuses: Counter = Counter()
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_S) as sock:
+        buffer = b""
+        for start in range(0, count, batch):
+            wanted = min(batch, count - start)
+            sock.sendall(request * wanted)
+            while wanted:
+                end = buffer.find(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length: (\d+)", buffer[:end]) if end >= 0 else None
+                if length is None or len(buffer) < end + 4 + int(length.group(1)):
+                    chunk = sock.recv(262_144)
+                    assert chunk, "the server closed a keep-alive connection"
+                    buffer += chunk
+                    continue
+                statuses[int(buffer[9:12])] += 1
+                buffer = buffer[end + 4 + int(length.group(1)) :]
+                wanted -= 1
+    return statuses
+
+
+def burst(port: int, total: int) -> Counter:
+    """`total` requests: 80 % pipelined on 8 keep-alive connections in parallel, 20 % each on a new connection."""
+    fresh = total // 5
+    per_connection = (total - fresh) // 8
+    results: list[Counter] = []
+    paths = ["/metrics", "/liveness", ZP, "/"] * 2
+
+    def run(path: str) -> None:
+        results.append(pipelined(port, path, per_connection))
+
+    workers = [threading.Thread(target=run, args=(path,)) for path in paths]
+    for worker in workers:
+        worker.start()
+    singles: Counter = Counter(get(port, "/liveness")[0] for _ in range(fresh))
+    for worker in workers:
+        worker.join()
+    return sum(results, singles)
+
+
+def wait_for(condition, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_burst_of_10000_requests_leaves_memory_threads_and_descriptors_where_they_were():
+    child = subprocess.Popen(
+        [sys.executable, "-c", SERVER_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+    )
+    try:
+        port = int(child.stdout.readline())
+        idle_fds = process_usage(child.pid)["fds"]
+        assert burst(port, 2_000) == Counter({200: 2_000})  # warm-up: imports, caches, the thread pool
+        assert wait_for(lambda: process_usage(child.pid)["fds"] == idle_fds)
+        before = process_usage(child.pid)
+
+        assert burst(port, 10_000) == Counter({200: 10_000})
+
+        # The server closes the fresh connections as their clients go; give it until the count is back.
+        assert wait_for(lambda: process_usage(child.pid)["fds"] == idle_fds)
+        after = process_usage(child.pid)
+        assert after["threads"] == before["threads"]
+        assert after["rss_kib"] - before["rss_kib"] < 2_048, (before, after)  # measured: 150-250 KiB
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
