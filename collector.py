@@ -118,6 +118,10 @@ def make_client(uri: str, timeout_s: float, scrub: Callable[[str], str]) -> Mong
 
 def classify(error: BaseException, timeout_s: float, scrub: Callable[[str], str]) -> tuple[str, str]:
     """A driver error as (kind, message in words). Kinds are the `Failure.kind` values of replset."""
+    # First: the driver raises the server's MaxTimeMSExpired (code 50) itself when too little of the deadline is
+    # left to send a command (a retry after a member failed mid-poll); that is the deadline, not an odd failure.
+    if isinstance(error, OperationFailure) and error.timeout:
+        return "timeout", f"the poll did not finish within its {timeout_s:g} s deadline"
     if isinstance(error, OperationFailure):
         code = error.code
         if code == UNAUTHORIZED:
