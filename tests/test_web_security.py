@@ -13,11 +13,19 @@ import http.client
 import io
 import ipaddress
 import json
+import os
+import re
+import select
+import signal
 import socket
 import ssl
+import subprocess
+import sys
+import time
 from contextlib import redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import bcrypt
 import pytest
@@ -624,3 +632,45 @@ def test_an_oversized_body_over_tls_is_refused_with_413_before_it_is_sent(pki, s
 
     assert reply.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
     assert b"Traceback" not in reply and b"waitress" not in reply
+
+
+# --- The exporter process ---------------------------------------------------------------------------------------
+
+
+def test_the_exporter_serves_https_with_credentials_and_an_open_liveness_from_its_web_config(pki, tmp_path):
+    config = write_config(tmp_path, tls_yaml(pki) + users_yaml("basic_auth_excluded_paths: [/liveness]"))
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen(
+        [sys.executable, str(root / "exporter.py"), "--demo", "--web.listen-address", "127.0.0.1:0"],
+        env={**os.environ, "WEB_CONFIG_FILE": str(config)},
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=root,
+    )
+    try:
+        port = _served_port(child)
+        server = SimpleNamespace(port=port)
+        context = client_context(pki)
+
+        assert https(server, context, "GET", "/liveness")[0] in (200, 503)  # open: healthy or not, never 401
+        assert https(server, context, "GET", "/metrics")[0] == 401
+        status, _, body = https(server, context, "GET", "/metrics", headers=credentials())
+        assert status == 200
+        assert b"mongodb_replication_up" in body
+        assert raw_exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.0 400 ")
+    finally:
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=10) == 0
+
+
+def _served_port(child: subprocess.Popen) -> int:
+    """The port from the exporter's "serving https://127.0.0.1:PORT/" log line, read with a deadline."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([child.stderr], [], [], 0.5)
+        if ready:
+            line = child.stderr.readline()
+            if match := re.search(r"serving https://127\.0\.0\.1:(\d+)/", line):
+                return int(match.group(1))
+            assert line, "the exporter ended before serving"
+    raise AssertionError("the exporter did not say where it serves")
