@@ -98,10 +98,6 @@ class WebConfig:
     excluded_paths: frozenset[str] = frozenset()
     client_auth_type: str = "NoClientCert"
 
-    @property
-    def scheme(self) -> str:
-        return "https" if self.tls is not None else "http"
-
     def basic_auth(self) -> BasicAuth | None:
         """The credential check for these users, or None when no user is configured (no authentication)."""
         return BasicAuth(self.users) if self.users else None
@@ -251,6 +247,7 @@ def _tls_context(section: dict | None, base: Path, problems: list[str]) -> ssl.S
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = versions["min_version"]
     context.maximum_version = versions["max_version"]
+    context.options |= ssl.OP_NO_RENEGOTIATION  # TLS 1.2 renegotiation would need writes in the middle of reads
     if prefer_server:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     context.set_alpn_protocols(["http/1.1"])

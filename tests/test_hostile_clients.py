@@ -19,7 +19,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,14 +37,38 @@ IDLE_CONNECTIONS = 500
 
 
 @pytest.fixture
-def server() -> Iterator[web.Server]:
-    """The real server with two workers (fewer than the hostile clients) and a small body cap."""
-    store, _ = make_store(healthy_set(1_239))
-    running = web.serve(
-        web.create_app(store, build_registry(store), max_body_bytes=MAX_BODY), "127.0.0.1", 0, threads=2
-    )
-    yield running
-    running.close()
+def start_server() -> Iterator[Callable[..., web.Server]]:
+    """Starts the real server over a green set with a small body cap and these `Server` options; closes them all."""
+    running: list[web.Server] = []
+
+    def start(registry: object = None, **options) -> web.Server:
+        store, _ = make_store(healthy_set(1_239))
+        app = web.create_app(store, registry or build_registry(store), max_body_bytes=MAX_BODY)
+        running.append(web.serve(app, "127.0.0.1", 0, **options))
+        return running[-1]
+
+    yield start
+    for server in running:
+        server.close()
+
+
+@pytest.fixture
+def server(start_server) -> web.Server:
+    """Two workers: fewer than the hostile clients."""
+    return start_server(threads=2)
+
+
+@contextmanager
+def connections(port: int, count: int, first_bytes: bytes = b"") -> Iterator[list[socket.socket]]:
+    """`count` open connections to `port` that have sent `first_bytes`, closed on leaving."""
+    with ExitStack() as stack:
+        socks = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_S))
+            if first_bytes:
+                sock.sendall(first_bytes)
+            socks.append(sock)
+        yield socks
 
 
 @pytest.fixture
@@ -98,56 +123,38 @@ def assert_no_leak(reply: bytes) -> None:
 
 
 def test_500_idle_connections_do_not_delay_new_requests(server, many_descriptors):
-    idle = []
-    try:
-        for index in range(IDLE_CONNECTIONS):
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT_S)
-            if index % 2:
-                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # half of them stop mid-headers
-            idle.append(sock)
-
+    half = IDLE_CONNECTIONS // 2
+    with (
+        connections(server.port, half),
+        connections(server.port, half, b"GET /metrics HTTP/1.1\r\nHost: x\r\n"),  # stopped mid-headers
+    ):
         for path in ("/liveness", "/metrics", ZP, "/"):
             assert get(server.port, path)[0] == 200
-    finally:
-        for sock in idle:
-            sock.close()
 
 
-def test_idle_connections_are_closed_by_the_server_after_the_channel_timeout():
-    store, _ = make_store(healthy_set(0))
-    running = web.serve(web.create_app(store, build_registry(store)), "127.0.0.1", 0, channel_timeout_s=1)
-    try:
-        idle = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(20)]
-        idle[0].sendall(b"GET / HTTP/1.1\r\n")  # a request that never ends is idle too
+def test_idle_connections_are_closed_by_the_server_after_the_channel_timeout(start_server):
+    running = start_server(channel_timeout_s=1)
+    with connections(running.port, 10) as idle, connections(running.port, 10, b"GET / HTTP/1.1\r\n") as unfinished:
         deadline = time.monotonic() + 30
-        for sock in idle:
+        for sock in idle + unfinished:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             assert sock.recv(1) == b""  # the server closed it (a timeout here raises instead)
-            sock.close()
-    finally:
-        running.close()
 
 
 def test_clients_dribbling_their_headers_byte_by_byte_do_not_delay_others_and_are_answered(server):
     request = b"GET /liveness HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow\r\nConnection: close\r\n\r\n"
-    slow = [socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT_S) for _ in range(20)]
-    try:
+    with connections(server.port, 20) as slow:
         for index in range(len(request)):
             for sock in slow:
                 sock.sendall(request[index : index + 1])
             assert get(server.port)[0] == 200  # between every byte the slow ones send
         for sock in slow:
             assert read_all(sock).startswith(b"HTTP/1.1 200 OK\r\n")
-    finally:
-        for sock in slow:
-            sock.close()
 
 
-def test_a_client_that_never_reads_its_answers_does_not_hold_a_worker():
-    store, _ = make_store(healthy_set(0))
-    running = web.serve(web.create_app(store, build_registry(store)), "127.0.0.1", 0, threads=1)
-    greedy = socket.create_connection(("127.0.0.1", running.port))
-    try:
+def test_a_client_that_never_reads_its_answers_does_not_hold_a_worker(start_server):
+    running = start_server(threads=1)
+    with connections(running.port, 1) as (greedy,):
         greedy.setblocking(False)
         pipeline = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 5_000  # megabytes of status pages, never read
         sent = 0
@@ -159,9 +166,6 @@ def test_a_client_that_never_reads_its_answers_does_not_hold_a_worker():
 
         for path in ("/liveness", "/metrics"):
             assert get(running.port, path)[0] == 200
-    finally:
-        greedy.close()
-        running.close()
 
 
 # --- Bad requests -----------------------------------------------------------------------------------------------
@@ -244,13 +248,10 @@ class ExplodingRegistry:
         raise RuntimeError('File "/app/metrics.py", line 1: mongodb://monitor:s3cret@db0:27017')
 
 
-def test_an_internal_error_through_the_real_server_is_a_json_500_without_stack_trace_or_banner():
-    store, _ = make_store(healthy_set(0))
-    running = web.serve(web.create_app(store, ExplodingRegistry()), "127.0.0.1", 0)
-    try:
-        reply = exchange(running.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    finally:
-        running.close()
+def test_an_internal_error_through_the_real_server_is_a_json_500_without_stack_trace_or_banner(start_server):
+    running = start_server(ExplodingRegistry())
+
+    reply = exchange(running.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
 
     assert reply.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     assert json.loads(reply.split(b"\r\n\r\n", 1)[1]) == {"error": "internal server error", "status": 500}

@@ -159,7 +159,6 @@ def test_a_toolkit_file_with_tls_users_and_an_open_liveness_loads_into_a_frozen_
     config = load_web_config(path)
 
     assert isinstance(config.tls, ssl.SSLContext)
-    assert config.scheme == "https"
     assert config.client_auth_type == "NoClientCert"
     assert set(config.users) == {USER}
     assert config.excluded_paths == frozenset({"/liveness"})
@@ -172,7 +171,7 @@ def test_no_file_or_an_empty_one_means_plain_http_without_credentials(tmp_path, 
     config = load_web_config(None if text is None else write_config(tmp_path, text))
 
     assert config == WebConfig()
-    assert config.tls is None and config.scheme == "http"
+    assert config.tls is None
     assert config.basic_auth() is None
 
 
