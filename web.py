@@ -9,6 +9,8 @@ does I/O to MongoDB, so a slow or dead cluster can never slow an HTTP answer. Ro
     GET /                                          a self-refreshing HTML status page, no JavaScript
 
 HEAD works wherever GET does. Errors are small JSON documents, never a stack trace; the server sends no version.
+With an `auth` check, `create_app` answers 401 to any request without accepted HTTP Basic credentials (except the
+paths left open); with a `tls` context, `Server` speaks HTTPS only, inside waitress's own event loop.
 Imports `bridge`, `metrics`, `replset` and `store`.
 """
 
