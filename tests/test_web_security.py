@@ -586,6 +586,17 @@ def test_stalled_handshakes_and_idle_connections_do_not_delay_https_clients(pki,
             sock.close()
 
 
+def test_stalled_handshakes_and_idle_tls_sessions_are_closed_after_the_channel_timeout(pki, serve_config):
+    server = serve_config(tls_yaml(pki), channel_timeout_s=1)
+    stalled = socket.create_connection(("127.0.0.1", server.port))
+    stalled.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello that never ends
+    with stalled, tls_socket(server, client_context(pki)) as session:
+        deadline = time.monotonic() + 30
+        for sock in (stalled, session):
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            assert sock.recv(1) == b""  # closed by the server; a timeout would raise instead
+
+
 def test_a_request_dribbled_over_tls_does_not_delay_others_and_is_answered(pki, serve_config):
     server = serve_config(tls_yaml(pki) + users_yaml(), threads=1)
     context = client_context(pki)
