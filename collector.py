@@ -39,6 +39,9 @@ log = logging.getLogger("replicationlag.collector")
 APP_NAME = "replicationlag"
 HEARTBEAT_MS = 2_000  # how soon the driver notices an election or a member coming back
 MAX_CONNECT_TIMEOUT_MS = 5_000
+# Polls reuse the primary's connection; one to a secondary that a fault sent polls to would otherwise stay open
+# for good (a descriptor more per member, seen in the soak). Heartbeat connections are not pooled.
+POOL_IDLE_INTERVALS = 3
 WATCHDOG_GRACE_S = 1.0  # the driver honours the deadline itself; the watchdog is the last line of defence
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -91,9 +94,15 @@ class ClientError(Exception):
     """The URI was rejected by the driver; the text carries no credential."""
 
 
-def make_client(uri: str, timeout_s: float, scrub: Callable[[str], str]) -> MongoClient:
-    """A client whose every wait is bounded by the poll deadline. Connects lazily, in the driver's threads."""
+def make_client(
+    uri: str, timeout_s: float, scrub: Callable[[str], str], *, interval_s: float | None = None
+) -> MongoClient:
+    """A client whose every wait is bounded by the poll deadline. Connects lazily, in the driver's threads.
+
+    With `interval_s`, a pooled connection that no poll used for POOL_IDLE_INTERVALS intervals is closed.
+    """
     timeout_ms = max(100, int(timeout_s * 1000))
+    idle = {"maxIdleTimeMS": int(interval_s * POOL_IDLE_INTERVALS * 1000)} if interval_s else {}
     try:
         if not uri.startswith("mongodb+srv://"):  # an SRV URI is resolved by the client, in its own threads
             # Strict: the driver only warns about a bad or unknown option and then ignores it.
@@ -111,6 +120,7 @@ def make_client(uri: str, timeout_s: float, scrub: Callable[[str], str]) -> Mong
             retryReads=False,
             retryWrites=False,
             event_listeners=[HelloObserver()],
+            **idle,
         )
     except (ConfigurationError, ValueError, TypeError) as error:
         raise ClientError(f"the MongoDB URI was rejected: {scrub(str(error))}") from None

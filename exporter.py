@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo_set, stop_demo = start_demo_set()
         uri = demo_set.uri
     try:
-        client = collector.make_client(uri, settings.timeout_s, settings.scrub)
+        client = collector.make_client(uri, settings.timeout_s, settings.scrub, interval_s=settings.interval_s)
     except collector.ClientError as error:
         return fail(str(error))
 
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store,
         settings.timeout_s,
         settings.scrub,
-        renew=lambda: collector.make_client(uri, settings.timeout_s, settings.scrub),
+        renew=lambda: collector.make_client(uri, settings.timeout_s, settings.scrub, interval_s=settings.interval_s),
     )
     scheduler = collector.PollScheduler(poller.poll, settings.interval_s)
     stop = threading.Event()
