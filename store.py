@@ -17,7 +17,6 @@ from replset import Failure, Snapshot, Status
 FRESHNESS_LIMIT_S = 180  # data older than 3 minutes is stale: RED in the document, 503 on /liveness
 
 
-
 @dataclass(frozen=True)
 class View:
     """What one reader sees at one instant."""
