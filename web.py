@@ -170,7 +170,7 @@ body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 70em
 .RED { background: #ffebe9; color: #a40e26; }
 table { border-collapse: collapse; margin: 1em 0; } caption { text-align: left; font-weight: bold; }
 th, td { border-bottom: 1px solid #d0d7de; padding: .3em .8em; text-align: left; vertical-align: top; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .problem { color: #a40e26; font-weight: bold; } .muted { color: #656d76; }
 """
 
@@ -216,7 +216,10 @@ def _set_sentence(snapshot: Snapshot | None) -> str:
 
 def _members_table(snapshot: Snapshot, *, last_known: bool) -> str:
     caption = "Last known members (not current)" if last_known else "Members"
-    head = "".join(f"<th>{h}</th>" for h in ("Member", "Role", "State", "Status", "Lag", "Delay", "Reason"))
+    head = "".join(
+        f'<th class="num">{h}</th>' if h in ("Lag", "Delay") else f"<th>{h}</th>"
+        for h in ("Member", "Role", "State", "Status", "Lag", "Delay", "Reason")
+    )
     rows = [_member_row(m) for m in snapshot.members]
     return f"<table><caption>{caption}</caption><tr>{head}</tr>{''.join(rows)}</table>"
 
