@@ -128,6 +128,11 @@ class Look:
     def polls(self) -> int:
         return self.liveness["polls"]
 
+    @property
+    def reported_poll_s(self) -> float | None:
+        """How long the exporter says its last poll took (None before the first)."""
+        return self.metrics.value("mongodb_replication_collection_duration_seconds")
+
     def failures(self, kind: str) -> float:
         return self.metrics.value("mongodb_replication_collection_failures_total", kind=kind) or 0.0
 
