@@ -16,6 +16,11 @@ from replset import Failure, Snapshot, Status
 
 FRESHNESS_LIMIT_S = 180  # data older than 3 minutes is stale: RED in the document, 503 on /liveness
 
+# Failures that mean the exporter cannot do its job now (no connection, refused credentials, not a replica set):
+# /liveness is 503 at once. A poll that missed its deadline or met an odd answer is RED in the document, but
+# /liveness waits for staleness: a primary that hangs for a few seconds must not get the exporter restarted.
+NOT_COLLECTING_KINDS = frozenset({"auth", "unauthorized", "not_replica_set", "unreachable"})
+
 
 @dataclass(frozen=True)
 class View:
@@ -50,9 +55,7 @@ class View:
     def liveness_problems(self) -> list[str]:
         """Why the exporter is not doing its job; empty when it is. No primary is RED, not a problem here."""
         problems = []
-        # "Really collecting" means the last poll worked: a failed one (no connection, no answer in time, not
-        # a replica set, refused credentials) is a problem now, not only once the data has aged 3 minutes.
-        if self.failure is not None:
+        if self.failure is not None and self.failure.kind in NOT_COLLECTING_KINDS:
             problems.append(self.failure.message)
         if self.snapshot is None:
             if self.polls == 0:
