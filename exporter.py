@@ -57,6 +57,9 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)  # third-party libraries only speak up when something is wrong
     logging.getLogger("replicationlag").setLevel(settings.log_level.upper())
+    # waitress warns "Task queue depth is N" for every request that waits for a worker: under a burst of scrapes
+    # that is thousands of lines a minute saying nothing the metrics do not.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 def fail(message: str) -> int:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -165,3 +166,23 @@ def test_json_logs_are_one_object_per_line(exporters, start_set):
     records = [json.loads(line) for line in output.splitlines() if line.strip()]
     assert {"ts", "level", "source", "msg"} <= set(records[0])
     assert any("is GREEN" in record["msg"] for record in records)
+
+
+def test_a_burst_of_concurrent_scrapes_does_not_flood_the_log(exporters, start_set):
+    rs: ReplicaSet = start_set(3)
+    exporter = exporters("--mongodb.uri", rs.uri, "--collect.interval", "30")
+    exporter.wait_for(lambda: exporter.get("/liveness")[0] == 200)
+
+    def scrape() -> None:
+        for _ in range(25):
+            exporter.get("/metrics")
+
+    threads = [threading.Thread(target=scrape) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    code, output = exporter.stop()
+    assert code == 0
+    assert "Task queue depth" not in output
+    assert len(output.splitlines()) < 10, output[-2000:]
