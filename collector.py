@@ -185,7 +185,6 @@ class Collector:
     ) -> None:
         self._client = client
         self._renew = renew  # makes a fresh client from the URI; see _renew_if_forgotten
-        self._renewed = False
         self._forgotten = False
         self._renewed_since_success = False
         self._store = store
@@ -198,14 +197,11 @@ class Collector:
         self._last_status: str | None = None
         self._stopped = threading.Event()
 
-    def stop(self) -> None:
-        """From now on polls do nothing: the client is about to close, and its errors would only be noise.
-
-        The caller closes the client it passed in; a client this collector made itself is closed here.
-        """
+    def stop(self, timeout_s: float = 0.5) -> None:
+        """From now on polls do nothing; the client this collector holds is closed, waited for at most
+        `timeout_s` (close() may look for a server to end sessions on, and nobody should wait for that)."""
         self._stopped.set()
-        if self._renewed:
-            _close_in_background(self._client)
+        _close_in_background(self._client).join(timeout_s)
 
     def poll(self) -> None:
         """One scheduled poll: bounded by the deadline, publishes exactly one result, never raises."""
@@ -285,8 +281,7 @@ class Collector:
         )
         self._renewed_since_success = True
         old, self._client = self._client, fresh
-        _close_in_background(old)  # closing twice is harmless: the caller closes the first one again on shutdown
-        self._renewed = True
+        _close_in_background(old)
 
     def _ask_the_primary(self) -> dict[str, Any] | None:
         """A secondary answered although a primary is up: the driver may not have found the primary yet (just
@@ -367,9 +362,11 @@ class Collector:
         log.debug("collected %s: %s", result.set_name, summary)
 
 
-def _close_in_background(client: MongoClient) -> None:
-    """close() may wait for a server to end sessions on; nobody should wait for that."""
-    threading.Thread(target=client.close, name="client-close", daemon=True).start()
+def _close_in_background(client: MongoClient) -> threading.Thread:
+    """close() may wait for a server to end sessions on; nobody should have to wait for that."""
+    closer = threading.Thread(target=client.close, name="client-close", daemon=True)
+    closer.start()
+    return closer
 
 
 def _reports_a_healthy_primary(status: dict[str, Any]) -> bool:

@@ -87,8 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         demo_set, stop_demo = start_demo_set()
         uri = demo_set.uri
+
+    def new_client() -> collector.MongoClient:
+        return collector.make_client(uri, settings.timeout_s, settings.scrub, interval_s=settings.interval_s)
+
     try:
-        client = collector.make_client(uri, settings.timeout_s, settings.scrub, interval_s=settings.interval_s)
+        client = new_client()
     except collector.ClientError as error:
         return fail(str(error))
 
@@ -105,13 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = error.strerror or str(error)
         return fail(f"cannot listen on {settings.listen_host}:{settings.listen_port}: {reason}")
 
-    poller = collector.Collector(
-        client,
-        store,
-        settings.timeout_s,
-        settings.scrub,
-        renew=lambda: collector.make_client(uri, settings.timeout_s, settings.scrub, interval_s=settings.interval_s),
-    )
+    poller = collector.Collector(client, store, settings.timeout_s, settings.scrub, renew=new_client)
     scheduler = collector.PollScheduler(poller.poll, settings.interval_s)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -135,11 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log.info("stopping")
     server.close()
-    poller.stop()
     scheduler.stop(SHUTDOWN_STEP_S)
-    closer = threading.Thread(target=client.close, name="client-close", daemon=True)
-    closer.start()
-    closer.join(SHUTDOWN_STEP_S)
+    poller.stop(SHUTDOWN_STEP_S)  # closes the client it holds (the first one, or a fresh one it made)
     if stop_demo:
         stop_demo()
     return 0
