@@ -1,14 +1,15 @@
 """The Zero Problem bridge: one `View` of the store in, the status document (and the /liveness answer) out.
 
-PURE: no I/O, no clock, no logging; the same view always gives the same document. Imports `replset` and
-`store` only. The web layer serves what this returns, and the status page reuses its wording, so the document,
-/liveness and the page can never disagree about a member.
+PURE: no I/O, no clock, no logging; the same view always gives the same document. Imports `kinds`, `replset`
+and `store` only. The web layer serves what this returns, and the status page reuses its wording, so the
+document, /liveness and the page can never disagree about a member.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kinds import NoteKind
 from replset import Member, Snapshot
 from store import FRESHNESS_LIMIT_S, View
 
@@ -73,33 +74,31 @@ def member_line(member: Member, snapshot: Snapshot, prefix: str = "") -> str:
         words.append(f"replication lag {lag_text(member)}")
         # Notes (an oplog lookup fallback, apply as the bottleneck) are worth the reader's eye; "N ms behind"
         # would only repeat the number, and consumers read the line as `... replication lag <N>ms`.
-        notes = [
-            part for part in member.reason.split("; ") if part and not part.startswith(f"{member.lag_ms} ms behind")
-        ]
+        notes = [note.text for note in member.notes if note.kind is not NoteKind.BEHIND]
         if notes:
             words.append(f"({'; '.join(notes)})")
     return "- " + " ".join(words)
 
 
-def problem_lines(view: View) -> list[str]:
-    """The lines that explain a RED caused by the exporter rather than the set: no data, failed or stale.
+def collection_problems(view: View) -> list[str]:
+    """The sentences that explain a RED caused by the exporter rather than the set: no data, failed or stale.
 
-    Empty when the view has current data. These come first in the document.
+    Empty when the view has current data. These come first in the document and on the status page.
     """
     if view.current is not None:
         return []
     if view.snapshot is None and view.failure is None:
-        return ["- No collection has finished yet"]
-    lines = []
+        return ["No collection has finished yet"]
+    sentences = []
     if view.failure is not None:
-        lines.append(f"- Collection failed: {view.failure.message}")
+        sentences.append(f"Collection failed: {view.failure.message}")
     if view.snapshot is not None and view.age_s is not None:
         age = int(view.age_s)
         if view.is_stale:
-            lines.append(f"- Data is stale: last successful collection {age} s ago")
+            sentences.append(f"Data is stale: last successful collection {age} s ago")
         else:
-            lines.append(f"- Last successful collection {age} s ago")
-    return lines
+            sentences.append(f"Last successful collection {age} s ago")
+    return sentences
 
 
 def snapshot_lines(snapshot: Snapshot, *, last_known: bool = False) -> list[str]:
@@ -117,7 +116,7 @@ def snapshot_lines(snapshot: Snapshot, *, last_known: bool = False) -> list[str]
 
 def action_body(view: View) -> str:
     """The Markdown the consumer shows: problems with the collection first, then the (last known) members."""
-    lines = problem_lines(view)
+    lines = [f"- {sentence}" for sentence in collection_problems(view)]
     if view.snapshot is not None:
         lines.extend(snapshot_lines(view.snapshot, last_known=view.current is None))
     return "\n".join(lines)
@@ -177,7 +176,3 @@ def liveness_document(view: View) -> tuple[int, dict[str, Any]]:
 def duration_text(ms: int) -> str:
     """A configured delay as people write it: whole seconds when it is whole seconds."""
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
-
-
-def _with_reason(text: str, reason: str) -> str:
-    return f"{text}: {reason}" if reason else text

@@ -3,7 +3,7 @@
 The only module that imports prometheus_client. `collect()` reads one `store.view()` and yields fresh metric
 families, so a member that left the set simply stops being exported and a scrape never sees a half-updated set.
 No I/O and no global gauges: the data comes from the last scheduled collection, as every HELP text says.
-Imports `replset` and `store` only. The names and labels are documented in docs/metrics.md.
+Imports `kinds`, `replset` and `store` only. The names and labels are documented in docs/metrics.md.
 
 Sample exposition::
 
@@ -19,13 +19,11 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from kinds import FailureKind
 from replset import Member, Snapshot
 from store import FRESHNESS_LIMIT_S, SnapshotStore, View
 
 PREFIX = "mongodb_replication_"
-
-# Exported at 0 from the start, so that rate() and increase() see the first failure of each kind.
-FAILURE_KINDS = ("auth", "unauthorized", "not_replica_set", "timeout", "unreachable", "error")
 
 
 def _replicating(member: Member) -> bool:
@@ -133,7 +131,8 @@ def _families(view: View) -> Iterator[Metric]:
         ["infra"],
         [([infra], view.age_s)],
     )
-    failures = dict.fromkeys(FAILURE_KINDS, 0) | dict(view.failures_by_kind)
+    # Every kind at 0 from the start, so that rate() and increase() see the first failure of each kind.
+    failures = dict.fromkeys(FailureKind, 0) | dict(view.failures_by_kind)
     yield family.counter(
         "collection_failures",
         "Failed collections by kind",

@@ -1,10 +1,12 @@
 """The lag engine: a replSetGetStatus document (plus the cached replSetGetConfig and the oplog lookups) in,
 one immutable snapshot of the replica set out.
 
-PURE: no I/O, no clock, no logging. Imports nothing of ours and no third-party package: the bson values
-pymongo hands over (Timestamp, Int64, datetime) are read by their shape. Every reader (metrics, the Zero
-Problem document, /liveness, the status page) reads the values defined here, so no two endpoints can disagree.
-The rules, with their sources, are in the project's DOMAIN notes (README, "How lag is measured").
+PURE: no I/O, no clock, no logging. Imports `kinds` only and no third-party package: the bson values pymongo
+hands over (Timestamp, Int64, datetime) are read by their shape. A status document is read once (`read_status`);
+the collector asks that reading which members to look up in the oplog and whether its cached config is stale,
+then `build_snapshot` judges it. Every reader (metrics, the Zero Problem document, /liveness, the status page)
+reads the values defined here, and facts come as `Note`s with a kind and values, so no reader parses words.
+The rules, numbered, with their sources: docs/domain.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
+
+from kinds import FailureKind, NoteKind, Reference
 
 YELLOW_AT_MS = 5_000
 RED_AT_MS = 30_000
@@ -45,8 +49,33 @@ PRIMARY, SECONDARY, ARBITER = 1, 2, 7
 
 
 @dataclass(frozen=True)
+class Note:
+    """One fact the engine states, with its kind and values; `text` is the engine's words for people.
+
+    `member` is the host:port the fact is about, "" for the whole set. `str(note)` names the member, for lists
+    of the whole set's facts.
+    """
+
+    kind: NoteKind
+    text: str
+    member: str = ""
+    values: tuple[tuple[str, Any], ...] = ()
+
+    def value(self, key: str, default: Any = None) -> Any:
+        return dict(self.values).get(key, default)
+
+    def __str__(self) -> str:
+        return f"{self.member}: {self.text}" if self.member else self.text
+
+
+def texts(notes: tuple[Note, ...]) -> tuple[str, ...]:
+    """The notes as people read them."""
+    return tuple(str(note) for note in notes)
+
+
+@dataclass(frozen=True)
 class OplogProbe:
-    """What the collector found in the primary's oplog for one lagging member (DOMAIN §6).
+    """What the collector found in the primary's oplog for one lagging member (docs/domain.md §6).
 
     `oldest_unapplied_wall_ms` is the `wall` of the first oplog entry after the member's `optime.ts`, or None
     when the member has applied everything. `error` is set (in words) when the lookup could not be made,
@@ -79,7 +108,15 @@ class Member:
     sync_source: str = ""
     ping_ms: int | None = None
     status: Status = Status.GREEN
-    reason: str = ""  # in words, when the member is not fine (or a note, e.g. an oplog fallback)
+    notes: tuple[Note, ...] = ()  # why the member is not fine, and facts beside its lag (an oplog fallback)
+
+    @property
+    def reason(self) -> str:
+        """The notes in words, one sentence; empty when there is nothing to say."""
+        return "; ".join(note.text for note in self.notes)
+
+    def has_note(self, kind: NoteKind) -> bool:
+        return any(note.kind is kind for note in self.notes)
 
     @property
     def is_primary(self) -> bool:
@@ -100,14 +137,14 @@ class Snapshot:
 
     set_name: str
     answered_by: str  # host:port of the member that answered
-    reference: str  # "primary" or "freshest" (no primary) or "" (no member to measure against)
+    reference: Reference
     reference_member: str  # host:port of the reference member, "" when none
     has_primary: bool
     status: Status
     reasons: tuple[str, ...]  # why the status is not GREEN, worst first; empty when GREEN
     members: tuple[Member, ...]  # primary first, then by _id
     collected_at_ms: int  # the status document's `date`, ms since the epoch
-    notes: tuple[str, ...] = field(default=())  # facts that do not change the status (e.g. oplog fallback)
+    notes: tuple[Note, ...] = field(default=())  # facts that do not change the status (e.g. oplog fallback)
 
     @property
     def max_lag_ms(self) -> int | None:
@@ -119,7 +156,7 @@ class Snapshot:
 class Failure:
     """A collection that produced no snapshot. `message` is in words and never holds a credential."""
 
-    kind: str  # "auth", "unauthorized", "not_replica_set", "timeout", "unreachable", "error"
+    kind: FailureKind
     message: str
     at_ms: int  # when it failed, ms since the epoch
     status: Status = Status.RED
@@ -240,7 +277,7 @@ class _Reported:
 
     @property
     def usable(self) -> bool:
-        """Has an optime lag can be measured from (DOMAIN §3): healthy, PRIMARY/SECONDARY, real optime."""
+        """Has an optime lag can be measured from (docs/domain.md §3): healthy, PRIMARY/SECONDARY, real optime."""
         return (
             self.healthy
             and self.state in _LAG_STATES
@@ -269,7 +306,7 @@ def _read_member(index: int, entry: Mapping[str, Any]) -> _Reported:
         wall_ms=_date_ms(entry.get("lastAppliedWallTime")),
         written_optime=_optime(entry.get("optimeWritten")),
         written_wall_ms=_date_ms(entry.get("lastWrittenWallTime")),
-        # 4.0 still names the sync source `syncingTo`; 4.4 removed it (DOMAIN §1).
+        # 4.0 still names the sync source `syncingTo`; 4.4 removed it (docs/domain.md §1).
         sync_source=_text(entry.get("syncSourceHost")) or _text(entry.get("syncingTo")),
         ping_ms=_int(entry.get("pingMs")),
         message=_text(entry.get("lastHeartbeatMessage")) or _text(entry.get("infoMessage")),
@@ -296,8 +333,8 @@ def _read_members(status_doc: Any) -> tuple[list[_Reported] | None, list[str]]:
     return members, problems
 
 
-def _choose_reference(members: list[_Reported]) -> tuple[_Reported | None, str, str]:
-    """(reference member, "primary"/"freshest"/"", a note) following DOMAIN §4."""
+def _choose_reference(members: list[_Reported]) -> tuple[_Reported | None, Reference, int]:
+    """(reference member, its kind, how many members report PRIMARY) following docs/domain.md §4."""
     usable = [m for m in members if m.usable]
 
     def freshest(candidates: list[_Reported]) -> _Reported:
@@ -306,41 +343,82 @@ def _choose_reference(members: list[_Reported]) -> tuple[_Reported | None, str, 
 
     primaries = [m for m in usable if m.state == PRIMARY]
     if primaries:
-        chosen = freshest(primaries)
-        note = ""
-        if len(primaries) > 1:
-            # A member's heartbeat view can briefly show the old primary after an election.
-            note = f"{len(primaries)} members report PRIMARY; lag is measured against {chosen.name}, the newest"
-        return chosen, "primary", note
+        return freshest(primaries), Reference.PRIMARY, len(primaries)
     if usable:
-        return freshest(usable), "freshest", ""
-    return None, "", ""
+        return freshest(usable), Reference.FRESHEST, 0
+    return None, Reference.NONE, 0
 
 
 def _is_behind(member: _Reported, reference: _Reported) -> bool:
     return member.optime is not None and reference.optime is not None and member.optime.order < reference.optime.order
 
 
-def _probe_targets(members: list[_Reported], reference: _Reported | None, kind: str) -> list[_Reported]:
-    """Members whose lag the primary's oplog can measure exactly (DOMAIN §6).
+@dataclass(frozen=True)
+class StatusReport:
+    """One replSetGetStatus document, read once: its members, the reference chosen, what was wrong with it."""
 
-    Only when the primary is the reference AND answered the command: the oplog entry's `wall` is the primary's
-    clock, and so must be the document's `date` it is aged against, or clock skew enters (DOMAIN §2).
-    """
-    if reference is None or kind != "primary" or not reference.is_self:
-        return []
-    return [m for m in members if m is not reference and m.usable and _is_behind(m, reference)]
+    set_name: str
+    date_ms: int | None  # the answering server's clock, ms since the epoch
+    members: tuple[_Reported, ...] | None  # None when the document has no usable members list
+    problems: tuple[str, ...]  # what could not be read, in words
+    reference: _Reported | None
+    reference_kind: Reference
+    primaries_reported: int  # members that report PRIMARY (more than one right after an election)
+
+    @property
+    def answered_by(self) -> _Reported | None:
+        return next((m for m in self.members or () if m.is_self), None)
+
+    def probe_targets(self) -> list[_Reported]:
+        """Members whose lag the primary's oplog can measure exactly (docs/domain.md §6).
+
+        Only when the primary is the reference AND answered the command: the oplog entry's `wall` is the
+        primary's clock, and so must be the document's `date` it is aged against, or clock skew enters (§2).
+        """
+        reference = self.reference
+        if reference is None or self.reference_kind is not Reference.PRIMARY or not reference.is_self:
+            return []
+        return [m for m in self.members or () if m is not reference and m.usable and _is_behind(m, reference)]
+
+    def oplog_probes_wanted(self) -> dict[str, Any]:
+        """Member name -> its optime `ts` (a bson.Timestamp), for each member the collector should look up in the
+        primary's oplog (`{ts: {$gt: ts}}`, natural order, limit 1). Empty without a primary, when a secondary
+        answered, or when everyone has caught up."""
+        return {m.name: m.optime.ts for m in self.probe_targets() if m.optime is not None}
+
+    @property
+    def reports_a_healthy_primary(self) -> bool:
+        return any(m.state == PRIMARY and m.healthy for m in self.members or ())
+
+    @property
+    def answered_by_primary(self) -> bool:
+        me = self.answered_by
+        return me is not None and me.state == PRIMARY
 
 
-def members_needing_oplog_probe(status_doc: dict[str, Any]) -> dict[str, Any]:
-    """Member name -> its optime `ts` (a bson.Timestamp), for each member the collector should look up in the
-    primary's oplog (`{ts: {$gt: ts}}`, natural order, limit 1). Empty without a primary, when a secondary
-    answered, or when everyone has caught up. Pure and never raises."""
-    members, _ = _read_members(status_doc)
-    if not members:
-        return {}
-    reference, kind, _ = _choose_reference(members)
-    return {m.name: m.optime.ts for m in _probe_targets(members, reference, kind) if m.optime is not None}
+def read_status(status_doc: Any) -> StatusReport:
+    """Read a replSetGetStatus document once. Pure and never raises on any shape a server can produce."""
+    doc: Mapping[str, Any] = status_doc if isinstance(status_doc, Mapping) else {}
+    members, problems = _read_members(status_doc)
+    reference, kind, primaries = _choose_reference(members) if members else (None, Reference.NONE, 0)
+    return StatusReport(
+        set_name=_text(doc.get("set")),
+        date_ms=_date_ms(doc.get("date")),
+        members=tuple(members) if members is not None else None,
+        problems=tuple(problems),
+        reference=reference,
+        reference_kind=kind,
+        primaries_reported=primaries,
+    )
+
+
+def _report(status: StatusReport | Any) -> StatusReport:
+    return status if isinstance(status, StatusReport) else read_status(status)
+
+
+def members_needing_oplog_probe(status: StatusReport | dict[str, Any]) -> dict[str, Any]:
+    """`read_status(status).oplog_probes_wanted()`; takes a document or its reading."""
+    return _report(status).oplog_probes_wanted()
 
 
 def _config_body(config_doc: Any) -> Mapping[str, Any] | None:
@@ -353,21 +431,19 @@ def _config_body(config_doc: Any) -> Mapping[str, Any] | None:
     return config_doc
 
 
-def config_is_stale(status_doc: dict[str, Any], config_doc: dict[str, Any] | None) -> bool:
+def config_is_stale(status: StatusReport | dict[str, Any], config_doc: dict[str, Any] | None) -> bool:
     """True when the cached replSetGetConfig no longer describes the set, so the collector re-reads it:
     none yet, another set, or another config version (or, 4.4+, config term) than the answering member's."""
     config = _config_body(config_doc)
     if config is None:
         return True
-    if not isinstance(status_doc, Mapping):
-        return False  # nothing to compare with; the next good document decides
-    set_name, config_set = _text(status_doc.get("set")), _text(config.get("_id"))
-    if set_name and config_set and set_name != config_set:
+    report = _report(status)
+    config_set = _text(config.get("_id"))
+    if report.set_name and config_set and report.set_name != config_set:
         return True
-    members, _ = _read_members(status_doc)
-    me = next((m for m in members or [] if m.is_self), None)
+    me = report.answered_by
     if me is None or me.config_version is None:
-        return False
+        return False  # nothing to compare with; the next good document decides
     if _int(config.get("version")) != me.config_version:
         return True
     config_term = _int(config.get("term"))
@@ -398,7 +474,7 @@ def _read_settings(config_doc: Any) -> tuple[dict[str, _Settings], dict[int, _Se
     for entry in entries:
         if not isinstance(entry, Mapping):
             continue
-        # 5.0+ (FCV 5.0) says secondaryDelaySecs, earlier servers slaveDelay (DOMAIN §5).
+        # 5.0+ (FCV 5.0) says secondaryDelaySecs, earlier servers slaveDelay (docs/domain.md §5).
         delay_s = _number(entry.get("secondaryDelaySecs"))
         if delay_s is None:
             delay_s = _number(entry.get("slaveDelay"))
@@ -422,11 +498,11 @@ def _read_settings(config_doc: Any) -> tuple[dict[str, _Settings], dict[int, _Se
 class _Lag:
     raw_ms: int | None = None
     source: str | None = None
-    note: str = ""  # why a better source was not used
+    problem: str = ""  # why the exact (oplog) measure was not used
 
 
 def _measure(member: _Reported, reference: _Reported, probe: OplogProbe | None, date_ms: int | None) -> _Lag:
-    """Raw lag of a usable member behind the reference, in ms, never negative (DOMAIN §2, §4, §6)."""
+    """Raw lag of a usable member behind the reference, in ms, never negative (docs/domain.md §2, §4, §6)."""
     both_walls = member.wall_ms is not None and reference.wall_ms is not None
     if member.optime is not None and reference.optime is not None and member.optime.same_as(reference.optime):
         return _Lag(0, "wall" if both_walls else "optimeDate")
@@ -451,11 +527,11 @@ def _measure(member: _Reported, reference: _Reported, probe: OplogProbe | None, 
         if oldest_ms is not None:
             return _Lag(max(0, date_ms - oldest_ms), "oplog")
         problem = "the oplog lookup gave no usable wall time"
-    return _Lag(naive.raw_ms, naive.source, f"{problem}; lag from {_SOURCE_WORDS[naive.source]}")
+    return _Lag(naive.raw_ms, naive.source, problem)
 
 
 def _written_lag(member: _Reported, reference: _Reported) -> int | None:
-    """8.0: how far behind the member is in *writing* the oplog (DOMAIN §7); None before 8.0."""
+    """8.0: how far behind the member is in *writing* the oplog (docs/domain.md §7); None before 8.0."""
     if member.written_wall_ms is None or reference.written_wall_ms is None:
         return None
     written, reference_written = member.written_optime, reference.written_optime
@@ -464,42 +540,58 @@ def _written_lag(member: _Reported, reference: _Reported) -> int | None:
     return max(0, reference.written_wall_ms - member.written_wall_ms)
 
 
-def _down_reason(member: _Reported) -> str:
+def _unhealthy(member: _Reported) -> Note:
     if member.health is None:
-        return "no health reported"
-    return f"DOWN: {member.message or 'not reachable'}"
+        return Note(NoteKind.NO_HEALTH, "no health reported", member.name)
+    message = member.message or "not reachable"
+    return Note(NoteKind.DOWN, f"DOWN: {message}", member.name, (("message", message),))
+
+
+def _state_note(member: _Reported) -> Note:
+    text = f"{member.state_name}: {member.message}" if member.message else member.state_name
+    return Note(NoteKind.STATE, text, member.name, (("state", member.state_name), ("message", member.message)))
+
+
+def _behind(member: _Reported, lag_ms: int, reference: _Reported, kind: Reference, delay_ms: int) -> Note:
+    target = "the primary" if kind is Reference.PRIMARY else f"the freshest member {reference.name}"
+    text = f"{lag_ms} ms behind {target}"
+    if delay_ms:
+        text += f" beyond its {delay_ms / 1000:g} s delay"
+    values = (("lag_ms", lag_ms), ("reference", kind), ("reference_member", reference.name), ("delay_ms", delay_ms))
+    return Note(NoteKind.BEHIND, text, member.name, values)
 
 
 def _judge(
     member: _Reported,
     reference: _Reported | None,
-    kind: str,
+    kind: Reference,
     *,
     settings: _Settings,
     probe: OplogProbe | None,
     date_ms: int | None,
-) -> tuple[Member, str]:
-    """The member as judged, and a note for the snapshot when an oplog lookup could not be used."""
+) -> Member:
+    """The member as judged, with its notes: why it is not GREEN, and facts beside its lag."""
     raw = lag = written = None
     precision = source = None
-    note = why = ""
+    notes: list[Note] = []
     status = Status.RED
     if member.state == ARBITER:
-        # Arbiters hold no data: no lag, but their health counts (DOMAIN §3).
-        status, why = (Status.GREEN, "") if member.healthy else (Status.RED, _down_reason(member))
+        # Arbiters hold no data: no lag, but their health counts (docs/domain.md §3).
+        status = Status.GREEN if member.healthy else Status.RED
+        notes += [] if member.healthy else [_unhealthy(member)]
     elif not member.healthy:
-        why = _down_reason(member)
+        notes.append(_unhealthy(member))
     elif member.state is None:
-        why = "no valid state reported"
+        notes.append(Note(NoteKind.NO_STATE, "no valid state reported", member.name))
     elif member.state not in _LAG_STATES:
-        why = f"{member.state_name}: {member.message}" if member.message else member.state_name
+        notes.append(_state_note(member))
     elif not member.usable or reference is None:
-        why = "no usable optime"
+        notes.append(Note(NoteKind.NO_OPTIME, "no usable optime", member.name))
     else:
         measured = _measure(member, reference, probe, date_ms)
-        note = measured.note
         if measured.raw_ms is None:
-            why = "no wall time or optimeDate comparable with the reference's"
+            text = "no wall time or optimeDate comparable with the reference's"
+            notes.append(Note(NoteKind.NO_COMPARABLE_TIME, text, member.name))
         else:
             raw, source = measured.raw_ms, measured.source
             lag = max(0, raw - settings.delay_ms)
@@ -507,13 +599,15 @@ def _judge(
             written = _written_lag(member, reference)
             status = status_for_lag(lag)
             if status is not Status.GREEN:
-                target = "the primary" if kind == "primary" else f"the freshest member {reference.name}"
-                why = f"{lag} ms behind {target}"
-                if settings.delay_ms:
-                    why += f" beyond its {settings.delay_ms / 1000:g} s delay"
+                notes.append(_behind(member, lag, reference, kind, settings.delay_ms))
                 if written is not None and written < lag:
-                    why += f"; oplog written {written} ms behind, so applying is the bottleneck"
-    judged = Member(
+                    text = f"oplog written {written} ms behind, so applying is the bottleneck"
+                    notes.append(Note(NoteKind.APPLY_BOTTLENECK, text, member.name, (("written_lag_ms", written),)))
+        if measured.problem:
+            text = f"{measured.problem}; lag from {_SOURCE_WORDS[measured.source]}"
+            values = (("problem", measured.problem), ("source", measured.source))
+            notes.append(Note(NoteKind.OPLOG_FALLBACK, text, member.name, values))
+    return Member(
         id=member.id,
         name=member.name,
         state=member.state if member.state is not None else -1,
@@ -532,34 +626,32 @@ def _judge(
         sync_source=member.sync_source,
         ping_ms=member.ping_ms,
         status=status,
-        reason="; ".join(part for part in (why, note) if part),
+        notes=tuple(notes),
     )
-    return judged, f"{member.name}: {note}" if note else ""
 
 
 def build_snapshot(
-    status_doc: dict[str, Any],
+    status: StatusReport | dict[str, Any],
     config_doc: dict[str, Any] | None = None,
     oplog: dict[str, OplogProbe] | None = None,
 ) -> Snapshot:
-    """Judge one replSetGetStatus document.
+    """Judge one replSetGetStatus document (or its `read_status` reading, so the collector reads it once).
 
     `config_doc` is the `config` sub-document of replSetGetConfig (members with hidden/priority/votes/delay);
     `oplog` maps a member name to what the primary's oplog said about it. Never raises on any document shape
     a server can produce: odd fields become reasons, not exceptions.
     """
-    doc: Mapping[str, Any] = status_doc if isinstance(status_doc, Mapping) else {}
-    set_name = _text(doc.get("set"))
-    date_ms = _date_ms(doc.get("date"))
-    notes: list[str] = []
+    report = _report(status)
+    date_ms = report.date_ms
+    notes: list[Note] = []
     if date_ms is None:
-        notes.append("the status document has no usable date; collected_at_ms is 0")
-    reported, problems = _read_members(status_doc)
+        notes.append(Note(NoteKind.NO_DATE, "the status document has no usable date; collected_at_ms is 0"))
+    reported, problems = report.members, list(report.problems)
     if reported is None:
         return Snapshot(
-            set_name=set_name,
+            set_name=report.set_name,
             answered_by="",
-            reference="",
+            reference=Reference.NONE,
             reference_member="",
             has_primary=False,
             status=Status.RED,
@@ -569,16 +661,22 @@ def build_snapshot(
             notes=tuple(notes),
         )
 
-    reference, kind, reference_note = _choose_reference(reported)
+    reference, kind = report.reference, report.reference_kind
+    if report.primaries_reported > 1 and reference is not None:
+        # A member's heartbeat view can briefly show the old primary after an election.
+        count = report.primaries_reported
+        text = f"{count} members report PRIMARY; lag is measured against {reference.name}, the newest"
+        notes.append(Note(NoteKind.SEVERAL_PRIMARIES, text, values=(("count", count), ("chosen", reference.name))))
     by_host, by_id, config_note = _read_settings(config_doc)
-    notes.extend(note for note in (reference_note, config_note) if note)
+    if config_note:
+        notes.append(Note(NoteKind.CONFIG_UNREADABLE, config_note))
     probes = oplog if isinstance(oplog, Mapping) else {}
-    probed = {m.index for m in _probe_targets(reported, reference, kind)}
+    probed = {m.index for m in report.probe_targets()}
 
     judged = []
     for member in reported:
         probe = probes.get(member.name) if member.index in probed else None
-        verdict, note = _judge(
+        verdict = _judge(
             member,
             reference,
             kind,
@@ -587,19 +685,19 @@ def build_snapshot(
             date_ms=date_ms,
         )
         judged.append((member.index, verdict))
-        if note:
-            notes.append(note)
+        notes += [note for note in verdict.notes if note.kind is NoteKind.OPLOG_FALLBACK]
 
     # Primary first, then by _id; the document order breaks ties so equal ids stay put.
     members = tuple(m for _, m in sorted(judged, key=lambda pair: (not pair[1].is_primary, pair[1].id, pair[0])))
-    has_primary = any(r.state == PRIMARY and r.healthy for r in reported)
+    has_primary = report.reports_a_healthy_primary
     ranked: list[tuple[Status, str]] = [(Status.RED, "no primary")] if not has_primary else []
     ranked += [(Status.RED, problem) for problem in problems]
     ranked += [(m.status, f"{m.name}: {m.reason}") for m in members if m.status is not Status.GREEN]
     ranked.sort(key=lambda pair: -pair[0])  # stable: equal severities keep the member order
+    answered_by = report.answered_by
     return Snapshot(
-        set_name=set_name,
-        answered_by=next((r.name for r in reported if r.is_self), ""),
+        set_name=report.set_name,
+        answered_by=answered_by.name if answered_by is not None else "",
         reference=kind,
         reference_member=reference.name if reference is not None else "",
         has_primary=has_primary,

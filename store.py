@@ -2,7 +2,7 @@
 
 The scheduled job publishes one `Snapshot` or one `Failure` per poll (a reference swap under a lock); readers
 take a `View`, an immutable value with the data age computed from an injected monotonic clock. Nothing here
-does I/O and nothing is written to disk: the user asked for memory only. Imports `replset` only.
+does I/O and nothing is written to disk: the user asked for memory only. Imports `kinds` and `replset`.
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kinds import FailureKind
 from replset import Failure, Snapshot, Status
 
-FRESHNESS_LIMIT_S = 180  # data older than 3 minutes is stale: RED in the document, 503 on /liveness
 
-# Failures that mean the exporter cannot do its job now (no connection, refused credentials, not a replica set):
-# /liveness is 503 at once. A poll that missed its deadline or met an odd answer is RED in the document, but
-# /liveness waits for staleness: a primary that hangs for a few seconds must not get the exporter restarted.
-NOT_COLLECTING_KINDS = frozenset({"auth", "unauthorized", "not_replica_set", "unreachable"})
+def wall_now_ms() -> int:
+    """The wall clock in ms since the epoch: when a failure happened."""
+    return time.time_ns() // 1_000_000
+
+
+FRESHNESS_LIMIT_S = 180  # data older than 3 minutes is stale: RED in the document, 503 on /liveness
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class View:
     last_duration_s: float | None  # how long the last poll took
     last_success_wall_s: float | None  # wall clock of the last success, for the *_timestamp_seconds metric
     polls: int  # how many polls have ended (success or failure)
-    failures_by_kind: tuple[tuple[str, int], ...]  # cumulative failed polls per kind, sorted by kind
+    failures_by_kind: tuple[tuple[FailureKind, int], ...]  # cumulative failed polls per kind, sorted by kind
 
     @property
     def is_stale(self) -> bool:
@@ -55,7 +57,8 @@ class View:
     def liveness_problems(self) -> list[str]:
         """Why the exporter is not doing its job; empty when it is. No primary is RED, not a problem here."""
         problems = []
-        if self.failure is not None and self.failure.kind in NOT_COLLECTING_KINDS:
+        # Failures that stop collecting are 503 at once; a missed deadline waits for staleness (kinds.FailureKind).
+        if self.failure is not None and self.failure.kind.stops_collecting:
             problems.append(self.failure.message)
         if self.snapshot is None:
             if self.polls == 0:
@@ -88,7 +91,7 @@ class SnapshotStore:
         self._success_wall: float | None = None
         self._duration: float | None = None
         self._polls = 0
-        self._failures: dict[str, int] = {}
+        self._failures: dict[FailureKind, int] = {}
 
     def publish(self, result: Snapshot | Failure, duration_s: float) -> None:
         now_mono, now_wall = self._monotonic(), self._wall()

@@ -28,6 +28,7 @@ from replset import (
     config_is_stale,
     members_needing_oplog_probe,
     status_for_lag,
+    texts,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -418,7 +419,7 @@ def test_with_two_members_reporting_primary_the_newer_term_is_the_reference_and_
     stale = entry(1, PRIMARY, behind_ms=8_000, optime=optime_at(PRIMARY_WALL - dt.timedelta(seconds=8), term=2))
     snap = build_snapshot(status(primary(), stale))
     assert snap.reference_member == "db0.example.net:27017"
-    assert snap.notes == ("2 members report PRIMARY; lag is measured against db0.example.net:27017, the newest",)
+    assert texts(snap.notes) == ("2 members report PRIMARY; lag is measured against db0.example.net:27017, the newest",)
 
 
 def test_a_primary_without_a_usable_optime_is_red_and_the_freshest_member_becomes_the_reference():
@@ -428,7 +429,7 @@ def test_a_primary_without_a_usable_optime_is_red_and_the_freshest_member_become
     assert member_named(snap, "db2").lag_ms == 200
 
 
-# --- The post-idle false alarm: the primary's oplog (DOMAIN §6) ----------------------------------------
+# --- The post-idle false alarm: the primary's oplog (docs/domain.md §6) ----------------------------------------
 IDLE_WRITE_MS = DATE_MS - 300  # the first write after a 9.5 s pause, 300 ms before the document
 
 
@@ -464,7 +465,7 @@ def test_a_failed_oplog_lookup_falls_back_to_wall_times_and_says_so_without_chan
     assert (db1.lag_ms, db1.lag_source, db1.status, snap.status) == (1_200, "wall", GREEN, GREEN)
     assert "not authorized on local" in db1.reason
     assert db1.reason.endswith("lag from wall times")
-    assert snap.notes == (f"db1.example.net:27017: {db1.reason}",)
+    assert texts(snap.notes) == (f"db1.example.net:27017: {db1.reason}",)
     assert snap.reasons == ()
 
 
@@ -472,7 +473,7 @@ def test_an_oplog_that_shows_nothing_unapplied_for_a_member_behind_is_distrusted
     snap = build_snapshot(idle_doc(), oplog={"db1.example.net:27017": OplogProbe(None)})
     db1 = member_named(snap, "db1")
     assert (db1.lag_ms, db1.lag_source, db1.status) == (9_500, "wall", YELLOW)
-    assert "nothing unapplied" in snap.notes[0]
+    assert "nothing unapplied" in str(snap.notes[0])
 
 
 def test_an_oplog_probe_for_a_caught_up_member_changes_nothing():
@@ -495,13 +496,15 @@ def test_the_oplog_is_not_used_when_a_secondary_answered_because_its_clock_would
 def test_the_oplog_is_not_used_without_a_date_to_age_its_entry_against():
     snap = build_snapshot(idle_doc(date=DROP), oplog={"db1.example.net:27017": OplogProbe(IDLE_WRITE_MS)})
     assert member_named(snap, "db1").lag_source == "wall"
-    assert any("no date" in note for note in snap.notes)
+    assert any("no date" in str(note) for note in snap.notes)
 
 
 def test_an_oplog_probe_whose_wall_is_not_a_number_is_distrusted():
     snap = build_snapshot(idle_doc(), oplog={"db1.example.net:27017": OplogProbe("soon")})
     assert member_named(snap, "db1").lag_source == "wall"
-    assert snap.notes == ("db1.example.net:27017: the oplog lookup gave no usable wall time; lag from wall times",)
+    assert texts(snap.notes) == (
+        "db1.example.net:27017: the oplog lookup gave no usable wall time; lag from wall times",
+    )
 
 
 def test_members_needing_an_oplog_probe_are_those_behind_the_answering_primary_with_their_optime():
@@ -580,7 +583,7 @@ def test_a_member_entry_that_is_not_a_document_makes_the_set_red_while_the_other
 def test_a_document_without_a_date_still_measures_lag_and_says_it_has_no_time():
     snap = build_snapshot(status(primary(), entry(1, behind_ms=700), date=DROP))
     assert (snap.collected_at_ms, member_named(snap, "db1").lag_ms) == (0, 700)
-    assert snap.notes == ("the status document has no usable date; collected_at_ms is 0",)
+    assert texts(snap.notes) == ("the status document has no usable date; collected_at_ms is 0",)
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ def replica_sets(draw: st.DrawFn, junk_fields: bool = False) -> tuple[dict, dict
             behind = draw(st.integers(-5_000, HOURS_MS) | st.sampled_from([0, 4_999, 5_000, 29_999, 30_000]))
         entry = member_entry(member_id, state, health, behind, version)
         for key in draw(st.lists(st.sampled_from(sorted(entry)), max_size=3)):
-            entry.pop(key, None)  # every field is optional (DOMAIN §1)
+            entry.pop(key, None)  # every field is optional (docs/domain.md §1)
         if junk_fields:
             for key in draw(st.lists(st.sampled_from([*sorted(entry), "self", "optimeWritten"]), max_size=4)):
                 entry[key] = draw(junk)
@@ -122,7 +122,7 @@ def replica_sets(draw: st.DrawFn, junk_fields: bool = False) -> tuple[dict, dict
 
 
 def usable_optime(entry: dict[str, Any]) -> bool:
-    """DOMAIN §3, written independently of the engine: healthy PRIMARY/SECONDARY with a real optime and date."""
+    """docs/domain.md §3, written independently of the engine: healthy PRIMARY/SECONDARY with a real optime and date."""
     health, state, optime = entry.get("health"), entry.get("state"), entry.get("optime")
     if isinstance(health, bool) or health != 1 or isinstance(state, bool) or state not in (PRIMARY, SECONDARY):
         return False

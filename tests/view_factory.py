@@ -9,12 +9,14 @@ so staleness is the store's own rule.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import replace
 from pathlib import Path
 
 from bson import json_util
 from bson.json_util import JSONOptions
 
+from kinds import FailureKind, NoteKind
 from replset import (
     ARBITER,
     PRIMARY,
@@ -22,6 +24,7 @@ from replset import (
     STATE_NAMES,
     Failure,
     Member,
+    Note,
     Snapshot,
     Status,
     build_snapshot,
@@ -74,9 +77,26 @@ def member(
         is_self=state == PRIMARY,
         lag_ms=lag_ms,
         status=fields.pop("status", status),
-        reason=reason,
+        notes=fields.pop("notes", notes_of(name, reason)),
         **fields,
     )
+
+
+_NOTE_STARTS = (
+    (re.compile(r"^\d+ ms behind"), NoteKind.BEHIND),
+    (re.compile(r"^DOWN: "), NoteKind.DOWN),
+    (re.compile(r"^oplog written "), NoteKind.APPLY_BOTTLENECK),
+    (re.compile(r"^oplog lookup failed"), NoteKind.OPLOG_FALLBACK),
+)
+
+
+def notes_of(name: str, reason: str) -> tuple[Note, ...]:
+    """The notes the engine would give for `reason` ("; "-separated sentences in its words), each of its kind."""
+    notes = []
+    for part in filter(None, reason.split("; ")):
+        kind = next((kind for pattern, kind in _NOTE_STARTS if pattern.match(part)), NoteKind.STATE)
+        notes.append(Note(kind, part, name))
+    return tuple(notes)
 
 
 def primary(name: str = "db0:27017", **fields) -> Member:
@@ -113,7 +133,7 @@ def healthy_set(*lags_ms: int) -> Snapshot:
 
 
 def failure(kind: str = "auth", message: str = "authentication failed for user 'monitor'") -> Failure:
-    return Failure(kind=kind, message=message, at_ms=COLLECTED_AT_MS + 60_000)
+    return Failure(kind=FailureKind(kind), message=message, at_ms=COLLECTED_AT_MS + 60_000)
 
 
 def make_store(*results: Snapshot | Failure, interval_s: float = 60) -> tuple[SnapshotStore, FakeClock]:

@@ -1,0 +1,63 @@
+"""The contracts every module shares, as enums: why a poll failed, what lag is measured against, and the kinds of
+facts the engine hands its readers.
+
+PURE and imports nothing of ours. Adding a failure kind is one edit here: its liveness meaning travels with it,
+metrics zero-initialise every kind, and /liveness judges every kind by that meaning (tests/test_kinds.py).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class FailureKind(StrEnum):
+    """Why a poll produced no snapshot. The value is what readers show (`kind="auth"` in metrics and JSON).
+
+    `stops_collecting`: the exporter cannot do its job now (no connection, refused credentials, not a replica
+    set), so /liveness is 503 at once. The other kinds (a missed deadline, an odd answer) are RED in the
+    document, but /liveness waits for the data to go stale: a primary that hangs for a few seconds must not get
+    the exporter restarted.
+    """
+
+    stops_collecting: bool
+
+    def __new__(cls, value: str, stops_collecting: bool) -> FailureKind:
+        kind = str.__new__(cls, value)
+        kind._value_ = value
+        kind.stops_collecting = stops_collecting
+        return kind
+
+    AUTH = "auth", True  # wrong user name, password or authSource (code 18)
+    UNAUTHORIZED = "unauthorized", True  # logged in, but a role is missing (code 13)
+    NOT_REPLICA_SET = "not_replica_set", True  # a standalone, an uninitialised set, a mongos, another set
+    TIMEOUT = "timeout", False  # the poll did not finish within its deadline
+    UNREACHABLE = "unreachable", True  # no member could be reached
+    ERROR = "error", False  # anything else the server or the driver said
+
+
+class Reference(StrEnum):
+    """What a set's lag is measured against (docs/domain.md §4)."""
+
+    PRIMARY = "primary"
+    FRESHEST = "freshest"  # no primary: the healthy data-bearing member with the newest optime
+    NONE = ""  # no member to measure against
+
+
+class NoteKind(StrEnum):
+    """The kinds of facts the engine states about a member or a set. Readers choose by kind, never by words."""
+
+    # Why a member is not GREEN.
+    BEHIND = "behind"  # values: lag_ms, reference, reference_member, delay_ms
+    DOWN = "down"  # not healthy; values: message
+    NO_HEALTH = "no_health"
+    NO_STATE = "no_state"
+    STATE = "state"  # a non-data state such as RECOVERING; values: state, message
+    NO_OPTIME = "no_optime"
+    NO_COMPARABLE_TIME = "no_comparable_time"
+    # Facts beside the lag that do not change a colour.
+    APPLY_BOTTLENECK = "apply_bottleneck"  # 8.0: written far less behind than applied; values: written_lag_ms
+    OPLOG_FALLBACK = "oplog_fallback"  # the exact measure could not be used; values: problem, source
+    # Facts about the whole set.
+    SEVERAL_PRIMARIES = "several_primaries"  # values: count, chosen
+    CONFIG_UNREADABLE = "config_unreadable"
+    NO_DATE = "no_date"
