@@ -26,8 +26,11 @@ from pathlib import Path
 import pytest
 from view_factory import healthy_set, make_store
 
+import httpserver
 import web
 from metrics import build_registry
+
+pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
 
 ROOT = Path(__file__).resolve().parent.parent
 ZP = "/mhp.zeroproblem.mongo.replcationlag"
@@ -37,14 +40,14 @@ IDLE_CONNECTIONS = 500
 
 
 @pytest.fixture
-def start_server() -> Iterator[Callable[..., web.Server]]:
+def start_server() -> Iterator[Callable[..., httpserver.Server]]:
     """Starts the real server over a green set with a small body cap and these `Server` options; closes them all."""
-    running: list[web.Server] = []
+    running: list[httpserver.Server] = []
 
-    def start(registry: object = None, **options) -> web.Server:
+    def start(registry: object = None, **options) -> httpserver.Server:
         store, _ = make_store(healthy_set(1_239))
         app = web.create_app(store, registry or build_registry(store), max_body_bytes=MAX_BODY)
-        running.append(web.serve(app, "127.0.0.1", 0, **options))
+        running.append(httpserver.serve(app, "127.0.0.1", 0, max_body_bytes=MAX_BODY, **options))
         return running[-1]
 
     yield start
@@ -53,7 +56,7 @@ def start_server() -> Iterator[Callable[..., web.Server]]:
 
 
 @pytest.fixture
-def server(start_server) -> web.Server:
+def server(start_server) -> httpserver.Server:
     """Two workers: fewer than the hostile clients."""
     return start_server(threads=2)
 
@@ -269,10 +272,11 @@ def test_an_internal_error_through_the_real_server_is_a_json_500_without_stack_t
 SERVER_SCRIPT = """
 import sys
 from view_factory import healthy_set, make_store
+import httpserver
 import web
 from metrics import build_registry
 store, _ = make_store(healthy_set(1_239))
-server = web.Server(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
+server = httpserver.Server(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
 print(server.port, flush=True)
 import threading
 threading.Thread(target=server.run, daemon=True).start()

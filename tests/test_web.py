@@ -17,6 +17,7 @@ from wsgiref.validate import validator
 import pytest
 from view_factory import failure, healthy_set, make_store, member, primary, snapshot
 
+import httpserver
 import web
 from bridge import SERVICE_ID, status_document
 from metrics import build_registry
@@ -363,7 +364,8 @@ def test_every_answer_forbids_caching_and_content_sniffing():
 def server():
     """The real waitress server on an ephemeral port, with ONE worker thread so that any blocking shows."""
     store, _ = make_store(healthy_set(1_239))
-    running = web.serve(web.create_app(store, build_registry(store), max_body_bytes=1_000), "127.0.0.1", 0, threads=1)
+    app = web.create_app(store, build_registry(store), max_body_bytes=1_000)
+    running = httpserver.serve(app, "127.0.0.1", 0, threads=1, max_body_bytes=1_000)
     yield running
     running.close()
 
@@ -431,7 +433,7 @@ def test_a_port_in_use_is_reported_before_anything_runs():
         threads_before = threading.active_count()
 
         with pytest.raises(OSError) as refused:
-            web.Server(web.create_app(store, build_registry(store)), "127.0.0.1", taken.getsockname()[1])
+            httpserver.Server(web.create_app(store, build_registry(store)), "127.0.0.1", taken.getsockname()[1])
 
     assert refused.value.errno == errno.EADDRINUSE
     assert threading.active_count() == threads_before
@@ -439,7 +441,7 @@ def test_a_port_in_use_is_reported_before_anything_runs():
 
 def test_close_stops_the_server_promptly_even_with_a_client_connected():
     store, _ = make_store(healthy_set(0))
-    running = web.serve(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
+    running = httpserver.serve(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
     assert request(running, "GET", "/liveness")[0] == 200
     idle = socket.create_connection(("127.0.0.1", running.port), timeout=10)
     idle.sendall(b"GET / HTTP/1.1\r\n")
@@ -456,7 +458,7 @@ def test_close_stops_the_server_promptly_even_with_a_client_connected():
 
 def test_a_server_on_port_0_reports_the_port_it_got():
     store, _ = make_store(healthy_set(0))
-    running = web.Server(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
+    running = httpserver.Server(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
     try:
         worker = threading.Thread(target=running.run, daemon=True)
         worker.start()

@@ -37,6 +37,7 @@ from ops_util import run_promtool
 from view_factory import healthy_set, make_store
 
 import exporter
+import httpserver
 import web
 from metrics import build_registry
 from webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
@@ -395,9 +396,9 @@ def test_basic_credentials_are_parsed_as_rfc_7617_says(header, expected):
 @pytest.fixture
 def serve_config(tmp_path):
     """Starts the real server for a web config text, as exporter.py wires it; closes them all at the end."""
-    running: list[web.Server] = []
+    running: list[httpserver.Server] = []
 
-    def start(text: str, *, threads: int = 2, **options) -> web.Server:
+    def start(text: str, *, threads: int = 2, **options) -> httpserver.Server:
         config = load_web_config(write_config(tmp_path, text, f"web-{len(running)}.yml"))
         store, _ = make_store(healthy_set(1_239))
         app = web.create_app(
@@ -407,7 +408,9 @@ def serve_config(tmp_path):
             auth=config.basic_auth(),
             open_paths=config.excluded_paths,
         )
-        server = web.serve(app, "127.0.0.1", 0, threads=threads, tls=config.tls, **options)
+        server = httpserver.serve(
+            app, "127.0.0.1", 0, threads=threads, max_body_bytes=200_000, tls=config.tls, **options
+        )
         running.append(server)
         return server
 
@@ -647,6 +650,7 @@ def test_an_oversized_body_over_tls_is_refused_with_413_before_it_is_sent(pki, s
 # --- The exporter process ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_exporter_serves_https_with_credentials_and_an_open_liveness_from_its_web_config(pki, tmp_path):
     config = write_config(tmp_path, tls_yaml(pki) + users_yaml("basic_auth_excluded_paths: [/liveness]"))
     root = Path(__file__).resolve().parent.parent

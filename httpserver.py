@@ -1,0 +1,283 @@
+"""The threaded HTTP server: waitress, and TLS inside waitress's own event loop. The only importer of waitress.
+
+`Server` serves any WSGI app on a bound address and stops promptly; with a `tls` context the port speaks HTTPS
+only (see `_TLSChannel`). The server sends no version. Standard library and waitress only; nothing of ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
+from waitress.trigger import trigger
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024  # Zero Problem's PUT carries nothing we read; anything bigger is abuse
+IDENT = "replicationlag"  # the Server header: no product version for a scanner to match
+
+
+DEFAULT_CONNECTION_LIMIT = 1_000  # 500 idle connections must leave room for real clients (measured: see README)
+RESERVED_FDS = 64  # descriptors kept free for MongoDB sockets, logs and the trigger when capping connections
+_PLAIN_HTTP_REFUSAL = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+    b"Content-Length: 31\r\n\r\nThis server speaks HTTPS only.\n"
+)
+_TLS_HANDSHAKE_RECORD = 0x16  # the first byte a TLS client sends; anything else on a TLS port is not TLS
+
+
+class Server:
+    """A threaded waitress server, bound at construction, that stops promptly on `close()`.
+
+    Binding first lets the caller report "address in use" as a clear error (the OSError propagates before any
+    thread starts) and read the real port when asked for port 0. `run()` serves in the caller's thread until
+    `close()` is called from another; `serve()` runs it in a thread of its own. Waitress reads requests
+    asynchronously, so a client that dribbles its headers holds no worker thread and delays nobody.
+    `max_body_bytes` is the cap the app was created with, so that waitress refuses the same bodies (413) before
+    buffering them. Idle connections cost no thread; up to `connection_limit` of them (capped
+    below the process's file-descriptor limit) are held, each closed after `channel_timeout_s` without traffic.
+
+    With `tls` (a server-side `ssl.SSLContext`) the port speaks HTTPS only: each connection's handshake runs on
+    waitress's event loop like any other read (see `_TLSChannel`), so a client that connects and never
+    finishes its handshake holds no thread and delays nobody either; a plain HTTP request gets a 400.
+    """
+
+    def __init__(
+        self,
+        app: Callable,
+        host: str,
+        port: int,
+        *,
+        threads: int = 8,
+        channel_timeout_s: int = 30,
+        connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        sockets = _bind(host, port)
+        self.addresses = [sock.getsockname()[:2] for sock in sockets]
+        self.host, self.port = self.addresses[0]
+        self.scheme = "https" if tls is not None else "http"
+        self._map: dict = {}
+        try:
+            self._server = create_server(
+                app,
+                map=self._map,
+                sockets=sockets,
+                threads=threads,
+                ident=IDENT,
+                channel_timeout=channel_timeout_s,  # an idle or dribbling connection is closed after this
+                cleanup_interval=max(1, channel_timeout_s // 3),
+                connection_limit=_affordable_connections(connection_limit),
+                max_request_body_size=max_body_bytes,
+                max_request_header_size=64 * 1024,
+                asyncore_use_poll=True,  # select() fails beyond 1024 file descriptors
+                expose_tracebacks=False,
+            )
+            if tls is not None:
+                channel = type("TLSChannel", (_TLSChannel,), {"tls_context": tls})
+                for dispatcher in self._map.values():
+                    if isinstance(dispatcher, BaseWSGIServer):
+                        dispatcher.channel_class = channel
+            self._wake = trigger(self._map)
+        except BaseException:
+            wasyncore.close_all(self._map)
+            for sock in sockets:
+                sock.close()
+            raise
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._closed = threading.Event()
+        self._running = self._finishing = False
+
+    def run(self) -> None:
+        """Serve until `close()`; returns at once if the server was already closed."""
+        with self._lock:
+            if self._stopping.is_set() or self._running:
+                return
+            self._running = True
+        try:
+            while not self._stopping.is_set():
+                # One poll at a time, so that a stop request is seen as soon as the trigger wakes the loop.
+                wasyncore.loop(timeout=1.0, map=self._map, use_poll=True, count=1)
+        finally:
+            self._shut_down()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop accepting, stop the workers and close every connection; waits at most about `timeout_s`."""
+        with self._lock:
+            self._stopping.set()
+            running = self._running
+            if running and not self._finishing:
+                self._wake.pull_trigger()  # wakes the poll in run() at once
+        if running:
+            self._closed.wait(timeout_s)
+        else:
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        with self._lock:
+            if self._finishing:
+                return
+            self._finishing = True  # from here on nobody pulls the trigger we are about to close
+        try:
+            self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
+            wasyncore.close_all(self._map)
+        finally:
+            self._closed.set()
+
+
+def _affordable_connections(wanted: int) -> int:
+    """`wanted`, lowered so that accepting never fails for want of a descriptor.
+
+    At the descriptor limit accept() fails with EMFILE and waitress retries it in a busy loop; at the connection
+    limit it merely stops accepting until a connection closes."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - RESERVED_FDS))
+
+
+class _TLSChannel(HTTPChannel):
+    """Waitress's HTTP channel over TLS, driven by the same non-blocking event loop.
+
+    The accepted socket stays plain until its first byte arrives: a TLS client starts with a handshake record,
+    anything else (a plain HTTP request) is answered with a 400 and closed. Then the socket is wrapped without
+    handshaking on connect, and each readable/writable event advances the handshake; once it is done the
+    channel reads and writes through TLS and waitress parses requests exactly as on a plain socket. A peer
+    that stalls anywhere is closed by waitress's idle sweep like any other idle connection.
+
+    Reads and writes of one TLS session never overlap: waitress does not read from a channel while a request
+    is being served or output is pending, and every write holds the channel's outbuf lock.
+    """
+
+    tls_context: ssl.SSLContext
+
+    def __init__(self, server, sock, addr, adj, map=None) -> None:
+        self._tls_open = False
+        self._tls_wrapped = False
+        self._handshake_wants_write = False
+        super().__init__(server, sock, addr, adj, map)
+
+    def readable(self) -> bool:
+        return super().readable() if self._tls_open else not self.will_close
+
+    def writable(self) -> bool:
+        if self._tls_open:
+            return super().writable()
+        return self._handshake_wants_write or self.will_close
+
+    def handle_read(self) -> None:
+        if not self._tls_open and not self._advance_handshake():
+            return
+        try:
+            data = self.socket.recv(self.adj.recv_bytes)
+            # A TLS record can hold more than one recv: what it decrypted is not visible to poll(), so take it now.
+            while data and (pending := self.socket.pending()):
+                data += self.socket.recv(pending)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except OSError:
+            self.handle_close()
+            return
+        if not data:
+            self.handle_close()
+            return
+        self.last_activity = time.time()
+        self.received(data)
+
+    def handle_write(self) -> None:
+        if self._tls_open:
+            super().handle_write()
+        elif self.will_close:
+            self.handle_close()
+        else:
+            self._advance_handshake()
+
+    def send(self, data, do_close: bool = True) -> int:
+        if not self._tls_open:
+            return 0
+        try:
+            return super().send(data, do_close)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return 0  # the session needs the socket to drain (or a read) first; waitress retries the same bytes
+
+    def _advance_handshake(self) -> bool:
+        """One step of the TLS handshake; True once the channel is open for HTTP."""
+        if not self._tls_wrapped and not self._wrap():
+            return False
+        try:
+            self.socket.do_handshake()
+        except ssl.SSLWantReadError:
+            self._handshake_wants_write = False
+            return False
+        except ssl.SSLWantWriteError:
+            self._handshake_wants_write = True
+            return False
+        except OSError:  # a bad or missing client certificate, an unsupported version, a reset
+            self.handle_close()
+            return False
+        self._tls_open = True
+        self._handshake_wants_write = False
+        self.last_activity = time.time()
+        return True
+
+    def _wrap(self) -> bool:
+        try:
+            first = self.socket.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            self.handle_close()
+            return False
+        if not first:
+            self.handle_close()
+            return False
+        if first[0] != _TLS_HANDSHAKE_RECORD:
+            self._refuse_plain_http()
+            return False
+        self.socket = self.tls_context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+        self._tls_wrapped = True
+        return True
+
+    def _refuse_plain_http(self) -> None:
+        # Read what the client sent first, so that closing does not reset the connection before it reads our answer.
+        with contextlib.suppress(OSError):
+            self.socket.recv(64 * 1024)
+            self.socket.send(_PLAIN_HTTP_REFUSAL)
+        self.handle_close()
+
+
+def serve(app: Callable, host: str, port: int, **options) -> Server:
+    """Bind `host:port` and serve `app` in a daemon thread; the caller stops it with `close()`.
+
+    Raises OSError (e.g. EADDRINUSE) if the address cannot be bound. `options` are `Server`'s.
+    """
+    server = Server(app, host, port, **options)
+    threading.Thread(target=server.run, name="http", daemon=True).start()
+    return server
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Bind every address `host` resolves to, all on the same port (the one the system picks for port 0)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address[0], sockets[0].getsockname()[1] if len(sockets) > 1 else port, *address[2:]))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
