@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import bridge
-import collector
 import metrics
 from bench import procs
 from bench.procs import Proc
 from bench.report import Section, Table
+from config import load_settings
 from mongosim import ManualClock, ReplicaSet
-from store import SnapshotStore
+from service import build_service
 
 START_MS = 1_723_763_174_512  # 2024-08-15T23:06:14.512Z, the test suite's ManualClock start
 YELLOW_AT_MS, RED_AT_MS = 5_000, 30_000
@@ -46,16 +46,24 @@ def colour(lag_ms: float) -> str:
 
 
 class InProcessExporter:
-    """Our exporter's parts wired as exporter.py wires them, minus the scheduler and the HTTP server."""
+    """Our exporter built as exporter.py builds it (`build_service`); the bench runs the polls itself and reads
+    the store, so the scheduler and the HTTP server are never started."""
 
     def __init__(self, uri: str, interval_s: float = 60.0) -> None:
-        self.client = collector.make_client(uri, POLL_TIMEOUT_S, lambda text: text)
-        self.store = SnapshotStore("clusterKeeper", interval_s)
-        self.registry = metrics.build_registry(self.store)
-        self.poller = collector.Collector(self.client, self.store, POLL_TIMEOUT_S)
+        flags = [
+            "--mongodb.uri",
+            uri,
+            "--collect.interval",
+            f"{interval_s:g}",
+            "--collect.timeout",
+            f"{POLL_TIMEOUT_S:g}",
+        ]
+        self.service = build_service(load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={}))
+        self.store = self.service.store
+        self.registry = self.service.registry
 
     def poll(self) -> None:
-        self.poller.poll()
+        self.service.poll()
 
     def document(self) -> dict[str, Any]:
         return bridge.status_document(self.store.view())[bridge.SERVICE_ID]
@@ -65,8 +73,7 @@ class InProcessExporter:
         return body.decode()
 
     def close(self) -> None:
-        self.poller.stop()
-        self.client.close()
+        self.service.stop()
 
 
 _MEMBER_LINE = re.compile(r"^- (?:Last known: )?(Primary|Secondary|Arbiter) (\S+) .*?replication lag ~?(\d+)ms")
@@ -320,7 +327,7 @@ def run_idle(minutes: int, seed: int, with_peer: bool) -> Section:
         ["tool (what it computes)", "polls", "polls YELLOW or worse", "max reported lag ms"],
     )
     table.rows = [
-        ["ours (Zero Problem document: oldest unapplied op, DOMAIN §6)", polls, counts["ours"], worst["ours"]],
+        ["ours (Zero Problem document: oldest unapplied op, docs/domain.md §6)", polls, counts["ours"], worst["ours"]],
         [
             "peer (primary optime_date - member's, whole seconds)",
             polls if with_peer else None,

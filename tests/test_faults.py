@@ -22,8 +22,10 @@ import pytest
 from pymongo.errors import ExecutionTimeout
 from service_util import Exporter, Look, uri_with_credentials
 
-from collector import classify
+from driver import classify
 from mongosim import ReplicaSet
+
+pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
 
 INTERVAL_S = 0.5  # short, so that the whole matrix runs in about a minute; the product's default is 60 s
 TIMEOUT_S = 0.3

@@ -17,16 +17,7 @@ from ops_util import REPO, hadolint
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
-PRODUCT_MODULES = (
-    "exporter.py",
-    "config.py",
-    "replset.py",
-    "store.py",
-    "collector.py",
-    "metrics.py",
-    "bridge.py",
-    "web.py",
-)
+PRODUCT_MODULES = tuple(sorted(path.name for path in REPO.glob("*.py")))  # every top-level module is product
 LIVENESS_URL = "http://127.0.0.1:9218/liveness"
 
 CARELESS_DOCKERFILE = """\

@@ -1,4 +1,4 @@
-"""The service assembled as exporter.py assembles it: real collector and pymongo against the simulator, the store,
+"""The service as exporter.py builds it (`service.build_service`): real pymongo against the simulator, the store,
 the metrics registry and the bottle app on the real threaded server on port 0. Polls are triggered by the test
 (one `poll()` is what the scheduler runs each interval), so every state is reached deterministically.
 """
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-import collector
-import metrics
-import web
+import poller
+import service as service_module
+from config import load_settings
 from mongosim import ManualClock, MemberSpec, ReplicaSet
 from store import SnapshotStore
 
@@ -38,13 +38,19 @@ class FakeMonotonic:
 @dataclass
 class Service:
     rs: ReplicaSet
-    store: SnapshotStore
-    poller: collector.Collector
-    server: web.Server
+    built: service_module.Service
     monotonic: FakeMonotonic
 
+    @property
+    def store(self) -> SnapshotStore:
+        return self.built.store
+
+    @property
+    def server(self):
+        return self.built.server
+
     def poll(self) -> None:
-        self.poller.poll()
+        self.built.poll()
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=HTTP_TIMEOUT_S)
@@ -82,7 +88,7 @@ def _labels(line: str) -> list[str]:
 
 @pytest.fixture
 def service() -> Iterator[Callable[..., Service]]:
-    started: list[tuple[ReplicaSet, Any, web.Server, collector.Collector]] = []
+    started: list[tuple[ReplicaSet, service_module.Service]] = []
 
     def start(
         members: int | list[MemberSpec] = 3,
@@ -94,20 +100,17 @@ def service() -> Iterator[Callable[..., Service]]:
         set_options.setdefault("clock", ManualClock(FIXTURE_NOW_MS))
         rs = ReplicaSet(members, **set_options).start()
         uri = rs.uri.replace("mongodb://", f"mongodb://{credentials}@") if credentials else rs.uri
-        client = collector.make_client(uri, timeout_s, lambda text: text)
+        flags = ["--mongodb.uri", uri, "--collect.interval", "60", "--collect.timeout", f"{timeout_s:g}"]
+        settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
         monotonic = FakeMonotonic()
-        store = SnapshotStore("clusterKeeper", 60, monotonic=monotonic)
-        poller = collector.Collector(client, store, timeout_s)
-        server = web.Server(web.create_app(store, metrics.build_registry(store)), "127.0.0.1", 0)
-        threading.Thread(target=server.run, daemon=True).start()
-        started.append((rs, client, server, poller))
-        return Service(rs, store, poller, server, monotonic)
+        built = service_module.build_service(settings, monotonic=monotonic)
+        threading.Thread(target=built.server.run, daemon=True).start()  # HTTP only: the test runs the polls
+        started.append((rs, built))
+        return Service(rs, built, monotonic)
 
     yield start
-    for rs, client, server, poller in started:
-        poller.stop()
-        server.close()
-        client.close()
+    for rs, built in started:
+        built.stop()
         rs.stop()
 
 
@@ -249,7 +252,7 @@ def test_a_monitoring_user_without_read_on_local_still_gets_the_naive_lag(servic
     assert document["status"] == "YELLOW"
     assert svc.metric("mongodb_replication_lag_seconds", member=name) == 6.0
     view = svc.store.view()
-    assert any("read on the local database" in note for note in view.snapshot.notes)
+    assert any("read on the local database" in str(note) for note in view.snapshot.notes)
 
 
 @pytest.mark.parametrize("topology", ["standalone", "uninitialized"])
@@ -280,7 +283,7 @@ def test_a_hung_primary_costs_one_poll_deadline_and_the_endpoints_keep_answering
         assert svc.request("GET", "/")[0] == 200
     finally:
         # The poll is bounded by its 1 s deadline (the watchdog adds a grace); one more second is slack for load.
-        polling.join(1.0 + collector.WATCHDOG_GRACE_S + 1.0)
+        polling.join(1.0 + poller.WATCHDOG_GRACE_S + 1.0)
     assert not polling.is_alive()
     view = svc.store.view()
     assert view.failure is not None

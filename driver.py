@@ -1,0 +1,250 @@
+"""The MongoDB driver, wrapped: the only importer of pymongo.
+
+A `Connection` is one long-lived `MongoClient` with every wait bounded (server selection, connect, socket, and a
+per-poll deadline), commands sent with an explicit read preference, and a heartbeat observer that remembers what
+each server said it is. Every driver error leaves this module as a `DriverError` carrying a `FailureKind` and a
+message in words with no credential in it, so nothing else needs to know pymongo's exception classes.
+Imports `kinds` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pymongo
+from pymongo import MongoClient, ReadPreference
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+from pymongo.monitoring import ServerHeartbeatListener
+from pymongo.server_type import SERVER_TYPE
+from pymongo.uri_parser import parse_uri
+
+from kinds import FailureKind
+
+APP_NAME = "replicationlag"
+HEARTBEAT_MS = 2_000  # how soon the driver notices an election or a member coming back
+MAX_CONNECT_TIMEOUT_MS = 5_000
+# Polls reuse the primary's connection; one to a secondary that a fault sent polls to would otherwise stay open
+# for good (a descriptor more per member, seen in the soak). Heartbeat connections are not pooled.
+POOL_IDLE_INTERVALS = 3
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+UNAUTHORIZED, AUTH_FAILED, COMMAND_NOT_FOUND, NO_REPLICATION, NOT_YET_INITIALIZED = 13, 18, 59, 76, 94
+
+Scrub = Callable[[str], str]
+
+
+class ClientError(Exception):
+    """The URI was rejected by the driver; the text carries no credential."""
+
+
+class DriverError(Exception):
+    """A driver or server error, classified. `message` is in words and carries no credential.
+
+    `code` is the server's error code when the server answered with one; `timeout` is true when the deadline
+    (or a driver timeout) ended the operation; `broken` when an established connection broke under the command
+    (the member went down or hung), so asking once more may reach another member.
+    """
+
+    def __init__(
+        self, kind: FailureKind, message: str, *, code: int | None = None, timeout: bool = False, broken: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.code = code
+        self.timeout = timeout
+        self.broken = broken
+
+
+def classify(error: BaseException, timeout_s: float, scrub: Scrub) -> tuple[FailureKind, str]:
+    """A driver error as (kind, message in words)."""
+    # First: the driver raises the server's MaxTimeMSExpired (code 50) itself when too little of the deadline is
+    # left to send a command (a retry after a member failed mid-poll); that is the deadline, not an odd failure.
+    if isinstance(error, OperationFailure) and error.timeout:
+        return FailureKind.TIMEOUT, f"the poll did not finish within its {timeout_s:g} s deadline"
+    if isinstance(error, OperationFailure):
+        code = error.code
+        if code == UNAUTHORIZED:
+            return (
+                FailureKind.UNAUTHORIZED,
+                "not authorized to run replSetGetStatus: the user needs the clusterMonitor role",
+            )
+        if code == AUTH_FAILED:
+            return FailureKind.AUTH, "authentication failed: check the user name, password and authSource"
+        if code == NO_REPLICATION:
+            return (
+                FailureKind.NOT_REPLICA_SET,
+                "not a replica set: the server runs without --replSet (NoReplicationEnabled)",
+            )
+        if code == NOT_YET_INITIALIZED:
+            return (
+                FailureKind.NOT_REPLICA_SET,
+                "the replica set is not initialised yet (NotYetInitialized): run rs.initiate()",
+            )
+        if code == COMMAND_NOT_FOUND:
+            return (
+                FailureKind.NOT_REPLICA_SET,
+                "replSetGetStatus is not supported here (is this a mongos? point at a replica set)",
+            )
+        name = (error.details or {}).get("codeName", "")
+        return FailureKind.ERROR, scrub(f"replSetGetStatus failed with code {code} {name}".strip())
+    if isinstance(error, ServerSelectionTimeoutError):
+        detail = scrub(str(error).split(", Timeout:")[0].split(" (configured timeouts")[0])
+        return FailureKind.UNREACHABLE, f"no usable member of the replica set within {timeout_s:g} s: {detail}"[:400]
+    if isinstance(error, PyMongoError) and error.timeout:
+        return FailureKind.TIMEOUT, f"the poll did not finish within its {timeout_s:g} s deadline"
+    if isinstance(error, ConnectionFailure):
+        return FailureKind.UNREACHABLE, scrub(f"connection failed: {error}")[:400]
+    if isinstance(error, PyMongoError):
+        return FailureKind.ERROR, scrub(f"{type(error).__name__}: {error}")[:400]
+    return FailureKind.ERROR, f"unexpected {type(error).__name__} while collecting"
+
+
+def _translated(error: PyMongoError, timeout_s: float, scrub: Scrub) -> DriverError:
+    kind, message = classify(error, timeout_s, scrub)
+    broken = isinstance(error, ConnectionFailure) and not isinstance(error, ServerSelectionTimeoutError)
+    return DriverError(
+        kind,
+        message,
+        code=error.code if isinstance(error, OperationFailure) else None,
+        timeout=bool(error.timeout),
+        broken=broken and not error.timeout,
+    )
+
+
+class HelloObserver(ServerHeartbeatListener):
+    """Remembers what each server said in its last heartbeat, to explain a failure in words.
+
+    With `replicaSet=` in the URI the driver drops a standalone, an uninitialised member or a mongos from its
+    topology and then only reports "no replica set members available"; its heartbeats still say what it is.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, str]] = {}
+        self._lock = threading.Lock()
+
+    def started(self, event: Any) -> None:
+        pass
+
+    def succeeded(self, event: Any) -> None:
+        address = "{}:{}".format(*event.connection_id)
+        with self._lock:
+            self._seen[address] = (event.reply.server_type, event.reply.replica_set_name or "")
+
+    def failed(self, event: Any) -> None:
+        with self._lock:
+            self._seen.pop("{}:{}".format(*event.connection_id), None)
+
+    def diagnosis(self, expected_set: str | None) -> tuple[FailureKind, str] | None:
+        """(kind, message) when a server answered but is not a usable member of the expected set."""
+        with self._lock:
+            seen = dict(self._seen)
+        for address, (server_type, set_name) in sorted(seen.items()):
+            if server_type == SERVER_TYPE.Standalone:
+                return _not_a_set(f"not a replica set: {address} runs without --replSet (a standalone)")
+            if server_type == SERVER_TYPE.RSGhost:
+                return _not_a_set(f"the replica set is not initialised yet: run rs.initiate() ({address})")
+            if server_type == SERVER_TYPE.Mongos:
+                return _not_a_set(f"{address} is a mongos: point the exporter at a shard's replica set")
+            if expected_set and set_name and set_name != expected_set:
+                return _not_a_set(
+                    f"{address} belongs to replica set {set_name!r}, not {expected_set!r}: fix replicaSet= in the URI"
+                )
+        return None
+
+
+def _not_a_set(message: str) -> tuple[FailureKind, str]:
+    return FailureKind.NOT_REPLICA_SET, message
+
+
+class Connection:
+    """One long-lived client whose every wait is bounded by the poll deadline. Connects lazily, in the driver's
+    threads. With `interval_s`, a pooled connection that no poll used for POOL_IDLE_INTERVALS intervals is closed.
+    """
+
+    def __init__(self, uri: str, timeout_s: float, scrub: Scrub, *, interval_s: float | None = None) -> None:
+        self.timeout_s = timeout_s
+        self._scrub = scrub
+        self._observer = HelloObserver()
+        timeout_ms = max(100, int(timeout_s * 1000))
+        idle = {"maxIdleTimeMS": int(interval_s * POOL_IDLE_INTERVALS * 1000)} if interval_s else {}
+        try:
+            if not uri.startswith("mongodb+srv://"):  # an SRV URI is resolved by the client, in its own threads
+                # Strict: the driver only warns about a bad or unknown option and then ignores it.
+                parse_uri(uri, warn=False)
+            self._client: MongoClient = MongoClient(
+                uri,
+                appname=APP_NAME,
+                connect=False,
+                tz_aware=True,
+                serverSelectionTimeoutMS=timeout_ms,
+                connectTimeoutMS=min(timeout_ms, MAX_CONNECT_TIMEOUT_MS),
+                socketTimeoutMS=timeout_ms,
+                heartbeatFrequencyMS=HEARTBEAT_MS,
+                maxPoolSize=4,
+                retryReads=False,
+                retryWrites=False,
+                event_listeners=[self._observer],
+                **idle,
+            )
+        except (ConfigurationError, ValueError, TypeError) as error:
+            raise ClientError(f"the MongoDB URI was rejected: {scrub(str(error))}") from None
+
+    @contextlib.contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """Every driver wait inside the block (selection, connect, send, receive) ends by `seconds` from now."""
+        with pymongo.timeout(seconds):
+            yield
+
+    def command(self, name: str, *, primary_only: bool = False, db: str = "admin") -> dict[str, Any]:
+        """Run `{name: 1}`: on the primary only, or PRIMARY_PREFERRED (so a set with no primary still answers).
+
+        `Database.command()` ignores the client's read preference and defaults to PRIMARY: always pass one.
+        """
+        preference = ReadPreference.PRIMARY if primary_only else ReadPreference.PRIMARY_PREFERRED
+        try:
+            return self._client[db].command(name, read_preference=preference)
+        except PyMongoError as error:
+            raise _translated(error, self.timeout_s, self._scrub) from None
+
+    def first_oplog_entry_after(self, ts: Any) -> dict[str, Any] | None:
+        """The primary's first oplog entry after `ts` (natural order), with its `ts` and `wall`; None if none."""
+        oplog = self._client.local.get_collection("oplog.rs", read_preference=ReadPreference.PRIMARY)
+        try:
+            return oplog.find_one({"ts": {"$gt": ts}}, projection={"ts": 1, "wall": 1})
+        except PyMongoError as error:
+            raise _translated(error, self.timeout_s, self._scrub) from None
+
+    @property
+    def knows_no_server(self) -> bool:
+        """True when the driver's topology holds no server at all (it dropped every seed)."""
+        return not self._client.topology_description.server_descriptions()
+
+    def diagnosis(self) -> tuple[FailureKind, str] | None:
+        """What the heartbeats say when no usable member was found: a standalone, a mongos, another set."""
+        return self._observer.diagnosis(self._client.options.replica_set_name)
+
+    def close_in_background(self) -> threading.Thread:
+        """close() may wait for a server to end sessions on; nobody should have to wait for that."""
+        closer = threading.Thread(target=self._client.close, name="client-close", daemon=True)
+        closer.start()
+        return closer
+
+
+def wall_ms(value: Any) -> int | None:
+    """Milliseconds since the epoch of a BSON date as the driver decodes it (tz-aware); None if it is none."""
+    if not isinstance(value, dt.datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return (value - EPOCH) // dt.timedelta(milliseconds=1)

@@ -1,0 +1,125 @@
+"""The scheduled poll: the only importer of `schedule`.
+
+`Poller.poll()` runs one collection on a thread of its own and waits for it at most the poll deadline plus a grace,
+so a driver that misbehaves can neither delay the next poll nor keep the process from exiting; then it publishes
+exactly one `Snapshot` or `Failure` to the store and logs what changed. Nothing here raises into the scheduler.
+`PollScheduler` runs the poll at start and then every interval, and stops at once. Imports `kinds`, `replset`
+and `store`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import schedule
+
+from kinds import FailureKind
+from replset import Failure, Snapshot
+from store import SnapshotStore, wall_now_ms
+
+log = logging.getLogger("replicationlag.poller")
+
+WATCHDOG_GRACE_S = 1.0  # the driver honours the deadline itself; the watchdog is the last line of defence
+
+
+class Poller:
+    """Polls one source with a deadline and publishes the result to its store."""
+
+    def __init__(
+        self,
+        collect: Callable[[], Snapshot | Failure],
+        store: SnapshotStore,
+        timeout_s: float,
+        now_ms: Callable[[], int] = wall_now_ms,
+    ) -> None:
+        self._collect = collect
+        self._store = store
+        self._timeout_s = timeout_s
+        self._now_ms = now_ms
+        self._running: threading.Thread | None = None
+        self._last_status: str | None = None
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """From now on polls do nothing (a poll still running publishes nothing)."""
+        self._stopped.set()
+
+    def poll(self) -> None:
+        """One scheduled poll: bounded by the deadline, publishes exactly one result, never raises."""
+        if self._stopped.is_set():
+            return
+        started = time.monotonic()
+        try:
+            result = self._run_bounded()
+        except Exception as error:  # the scheduler must never see an exception
+            result = Failure(FailureKind.ERROR, f"unexpected {type(error).__name__} while collecting", self._now_ms())
+        if self._stopped.is_set():
+            return
+        self._store.publish(result, time.monotonic() - started)
+        self._log(result)
+
+    def _run_bounded(self) -> Snapshot | Failure:
+        if self._running is not None and self._running.is_alive():
+            return Failure(FailureKind.TIMEOUT, "the previous poll is still running; skipped this one", self._now_ms())
+        box: list[Snapshot | Failure] = []
+        worker = threading.Thread(target=lambda: box.append(self._collect_safely()), name="poll", daemon=True)
+        self._running = worker
+        worker.start()
+        worker.join(self._timeout_s + WATCHDOG_GRACE_S)
+        if box:
+            return box[0]
+        message = f"the poll did not finish within its {self._timeout_s:g} s deadline"
+        return Failure(FailureKind.TIMEOUT, message, self._now_ms())
+
+    def _collect_safely(self) -> Snapshot | Failure:
+        try:
+            return self._collect()
+        except Exception as error:
+            return Failure(FailureKind.ERROR, f"unexpected {type(error).__name__} while collecting", self._now_ms())
+
+    def _log(self, result: Snapshot | Failure) -> None:
+        if isinstance(result, Failure):
+            log.warning("collection failed (%s): %s", result.kind, result.message)
+            self._last_status = None
+            return
+        summary = ", ".join(
+            f"{m.name} {m.lag_ms}ms" if m.lag_ms is not None else f"{m.name} {m.state_str}"
+            for m in result.members
+            if not m.is_primary
+        )
+        status = result.status.name
+        if status != self._last_status:
+            reasons = "; ".join(result.reasons) or "all members healthy and in time"
+            log.info("replica set %s is %s: %s", result.set_name, status, reasons)
+        self._last_status = status
+        log.debug("collected %s: %s", result.set_name, summary)
+
+
+class PollScheduler:
+    """Runs the poll once at start, then every interval, on its own thread; `stop()` returns at once."""
+
+    def __init__(self, poll: Callable[[], None], interval_s: float) -> None:
+        self._poll = poll
+        self._scheduler = schedule.Scheduler()
+        self._scheduler.every(interval_s).seconds.do(poll)  # type: ignore[arg-type]  # accepts a float
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="poll-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._poll()
+        while not self._stop.is_set():
+            idle = self._scheduler.idle_seconds
+            if self._stop.wait(timeout=max(0.0, min(idle if idle is not None else 1.0, 1.0))):
+                break
+            self._scheduler.run_pending()
+
+    def stop(self, timeout_s: float = 1.0) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout_s)
