@@ -100,7 +100,7 @@ def _version_tuple(name: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Profile:
-    """What one server version looks like on the wire (DOMAIN §1)."""
+    """What one server version looks like on the wire (docs/domain.md §1)."""
 
     name: str
     version: str

@@ -17,6 +17,8 @@ from service_util import ENDPOINTS, ROOT, SERVICE_PATH, Exporter, uri_with_crede
 
 from mongosim import ReplicaSet
 
+pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
+
 USER, PASSWORD = "monitor", "cred-Pa55:w@rd/%?&="
 SPELLINGS = {PASSWORD, quote(PASSWORD, safe=""), quote_plus(PASSWORD), "cred-Pa55"}
 WAIT_S = 12.0

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "hunter2-Secret"
 

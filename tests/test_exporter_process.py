@@ -17,6 +17,8 @@ import pytest
 
 from mongosim import ReplicaSet
 
+pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "pa55:w@rd/with%symbols"
 ENCODED = "pa55%3Aw%40rd%2Fwith%25symbols"

@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from ops_util import COMPOSE_FILE, REPO, compose_v1, compose_v2, node
 
+pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
+
 DOCKER_DIR = REPO / "docker"
 EXPORTER_CONFIG = DOCKER_DIR / "replicationlag.toml"
 MONGO_INIT = DOCKER_DIR / "mongo-init.js"

@@ -39,6 +39,8 @@ from ops_util import REPO, dashboard_queries, prometheus
 
 from mongosim import ReplicaSet
 
+pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
+
 ALERTS_FILE = REPO / "prometheus" / "alerts.yml"
 JOB = "replicationlag"  # the scrape job name the rules select (up{job="replicationlag"}, process_start_time_seconds)
 INFRA = "clusterKeeper"  # the exporter's default --infra.label

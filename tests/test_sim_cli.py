@@ -18,6 +18,8 @@ from pymongo import ReadPreference
 from mongosim import ManualClock
 from mongosim.demo import DEMO_PERIOD_MS, demo_lag_ms, start_demo_set
 
+pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
+
 REPO = Path(__file__).resolve().parent.parent
 EPOCH = dt.datetime(1970, 1, 1)
 PP = ReadPreference.PRIMARY_PREFERRED

@@ -38,7 +38,7 @@ def _by_name(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _oplog_lag_ms(client: Any, status: dict[str, Any], member: dict[str, Any]) -> int | None:
-    """DOMAIN §6: date of the status - wall of the first entry after the member's optime; None when caught up."""
+    """docs/domain.md §6: status date - wall of the first entry after the member's optime; None when caught up."""
     entry = client.local["oplog.rs"].find_one({"ts": {"$gt": member["optime"]["ts"]}}, sort=[("$natural", 1)])
     return None if entry is None else _ms(status["date"]) - _ms(entry["wall"])
 
@@ -156,7 +156,7 @@ def test_an_election_advances_the_term_and_keeps_the_config_version(replica_set,
 
 
 def test_post_idle_first_write_shows_the_pause_in_wall_times_and_the_truth_in_the_oplog(start_set, connect):
-    """DOMAIN §6: an idle primary writes a no-op every 10 s; the first write after a pause makes the naive
+    """docs/domain.md §6: an idle primary writes a no-op every 10 s; the first write after a pause makes the naive
     wall-time lag equal the pause until the secondaries apply it, while the oplog lookup says "just written"."""
     clock = ManualClock(T0)
     rs = start_set(3, clock=clock)

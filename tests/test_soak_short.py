@@ -9,7 +9,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from service_util import ROOT
+
+pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
 
 # Every kind of fault in the warm-up, then random ones. Polls every 0.5 s: as many polls as 60 s at the soak's
 # default 1 s, which is what can leak (a client, a thread, a connection per poll or per fault).
