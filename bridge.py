@@ -10,11 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from kinds import NoteKind
-from replset import Member, Snapshot
-from store import FRESHNESS_LIMIT_S, View
+from replset import Member, Snapshot, Status
+from store import SetView, View
 
 # The consumer is configured with this id, typo included: it must not be "corrected".
 SERVICE_ID = "mhp.zeroproblem.mongo.replcationlag"
+# A cluster of up to this many sets lists every set's members; a larger one lists the sets that are not GREEN
+# and sums the GREEN ones up in one line, so the document stays readable at 100 shards.
+FULL_LISTING_MAX_SETS = 4
 
 
 def role(member: Member) -> str:
@@ -80,10 +83,11 @@ def member_line(member: Member, snapshot: Snapshot, prefix: str = "") -> str:
     return "- " + " ".join(words)
 
 
-def collection_problems(view: View) -> list[str]:
+def collection_problems(view: View | SetView) -> list[str]:
     """The sentences that explain a RED caused by the exporter rather than the set: no data, failed or stale.
 
-    Empty when the view has current data. These come first in the document and on the status page.
+    Empty when the view (of a replica set, or of one set of a cluster) has current data. These come first in the
+    document and on the status page.
     """
     if view.current is not None:
         return []
@@ -116,14 +120,88 @@ def snapshot_lines(snapshot: Snapshot, *, last_known: bool = False) -> list[str]
 
 def action_body(view: View) -> str:
     """The Markdown the consumer shows: problems with the collection first, then the (last known) members."""
+    if view.sharded:
+        return "\n".join(cluster_lines(view))
     lines = [f"- {sentence}" for sentence in collection_problems(view)]
     if view.snapshot is not None:
         lines.extend(snapshot_lines(view.snapshot, last_known=view.current is None))
     return "\n".join(lines)
 
 
+def cluster_problems(view: View) -> list[str]:
+    """Sentences about the cluster as a whole: no poll yet, the map not read, sets or routers not watched."""
+    if view.polls == 0:
+        return ["No collection has finished yet"]
+    sentences = []
+    if view.map_failure is not None:
+        if view.sets:
+            age = f", read {int(view.map_age_s)} s ago" if view.map_age_s is not None else ""
+            sentences.append(f"Shard map not read: {view.map_failure.message}; polling the last known map{age}")
+        else:
+            sentences.append(f"Shard map not read: {view.map_failure.message}")
+    if not view.config_watched:
+        sentences.append(
+            f"The config server replica set is not watched: the routers gave the shards by {view.map_source}, "
+            "which does not name it (getShardMap was refused)"
+        )
+    down = [r.address for r in view.routers if not r.reachable]
+    if down:
+        sentences.append(f"Router{'s' if len(down) > 1 else ''} not reachable: {', '.join(down)}")
+    return sentences
+
+
+def set_problems(each: SetView) -> list[str]:
+    """Which set, which member, why: the collection's problems or the engine's reasons, each naming the set."""
+    sentences = collection_problems(each) or (list(each.current.reasons) if each.current is not None else [])
+    return [f"{each.address.label}: {sentence}" for sentence in sentences]
+
+
+def cluster_lines(view: View) -> list[str]:
+    """Problems first (the cluster's, then each set's, worst set first), then the sets: every set that is not
+    GREEN with its members in the replica-set wording; GREEN sets too while the cluster is small, else one line."""
+    ranked = sorted(view.sets, key=lambda s: -s.status)
+    lines = [f"- {sentence}" for sentence in cluster_problems(view)]
+    lines += [f"- {sentence}" for each in ranked for sentence in set_problems(each)]
+    quiet = [s for s in ranked if s.status is Status.GREEN]
+    shown = ranked if len(view.sets) <= FULL_LISTING_MAX_SETS else [s for s in ranked if s.status is not Status.GREEN]
+    for each in shown:
+        lines.append(f"- {each.address.label}: {each.status.name}{_draining(each)}")
+        if each.snapshot is not None:
+            lines.extend(snapshot_lines(each.snapshot, last_known=each.current is None))
+    if len(shown) < len(view.sets):
+        lines.append(_green_summary(quiet))
+    return lines
+
+
+def _draining(each: SetView) -> str:
+    return " (draining: removeShard in progress)" if each.address.draining else ""
+
+
+def _green_summary(quiet: list[SetView]) -> str:
+    """One line for every GREEN set of a large cluster: how many, and the worst lag among them."""
+    worst = max(
+        (
+            (m.lag_ms, each.address.label, m.name)
+            for each in quiet
+            for m in each.current.members
+            if m.lag_ms is not None
+        ),
+        default=None,
+    )
+    text = f"- {len(quiet)} more set{'s' if len(quiet) != 1 else ''} GREEN"
+    if worst is not None:
+        text += f", worst replication lag {worst[0]}ms ({worst[1]}, {worst[2]})"
+    return text
+
+
 def data_timestamp_ms(view: View) -> int:
-    """When the data shown was collected: the snapshot's time, else the failure's, else 0."""
+    """When the data shown was collected: the snapshot's time (the newest of a cluster's sets), else the
+    failure's, else 0."""
+    if view.sharded:
+        collected = [s.snapshot.collected_at_ms for s in view.sets if s.snapshot is not None]
+        if collected:
+            return max(collected)
+        return view.map_failure.at_ms if view.map_failure is not None else 0
     if view.snapshot is not None:
         return view.snapshot.collected_at_ms
     if view.failure is not None:
@@ -161,12 +239,16 @@ def liveness_document(view: View) -> tuple[int, dict[str, Any]]:
         "infra": view.infra,
         "cluster_status": view.status.name,
         "last_success_age_s": None if view.age_s is None else round(view.age_s, 3),
-        "freshness_limit_s": FRESHNESS_LIMIT_S,
+        "freshness_limit_s": view.freshness_limit_s,
         "collection_interval_s": view.interval_s,
         "polls": view.polls,
         "last_failure_kind": None if failure is None else failure.kind,
         "last_failure": None if failure is None else failure.message,
     }
+    if view.sharded:
+        document["sets"] = len(view.sets)
+        document["sets_collected"] = sum(1 for s in view.sets if s.current is not None)
+        document["shard_map_age_s"] = None if view.map_age_s is None else round(view.map_age_s, 3)
     if problems:
         document["reasons"] = problems
         return 503, document

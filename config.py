@@ -62,6 +62,18 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """A user for the replica sets behind mongos routers, from the config file (docs/domain.md §11)."""
+
+    username: str
+    password: str = field(repr=False)
+    auth_source: str | None = None  # None: the router URI's authSource (or its default)
+
+
+CREDENTIAL_KEYS = {"username", "password", "auth_source"}
+
+
+@dataclass(frozen=True)
 class Settings:
     uri: str = field(repr=False)
     infra_label: str
@@ -75,6 +87,16 @@ class Settings:
     warnings: tuple[str, ...] = ()
     secrets: tuple[str, ...] = field(default=(), repr=False)
     web_config_file: str = ""  # read by webconfig.load_web_config in exporter.py; empty: plain HTTP, no auth
+    # Sharded clusters: who logs in directly on the shards and on the config servers (None: the router URI's user).
+    shard_credentials: Credentials | None = field(default=None, repr=False)
+    shard_credentials_by_id: tuple[tuple[str, Credentials], ...] = field(default=(), repr=False)
+    config_credentials: Credentials | None = field(default=None, repr=False)
+
+    def credentials_for(self, shard_id: str, *, config_servers: bool) -> Credentials | None:
+        """The credentials for one set behind the routers; None means the router URI's."""
+        if config_servers:
+            return self.config_credentials
+        return dict(self.shard_credentials_by_id).get(shard_id, self.shard_credentials)
 
     @property
     def redacted_uri(self) -> str:
@@ -103,12 +125,22 @@ def uri_secrets(uri: str) -> tuple[str, ...]:
     if userinfo and ":" in userinfo.group(1):
         found.add(userinfo.group(1).split(":", 1)[1])
     found.update(re.findall(r"(?i)[?&]password=([^&]*)", uri))
+    return _longest_first(_spellings(found, encoded=True))
+
+
+def _spellings(passwords, *, encoded: bool = False) -> set[str]:
+    """Every spelling of each password a message could carry: as given, decoded (when given percent-encoded)
+    and re-encoded."""
     spellings: set[str] = set()
-    for secret in found:
-        plain = unquote(secret)
+    for secret in passwords:
+        plain = unquote(secret) if encoded else secret
         spellings.update({secret, plain, quote(plain, safe=""), quote_plus(plain)})
+    return {s for s in spellings if s}
+
+
+def _longest_first(spellings: set[str]) -> tuple[str, ...]:
     # Longest first, so a password that contains another spelling is replaced whole.
-    return tuple(sorted((s for s in spellings if s), key=len, reverse=True))
+    return tuple(sorted(spellings, key=len, reverse=True))
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:
@@ -153,9 +185,11 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         problems.append(f"--infra.label {label!r}: use letters, digits, '.', '_' or '-'")
 
     uri = raw["mongodb.uri"] or ""
+    section: dict = {}
     if raw["config.file"]:
-        file_uri = _uri_from_file(raw["config.file"], label, problems, warnings)
+        file_uri, section = _uri_from_file(raw["config.file"], label, problems, warnings)
         uri = uri or file_uri
+    shards, shards_by_id, config_servers = _cluster_credentials(section, label, problems)
     if not uri and not demo:
         problems.append(
             f"no MongoDB URI for infra label {label!r}: set --mongodb.uri, MONGODB_URI or "
@@ -183,7 +217,8 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     if log_format not in LOG_FORMATS:
         problems.append(f"--log.format {log_format!r}: use text or json")
 
-    secrets = uri_secrets(uri) if uri else ()
+    passwords = [c.password for c in (shards, config_servers, *dict(shards_by_id).values()) if c is not None]
+    secrets = _longest_first({*(uri_secrets(uri) if uri else ()), *_spellings(passwords)})
     if problems:
         raise ConfigError("\n".join(scrub(p, secrets) for p in problems))
     return Settings(
@@ -199,40 +234,88 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         web_config_file=raw["web.config.file"] or "",
         warnings=tuple(scrub(w, secrets) for w in warnings),
         secrets=secrets,
+        shard_credentials=shards,
+        shard_credentials_by_id=shards_by_id,
+        config_credentials=config_servers,
     )
 
 
-def _uri_from_file(path: str, label: str, problems: list[str], warnings: list[str]) -> str:
+def _uri_from_file(path: str, label: str, problems: list[str], warnings: list[str]) -> tuple[str, dict]:
     try:
         with open(path, "rb") as handle:
             document = tomllib.load(handle)
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         problems.append(f"--config.file {path}: no such file")
-        return ""
+        return "", {}
     except OSError as error:
         problems.append(f"--config.file {path}: cannot read it ({error.strerror})")
-        return ""
+        return "", {}
     except tomllib.TOMLDecodeError as error:
         # The decoder's message names a line and column, never the file's content.
         problems.append(f"--config.file {path}: not valid TOML ({error})")
-        return ""
+        return "", {}
     clusters = document.get("infra")
     if not isinstance(clusters, dict) or not clusters:
         problems.append(f'--config.file {path}: no [infra.<label>] section (e.g. [infra.{label}] uri = "...")')
-        return ""
+        return "", {}
     section = clusters.get(label)
     if not isinstance(section, dict):
         known = ", ".join(sorted(k for k, v in clusters.items() if isinstance(v, dict))) or "none"
         problems.append(f"--config.file {path}: unknown infra label {label!r} (labels in the file: {known})")
-        return ""
+        return "", {}
     uri = section.get("uri")
     if not isinstance(uri, str) or not uri:
         problems.append(f'--config.file {path}: [infra.{label}] needs uri = "mongodb://..."')
-        return ""
-    if uri_secrets(uri) and mode & (stat.S_IRGRP | stat.S_IROTH):
+        return "", {}
+    holds_password = uri_secrets(uri) or any(isinstance(v, dict) for v in section.values())
+    if holds_password and mode & (stat.S_IRGRP | stat.S_IROTH):
         warnings.append(f"--config.file {path} holds a password and is readable by others: chmod 600 it")
-    return uri
+    return uri, section
+
+
+def _cluster_credentials(
+    section: dict, label: str, problems: list[str]
+) -> tuple[Credentials | None, tuple[tuple[str, Credentials], ...], Credentials | None]:
+    """[infra.<label>.shards] (with optional [infra.<label>.shards.<shardId>]) and [infra.<label>.config_servers]."""
+    unknown = sorted(set(section) - {"uri", "shards", "config_servers"})
+    if unknown:
+        problems.append(f"[infra.{label}]: unknown key {unknown[0]!r} (known: uri, shards, config_servers)")
+    shards_section = section.get("shards", {})
+    if not isinstance(shards_section, dict):
+        problems.append(f"[infra.{label}] shards must be a table: [infra.{label}.shards]")
+        shards_section = {}
+    own = {k: v for k, v in shards_section.items() if not isinstance(v, dict)}
+    shards = _credentials(own, f"[infra.{label}.shards]", problems) if own else None
+    by_id = tuple(
+        (shard_id, found)
+        for shard_id, table in sorted(shards_section.items())
+        if isinstance(table, dict)
+        and (found := _credentials(table, f"[infra.{label}.shards.{shard_id}]", problems)) is not None
+    )
+    config_section = section.get("config_servers")
+    config_servers = None
+    if config_section is not None:
+        if isinstance(config_section, dict):
+            config_servers = _credentials(config_section, f"[infra.{label}.config_servers]", problems)
+        else:
+            problems.append(f"[infra.{label}] config_servers must be a table: [infra.{label}.config_servers]")
+    return shards, by_id, config_servers
+
+
+def _credentials(table: dict, where: str, problems: list[str]) -> Credentials | None:
+    unknown = sorted(set(table) - CREDENTIAL_KEYS)
+    if unknown:
+        problems.append(f"{where}: unknown key {unknown[0]!r} (known: username, password, auth_source)")
+        return None
+    username, password, auth_source = table.get("username"), table.get("password"), table.get("auth_source")
+    if not isinstance(username, str) or not username or not isinstance(password, str):
+        problems.append(f'{where}: needs username = "..." and password = "..."')
+        return None
+    if auth_source is not None and (not isinstance(auth_source, str) or not auth_source):
+        problems.append(f'{where}: auth_source must be a database name, e.g. auth_source = "admin"')
+        return None
+    return Credentials(username, password, auth_source)
 
 
 def _uri_problems(uri: str) -> list[str]:

@@ -14,6 +14,7 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pymongo
 from pymongo import MongoClient, ReadPreference
@@ -66,8 +67,10 @@ class DriverError(Exception):
         self.broken = broken
 
 
-def classify(error: BaseException, timeout_s: float, scrub: Scrub) -> tuple[FailureKind, str]:
-    """A driver error as (kind, message in words)."""
+def classify(
+    error: BaseException, timeout_s: float, scrub: Scrub, command: str = "replSetGetStatus"
+) -> tuple[FailureKind, str]:
+    """A driver error as (kind, message in words); `command` is what was being run, for the words."""
     # First: the driver raises the server's MaxTimeMSExpired (code 50) itself when too little of the deadline is
     # left to send a command (a retry after a member failed mid-poll); that is the deadline, not an odd failure.
     if isinstance(error, OperationFailure) and error.timeout:
@@ -77,7 +80,7 @@ def classify(error: BaseException, timeout_s: float, scrub: Scrub) -> tuple[Fail
         if code == UNAUTHORIZED:
             return (
                 FailureKind.UNAUTHORIZED,
-                "not authorized to run replSetGetStatus: the user needs the clusterMonitor role",
+                f"not authorized to run {command}: the user needs the clusterMonitor role",
             )
         if code == AUTH_FAILED:
             return FailureKind.AUTH, "authentication failed: check the user name, password and authSource"
@@ -94,10 +97,10 @@ def classify(error: BaseException, timeout_s: float, scrub: Scrub) -> tuple[Fail
         if code == COMMAND_NOT_FOUND:
             return (
                 FailureKind.NOT_REPLICA_SET,
-                "replSetGetStatus is not supported here (is this a mongos? point at a replica set)",
+                f"{command} is not supported here (is this a mongos? point at a replica set)",
             )
         name = (error.details or {}).get("codeName", "")
-        return FailureKind.ERROR, scrub(f"replSetGetStatus failed with code {code} {name}".strip())
+        return FailureKind.ERROR, scrub(f"{command} failed with code {code} {name}".strip())
     if isinstance(error, ServerSelectionTimeoutError):
         detail = scrub(str(error).split(", Timeout:")[0].split(" (configured timeouts")[0])
         return FailureKind.UNREACHABLE, f"no usable member of the replica set within {timeout_s:g} s: {detail}"[:400]
@@ -110,8 +113,8 @@ def classify(error: BaseException, timeout_s: float, scrub: Scrub) -> tuple[Fail
     return FailureKind.ERROR, f"unexpected {type(error).__name__} while collecting"
 
 
-def _translated(error: PyMongoError, timeout_s: float, scrub: Scrub) -> DriverError:
-    kind, message = classify(error, timeout_s, scrub)
+def _translated(error: PyMongoError, timeout_s: float, scrub: Scrub, command: str = "replSetGetStatus") -> DriverError:
+    kind, message = classify(error, timeout_s, scrub, command)
     broken = isinstance(error, ConnectionFailure) and not isinstance(error, ServerSelectionTimeoutError)
     return DriverError(
         kind,
@@ -154,8 +157,8 @@ class HelloObserver(ServerHeartbeatListener):
                 return _not_a_set(f"not a replica set: {address} runs without --replSet (a standalone)")
             if server_type == SERVER_TYPE.RSGhost:
                 return _not_a_set(f"the replica set is not initialised yet: run rs.initiate() ({address})")
-            if server_type == SERVER_TYPE.Mongos:
-                return _not_a_set(f"{address} is a mongos: point the exporter at a shard's replica set")
+            if server_type == SERVER_TYPE.Mongos and expected_set:
+                return _not_a_set(f"{address} is a mongos: remove replicaSet= from the URI to watch the whole cluster")
             if expected_set and set_name and set_name != expected_set:
                 return _not_a_set(
                     f"{address} belongs to replica set {set_name!r}, not {expected_set!r}: fix replicaSet= in the URI"
@@ -172,12 +175,24 @@ class Connection:
     threads. With `interval_s`, a pooled connection that no poll used for POOL_IDLE_INTERVALS intervals is closed.
     """
 
-    def __init__(self, uri: str, timeout_s: float, scrub: Scrub, *, interval_s: float | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        timeout_s: float,
+        scrub: Scrub,
+        *,
+        interval_s: float | None = None,
+        heartbeat_ms: int = HEARTBEAT_MS,
+        polled_heartbeats: bool = False,
+    ) -> None:
         self.timeout_s = timeout_s
         self._scrub = scrub
         self._observer = HelloObserver()
         timeout_ms = max(100, int(timeout_s * 1000))
         idle = {"maxIdleTimeMS": int(interval_s * POOL_IDLE_INTERVALS * 1000)} if interval_s else {}
+        # Polled heartbeats: one monitor thread per server instead of two (stream + round-trip), for clusters of
+        # many sets where nobody needs to hear of an election within a second.
+        monitoring = {"serverMonitoringMode": "poll"} if polled_heartbeats else {}
         try:
             if not uri.startswith("mongodb+srv://"):  # an SRV URI is resolved by the client, in its own threads
                 # Strict: the driver only warns about a bad or unknown option and then ignores it.
@@ -190,12 +205,13 @@ class Connection:
                 serverSelectionTimeoutMS=timeout_ms,
                 connectTimeoutMS=min(timeout_ms, MAX_CONNECT_TIMEOUT_MS),
                 socketTimeoutMS=timeout_ms,
-                heartbeatFrequencyMS=HEARTBEAT_MS,
+                heartbeatFrequencyMS=heartbeat_ms,
                 maxPoolSize=4,
                 retryReads=False,
                 retryWrites=False,
                 event_listeners=[self._observer],
                 **idle,
+                **monitoring,
             )
         except (ConfigurationError, ValueError, TypeError) as error:
             raise ClientError(f"the MongoDB URI was rejected: {scrub(str(error))}") from None
@@ -215,7 +231,15 @@ class Connection:
         try:
             return self._client[db].command(name, read_preference=preference)
         except PyMongoError as error:
-            raise _translated(error, self.timeout_s, self._scrub) from None
+            raise _translated(error, self.timeout_s, self._scrub, name) from None
+
+    def find(self, db: str, collection: str, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` documents of `db.collection` (PRIMARY_PREFERRED), e.g. `config.shards` on a router."""
+        source = self._client[db].get_collection(collection, read_preference=ReadPreference.PRIMARY_PREFERRED)
+        try:
+            return list(source.find({}, limit=limit))
+        except PyMongoError as error:
+            raise _translated(error, self.timeout_s, self._scrub, f"find on {db}.{collection}") from None
 
     def first_oplog_entry_after(self, ts: Any) -> dict[str, Any] | None:
         """The primary's first oplog entry after `ts` (natural order), with its `ts` and `wall`; None if none."""
@@ -223,7 +247,22 @@ class Connection:
         try:
             return oplog.find_one({"ts": {"$gt": ts}}, projection={"ts": 1, "wall": 1})
         except PyMongoError as error:
-            raise _translated(error, self.timeout_s, self._scrub) from None
+            raise _translated(error, self.timeout_s, self._scrub, "find on local.oplog.rs") from None
+
+    def server_states(self) -> tuple[tuple[str, bool], ...]:
+        """Each server the driver knows, as (host:port, reachable at its last heartbeat), sorted."""
+        descriptions = self._client.topology_description.server_descriptions()
+        return tuple(
+            sorted(
+                (f"{host}:{port}", description.server_type != SERVER_TYPE.Unknown)
+                for (host, port), description in descriptions.items()
+            )
+        )
+
+    @property
+    def names_a_replica_set(self) -> bool:
+        """The URI says `replicaSet=`: it names one replica set, not mongos routers."""
+        return self._client.options.replica_set_name is not None
 
     @property
     def knows_no_server(self) -> bool:
@@ -248,3 +287,41 @@ def wall_ms(value: Any) -> int | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return (value - EPOCH) // dt.timedelta(milliseconds=1)
+
+
+# Options that describe how to reach the routers, not a replica set behind them.
+_ROUTER_ONLY_OPTIONS = frozenset({"replicaset", "directconnection", "loadbalanced", "srvservicename", "srvmaxhosts"})
+
+
+def set_uri(
+    router_uri: str,
+    set_name: str,
+    hosts: tuple[str, ...],
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    auth_source: str | None = None,
+) -> str:
+    """The URI of one replica set behind the routers: its seeds and name, with the router URI's credentials and
+    options (TLS, authSource, mechanism, timeouts), or the given credentials instead.
+
+    `router_uri` was accepted by the driver already, so its userinfo has no unescaped '@', '/' or '?'. A
+    `mongodb+srv://` router URI implies TLS; the set's URI is a plain `mongodb://` one and says `tls=true`.
+    """
+    scheme, _, rest = router_uri.partition("://")
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, _ = netloc.rpartition("@")
+    path, _, query = tail.lstrip("/").partition("?")
+    options = [o for o in query.split("&") if o and o.split("=", 1)[0].lower() not in _ROUTER_ONLY_OPTIONS]
+    names = {o.split("=", 1)[0].lower() for o in options}
+    if scheme == "mongodb+srv" and not names & {"tls", "ssl"}:
+        options.append("tls=true")
+    if username is not None:
+        userinfo, at = f"{quote(username, safe='')}:{quote(password or '', safe='')}", "@"
+    if auth_source is not None:
+        options = [o for o in options if o.split("=", 1)[0].lower() != "authsource"]
+        options.append(f"authSource={quote(auth_source, safe='')}")
+    options.append(f"replicaSet={quote(set_name, safe='')}")
+    credentials = f"{userinfo}@" if at else ""
+    return f"mongodb://{credentials}{','.join(hosts)}/{path}?{'&'.join(options)}"

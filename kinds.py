@@ -61,3 +61,11 @@ class NoteKind(StrEnum):
     SEVERAL_PRIMARIES = "several_primaries"  # values: count, chosen
     CONFIG_UNREADABLE = "config_unreadable"
     NO_DATE = "no_date"
+
+
+class SetRole(StrEnum):
+    """What a replica set is to the cluster the exporter watches (docs/domain.md §11)."""
+
+    REPLICA_SET = "replica_set"  # the URI named a replica set: the cluster is that one set
+    SHARD = "shard"  # a shard of a sharded cluster
+    CONFIG = "config"  # the config server set (from 8.0 it may hold data too: a config shard)

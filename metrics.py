@@ -21,7 +21,7 @@ from prometheus_client.exposition import choose_encoder
 
 from kinds import FailureKind
 from replset import Member, Snapshot
-from store import FRESHNESS_LIMIT_S, SnapshotStore, View
+from store import SnapshotStore, View
 
 PREFIX = "mongodb_replication_"
 
@@ -95,23 +95,41 @@ class ReplicationCollector:
 
 
 def _families(view: View) -> Iterator[Metric]:
-    """The exporter's own families, then the set's while its data is current."""
+    """The exporter's own families, then each set's while its data is current."""
     family = _Families(view)
     infra = view.infra
-    last = view.snapshot
-    current = view.current
+    up = not view.liveness_problems() if view.sharded else view.current is not None
 
     yield family.gauge(
         "up",
-        "1 when the last collection succeeded and its data is fresh, else 0",
+        "1 when the last collection succeeded and its data is fresh (behind mongos routers: the shard map or some "
+        "set was read within the freshness limit), else 0",
         ["infra"],
-        [([infra], 1 if current is not None else 0)],
+        [([infra], 1 if up else 0)],
     )
     yield family.gauge(
         "status",
-        "Cluster status: 0 GREEN, 1 YELLOW, 2 RED (2 also when the data is failed or stale)",
+        "Replica set status: 0 GREEN, 1 YELLOW, 2 RED (2 also when its data is failed or stale)",
         ["infra", "set"],
-        [([infra, last.set_name if last is not None else ""], int(view.status))],
+        [([infra, each.name], int(each.status)) for each in view.sets] or [([infra, ""], int(view.status))],
+    )
+    yield family.gauge(
+        "set_info",
+        'Each watched replica set: role="replica_set", "shard" or "config", and its shard id',
+        ["infra", "set", "shard", "role"],
+        [([infra, each.name, each.address.shard_id, each.address.role.value], 1) for each in view.sets if each.name],
+    )
+    yield family.gauge(
+        "set_up",
+        "1 when the set's last poll succeeded and its data is fresh, else 0",
+        ["infra", "set"],
+        [([infra, each.name], 1 if each.current is not None else 0) for each in view.sets if each.name],
+    )
+    yield family.gauge(
+        "set_snapshot_age_seconds",
+        "Seconds since the set's last successful poll",
+        ["infra", "set"],
+        [([infra, each.name], each.age_s) for each in view.sets if each.name],
     )
     yield family.gauge(
         "collection_duration_seconds",
@@ -127,7 +145,7 @@ def _families(view: View) -> Iterator[Metric]:
     )
     yield family.gauge(
         "snapshot_age_seconds",
-        f"Seconds since the last successful collection (stale from {FRESHNESS_LIMIT_S} s)",
+        f"Seconds since the last successful collection (stale from {view.freshness_limit_s:g} s)",
         ["infra"],
         [([infra], view.age_s)],
     )
@@ -135,45 +153,64 @@ def _families(view: View) -> Iterator[Metric]:
     failures = dict.fromkeys(FailureKind, 0) | dict(view.failures_by_kind)
     yield family.counter(
         "collection_failures",
-        "Failed collections by kind",
+        "Failed collections by kind (behind mongos routers: each set that failed, and the shard map)",
         ["infra", "kind"],
         [([infra, kind], count) for kind, count in sorted(failures.items())],
     )
-    if current is not None:
-        yield from _set_families(family, infra, current)
+    if view.sharded:
+        yield from _cluster_families(family, view)
+    yield from _set_families(family, infra, [each.current for each in view.sets if each.current is not None])
 
 
-def _set_families(family: _Families, infra: str, snapshot: Snapshot) -> Iterator[Metric]:
-    """The per-set and per-member families of one current snapshot."""
-    labels = [infra, snapshot.set_name]
-    members = snapshot.members
+def _cluster_families(family: _Families, view: View) -> Iterator[Metric]:
+    """What only a sharded cluster has: its routers, its map, draining shards."""
+    infra = view.infra
+    yield family.gauge(
+        "router_up",
+        "1 when the mongos router answered its last heartbeat, else 0",
+        ["infra", "router"],
+        [([infra, router.address], 1 if router.reachable else 0) for router in view.routers],
+    )
+    yield family.gauge(
+        "shard_map_age_seconds",
+        "Seconds since the shard map was last read through the routers",
+        ["infra"],
+        [([infra], view.map_age_s)],
+    )
+    yield family.gauge(
+        "shard_draining",
+        "1 while the shard is being removed (removeShard), else 0",
+        ["infra", "set"],
+        [([infra, each.name], 1 if each.address.draining else 0) for each in view.sets if each.address.shard_id],
+    )
+
+
+def _set_families(family: _Families, infra: str, snapshots: list[Snapshot]) -> Iterator[Metric]:
+    """The per-set and per-member families of the current snapshots, one family per name across every set."""
     member_labels = ["infra", "set", "member"]
     yield family.gauge(
         "primary_present",
         "1 when the set has a primary, else 0",
         ["infra", "set"],
-        [(labels, 1 if snapshot.has_primary else 0)],
+        [([infra, s.set_name], 1 if s.has_primary else 0) for s in snapshots],
     )
-    if snapshot.reference_member:
-        yield family.gauge(
-            "reference_info",
-            'What lag is measured against: reference="primary", or "freshest" when the set has no primary',
-            ["infra", "set", "reference", "member"],
-            [([*labels, snapshot.reference, snapshot.reference_member], 1)],
-        )
+    yield family.gauge(
+        "reference_info",
+        'What lag is measured against: reference="primary", or "freshest" when the set has no primary',
+        ["infra", "set", "reference", "member"],
+        [([infra, s.set_name, s.reference, s.reference_member], 1) for s in snapshots if s.reference_member],
+    )
     for name, help_text, value, which in _MEMBER_GAUGES:
-        of = [m for m in members if which(m)]
-        yield family.gauge(name, help_text, member_labels, [([*labels, m.name], value(m)) for m in of])
+        samples = [([infra, s.set_name, m.name], value(m)) for s in snapshots for m in s.members if which(m)]
+        yield family.gauge(name, help_text, member_labels, samples)
     yield family.gauge(
         "member_info",
         'Member attributes; precision="ms" (wall times, oplog), "s" (optimeDate fallback) or "" (no lag)',
         ["infra", "set", "member", "id", "hidden", "arbiter", "precision"],
         [
-            (
-                [*labels, m.name, str(m.id), _bool(m.hidden), _bool(m.is_arbiter), m.precision or ""],
-                1,
-            )
-            for m in members
+            ([infra, s.set_name, m.name, str(m.id), _bool(m.hidden), _bool(m.is_arbiter), m.precision or ""], 1)
+            for s in snapshots
+            for m in s.members
         ],
     )
 

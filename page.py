@@ -1,4 +1,5 @@
-"""The status page: one `View` in, one self-refreshing HTML page out, with no script and nothing loaded.
+"""The status page: one `View` in, one self-refreshing HTML page out, with no script and nothing loaded; a
+sharded cluster is drawn set by set, problems first.
 
 PURE: no I/O. The words come from `bridge`, so the page, the document and /liveness never disagree; every piece
 of text from outside is HTML-escaped. Imports `bridge`, `kinds`, `replset` and `store`.
@@ -10,9 +11,9 @@ import html
 from datetime import UTC, datetime
 
 import bridge
-from kinds import Reference
-from replset import Member, Snapshot
-from store import View
+from kinds import Reference, SetRole
+from replset import Member, Snapshot, Status
+from store import SetView, View
 
 ZERO_PROBLEM_PATH = "/" + bridge.SERVICE_ID
 
@@ -39,8 +40,12 @@ def render_status_page(view: View) -> str:
         f'<meta http-equiv="refresh" content="{_refresh_s(view)}">',
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
         f'<h1>Replication lag <span class="status {status}">{status}</span></h1>',
-        f"<p>Infra <b>{_e(view.infra)}</b>{_set_sentence(snapshot)}</p>",
     ]
+    if view.sharded:
+        parts += _cluster_body(view)
+        parts += _footer(view)
+        return "\n".join(parts)
+    parts.append(f"<p>Infra <b>{_e(view.infra)}</b>{_set_sentence(snapshot)}</p>")
     problems = bridge.collection_problems(view)
     parts += [f'<p class="problem">{_e(p)}</p>' for p in problems]
     if view.current is not None and view.current.reasons:
@@ -48,13 +53,62 @@ def render_status_page(view: View) -> str:
     if snapshot is not None:
         parts.append(_members_table(snapshot, last_known=view.current is None))
         parts += [f'<p class="muted">{_e(note)}</p>' for note in snapshot.notes]
-    parts.append(f'<p class="muted">{_e(_collection_sentence(view))}</p>')
-    parts.append(
-        '<p>Also: <a href="/metrics">/metrics</a> (Prometheus) · <a href="/liveness">/liveness</a> · '
-        f'<a href="{ZERO_PROBLEM_PATH}">{ZERO_PROBLEM_PATH}</a> (Zero Problem document)</p>'
-    )
-    parts.append("</body></html>\n")
+    parts += _footer(view)
     return "\n".join(parts)
+
+
+def _footer(view: View) -> list[str]:
+    return [
+        f'<p class="muted">{_e(_collection_sentence(view))}</p>',
+        '<p>Also: <a href="/metrics">/metrics</a> (Prometheus) · <a href="/liveness">/liveness</a> · '
+        f'<a href="{ZERO_PROBLEM_PATH}">{ZERO_PROBLEM_PATH}</a> (Zero Problem document)</p>',
+        "</body></html>\n",
+    ]
+
+
+def _cluster_body(view: View) -> list[str]:
+    """A sharded cluster: its problems first, a table of every set (worst first), then each set's members; the
+    members of GREEN sets are folded away (`<details>`), so the page stays usable at 100 shards."""
+    ranked = sorted(view.sets, key=lambda s: -s.status)
+    shards = sum(1 for s in view.sets if s.address.role is SetRole.SHARD)
+    parts = [f"<p>Infra <b>{_e(view.infra)}</b>: a sharded cluster, {shards} shard{'s' if shards != 1 else ''}"]
+    parts[0] += " and the config servers.</p>" if view.config_watched else " (config servers not watched).</p>"
+    problems = bridge.cluster_problems(view) + [p for each in ranked for p in bridge.set_problems(each)]
+    if problems:
+        parts.append("<ul>" + "".join(f'<li class="problem">{_e(p)}</li>' for p in problems) + "</ul>")
+    head = "".join(
+        f'<th class="num">{h}</th>' if h in ("Worst lag", "Data age") else f"<th>{h}</th>"
+        for h in ("Replica set", "Shard", "Status", "Members", "Worst lag", "Data age")
+    )
+    rows = "".join(_set_row(each) for each in ranked)
+    parts.append(f"<table><caption>Replica sets</caption><tr>{head}</tr>{rows}</table>")
+    for each in ranked:
+        if each.snapshot is None:
+            continue
+        table = _members_table(each.snapshot, last_known=each.current is None, caption=each.address.label)
+        if each.status is Status.GREEN:
+            table = f"<details><summary>{_e(each.address.label)}: GREEN</summary>{table}</details>"
+        parts.append(f'<section id="set-{_e(each.name)}">{table}</section>')
+    return parts
+
+
+def _set_row(each: SetView) -> str:
+    snapshot = each.snapshot
+    shard = "config servers" if each.address.role is SetRole.CONFIG else each.address.shard_id
+    if each.address.draining:
+        shard += " (draining)"
+    members = str(len(snapshot.members)) if snapshot is not None else "-"
+    worst = snapshot.max_lag_ms if each.current is not None and snapshot is not None else None
+    age = f"{int(each.age_s)} s" if each.age_s is not None else "-"
+    cells = [
+        f'<td><a href="#set-{_e(each.name)}">{_e(each.name)}</a></td>',
+        f"<td>{_e(shard)}</td>",
+        f'<td><span class="status {each.status.name}">{each.status.name}</span></td>',
+        f"<td>{members}</td>",
+        f'<td class="num">{f"{worst}ms" if worst is not None else "-"}</td>',
+        f'<td class="num">{age}</td>',
+    ]
+    return f"<tr>{''.join(cells)}</tr>"
 
 
 def _set_sentence(snapshot: Snapshot | None) -> str:
@@ -67,8 +121,11 @@ def _set_sentence(snapshot: Snapshot | None) -> str:
     return text + "."
 
 
-def _members_table(snapshot: Snapshot, *, last_known: bool) -> str:
-    caption = "Last known members (not current)" if last_known else "Members"
+def _members_table(snapshot: Snapshot, *, last_known: bool, caption: str = "") -> str:
+    if caption:
+        caption = _e(caption) + (": last known members (not current)" if last_known else "")
+    else:
+        caption = "Last known members (not current)" if last_known else "Members"
     head = "".join(
         f'<th class="num">{h}</th>' if h in ("Lag", "Delay") else f"<th>{h}</th>"
         for h in ("Member", "Role", "State", "Status", "Lag", "Delay", "Reason")

@@ -18,7 +18,7 @@ import schedule
 
 from kinds import FailureKind
 from replset import Failure, Snapshot
-from store import SnapshotStore, wall_now_ms
+from store import ClusterResult, SnapshotStore, wall_now_ms
 
 log = logging.getLogger("replicationlag.poller")
 
@@ -30,7 +30,7 @@ class Poller:
 
     def __init__(
         self,
-        collect: Callable[[], Snapshot | Failure],
+        collect: Callable[[], Snapshot | Failure | ClusterResult],
         store: SnapshotStore,
         timeout_s: float,
         now_ms: Callable[[], int] = wall_now_ms,
@@ -40,7 +40,7 @@ class Poller:
         self._timeout_s = timeout_s
         self._now_ms = now_ms
         self._running: threading.Thread | None = None
-        self._last_status: str | None = None
+        self._last_status: dict[str, str] = {}  # by set label; a set's colour is logged when it changes
         self._stopped = threading.Event()
 
     def stop(self) -> None:
@@ -61,10 +61,10 @@ class Poller:
         self._store.publish(result, time.monotonic() - started)
         self._log(result)
 
-    def _run_bounded(self) -> Snapshot | Failure:
+    def _run_bounded(self) -> Snapshot | Failure | ClusterResult:
         if self._running is not None and self._running.is_alive():
             return Failure(FailureKind.TIMEOUT, "the previous poll is still running; skipped this one", self._now_ms())
-        box: list[Snapshot | Failure] = []
+        box: list[Snapshot | Failure | ClusterResult] = []
         worker = threading.Thread(target=lambda: box.append(self._collect_safely()), name="poll", daemon=True)
         self._running = worker
         worker.start()
@@ -74,16 +74,29 @@ class Poller:
         message = f"the poll did not finish within its {self._timeout_s:g} s deadline"
         return Failure(FailureKind.TIMEOUT, message, self._now_ms())
 
-    def _collect_safely(self) -> Snapshot | Failure:
+    def _collect_safely(self) -> Snapshot | Failure | ClusterResult:
         try:
             return self._collect()
         except Exception as error:
             return Failure(FailureKind.ERROR, f"unexpected {type(error).__name__} while collecting", self._now_ms())
 
-    def _log(self, result: Snapshot | Failure) -> None:
+    def _log(self, result: Snapshot | Failure | ClusterResult) -> None:
+        if not isinstance(result, ClusterResult):
+            self._log_set("", result)
+            return
+        if result.map_failure is not None:
+            known = "polling the last known map" if result.map is not None else "no map known yet"
+            log.warning("shard map not read (%s), %s: %s", result.map_failure.kind, known, result.map_failure.message)
+        for address, set_result in result.sets:
+            self._log_set(address.label, set_result)
+        for gone in set(self._last_status) - {address.label for address, _ in result.sets}:
+            del self._last_status[gone]
+
+    def _log_set(self, label: str, result: Snapshot | Failure) -> None:
+        where = f" of {label}" if label else ""
         if isinstance(result, Failure):
-            log.warning("collection failed (%s): %s", result.kind, result.message)
-            self._last_status = None
+            log.warning("collection%s failed (%s): %s", where, result.kind, result.message)
+            self._last_status.pop(label, None)
             return
         summary = ", ".join(
             f"{m.name} {m.lag_ms}ms" if m.lag_ms is not None else f"{m.name} {m.state_str}"
@@ -91,11 +104,11 @@ class Poller:
             if not m.is_primary
         )
         status = result.status.name
-        if status != self._last_status:
+        if status != self._last_status.get(label):
             reasons = "; ".join(result.reasons) or "all members healthy and in time"
-            log.info("replica set %s is %s: %s", result.set_name, status, reasons)
-        self._last_status = status
-        log.debug("collected %s: %s", result.set_name, summary)
+            log.info("replica set %s is %s: %s", label or result.set_name, status, reasons)
+        self._last_status[label] = status
+        log.debug("collected %s: %s", label or result.set_name, summary)
 
 
 class PollScheduler:

@@ -17,16 +17,23 @@ from dataclasses import dataclass
 import httpserver
 import metrics
 import web
+from cluster import ShardedSource
 from config import Settings
-from driver import Connection
+from driver import Connection, set_uri
 from keeper import ClientKeeper
+from kinds import SetRole
 from poller import Poller, PollScheduler
 from reader import SetReader
-from source import ReplicaSetSource
+from shardmap import SetAddress
+from source import DetectingSource, ReplicaSetSource, Source
 from store import SnapshotStore
 from webconfig import load_web_config
 
 MAX_BODY_BYTES = httpserver.DEFAULT_MAX_BODY_BYTES  # the same cap for the app and the server, given to both
+# Behind mongos routers, each set's client hears from its members this often, in polled mode (one thread per
+# member): a cluster of 100 sets costs little between polls. Elections are still followed at poll time: a command
+# that meets a stale view makes the driver look again at once.
+CLUSTER_HEARTBEAT_MS = 10_000
 
 
 @dataclass
@@ -35,7 +42,7 @@ class Service:
 
     settings: Settings
     store: SnapshotStore
-    source: ReplicaSetSource
+    source: Source
     poller: Poller
     scheduler: PollScheduler
     registry: object
@@ -69,8 +76,15 @@ def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.m
     def connect() -> Connection:
         return Connection(settings.uri, settings.timeout_s, settings.scrub, interval_s=settings.interval_s)
 
-    keeper = ClientKeeper(connect)
-    source = ReplicaSetSource(keeper, SetReader(settings.timeout_s))
+    def replica_set(keeper: ClientKeeper) -> ReplicaSetSource:
+        return ReplicaSetSource(keeper, SetReader(settings.timeout_s))
+
+    def sharded(router: ClientKeeper) -> ShardedSource:
+        return ShardedSource(
+            router, lambda address: _set_source(settings, address), settings.timeout_s, infra=settings.infra_label
+        )
+
+    source = DetectingSource(ClientKeeper(connect), replica_set, sharded)
     store = SnapshotStore(settings.infra_label, settings.interval_s, monotonic=monotonic)
     registry = metrics.build_registry(store)
     app = web.create_app(
@@ -90,3 +104,26 @@ def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.m
     poller = Poller(source.collect, store, settings.timeout_s)
     scheduler = PollScheduler(poller.poll, settings.interval_s)
     return Service(settings, store, source, poller, scheduler, registry, app, server)
+
+
+def _set_source(settings: Settings, address: SetAddress) -> ReplicaSetSource:
+    """The source of one set behind the routers: its seeds and name, with the router URI's credentials and
+    options or the config file's credentials for shards / config servers."""
+    credentials = settings.credentials_for(address.shard_id, config_servers=address.role is SetRole.CONFIG)
+    login = {}
+    if credentials is not None:
+        login = {"username": credentials.username, "password": credentials.password}
+        login["auth_source"] = credentials.auth_source
+    uri = set_uri(settings.uri, address.name, address.hosts, **login)
+
+    def connect() -> Connection:
+        return Connection(
+            uri,
+            settings.timeout_s,
+            settings.scrub,
+            interval_s=settings.interval_s,
+            heartbeat_ms=CLUSTER_HEARTBEAT_MS,
+            polled_heartbeats=True,
+        )
+
+    return ReplicaSetSource(ClientKeeper(connect), SetReader(settings.timeout_s))

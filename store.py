@@ -1,8 +1,11 @@
 """The in-memory store of the latest collection, and the read-only view every endpoint answers from.
 
-The scheduled job publishes one `Snapshot` or one `Failure` per poll (a reference swap under a lock); readers
-take a `View`, an immutable value with the data age computed from an injected monotonic clock. Nothing here
-does I/O and nothing is written to disk: the user asked for memory only. Imports `kinds` and `replset`.
+The scheduled job publishes one result per poll (a swap under a lock): a `Snapshot` or a `Failure` when the URI
+names a replica set, a `ClusterResult` (the shard map and one result per set) when it names mongos routers.
+Readers take a `View`, an immutable value with the data ages computed from an injected monotonic clock. Each set
+keeps its last good snapshot beside its latest failure, so readers can say "failed 40 s ago; last known: ...".
+A set that leaves the shard map is dropped: memory is one record per set of the current map. Nothing here does
+I/O and nothing is written to disk: the user asked for memory only. Imports `kinds`, `replset` and `shardmap`.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kinds import FailureKind
+from kinds import FailureKind, SetRole
 from replset import Failure, Snapshot, Status
+from shardmap import SetAddress, ShardMap
+
+FRESHNESS_LIMIT_S = 180  # data older than 3 minutes is stale: RED in the document, 503 on /liveness
 
 
 def wall_now_ms() -> int:
@@ -21,26 +27,36 @@ def wall_now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-FRESHNESS_LIMIT_S = 180  # data older than 3 minutes is stale: RED in the document, 503 on /liveness
+@dataclass(frozen=True)
+class RouterState:
+    address: str  # host:port of a mongos
+    reachable: bool  # its last heartbeat succeeded
 
 
 @dataclass(frozen=True)
-class View:
-    """What one reader sees at one instant."""
+class ClusterResult:
+    """One poll of a sharded cluster: the map it used and one result per set of that map."""
 
-    infra: str
-    interval_s: float
+    map: ShardMap | None  # the map read this poll, or the last known one; None when none was ever read
+    map_failure: Failure | None  # why the map could not be read this poll (then `map` is the last known one)
+    sets: tuple[tuple[SetAddress, Snapshot | Failure], ...]
+    routers: tuple[RouterState, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetView:
+    """One replica set as readers see it: its last good snapshot and its latest failure."""
+
+    address: SetAddress
     snapshot: Snapshot | None  # the last successful snapshot, None before the first success
     failure: Failure | None  # the last poll's failure; None when the last poll succeeded
     age_s: float | None  # seconds since the last success, None before the first success
-    last_duration_s: float | None  # how long the last poll took
-    last_success_wall_s: float | None  # wall clock of the last success, for the *_timestamp_seconds metric
-    polls: int  # how many polls have ended (success or failure)
-    failures_by_kind: tuple[tuple[FailureKind, int], ...]  # cumulative failed polls per kind, sorted by kind
+    last_success_wall_s: float | None  # wall clock of the last success
+    freshness_limit_s: float = FRESHNESS_LIMIT_S
 
     @property
     def is_stale(self) -> bool:
-        return self.age_s is None or self.age_s >= FRESHNESS_LIMIT_S
+        return self.age_s is None or self.age_s >= self.freshness_limit_s
 
     @property
     def current(self) -> Snapshot | None:
@@ -54,20 +70,108 @@ class View:
         current = self.current
         return current.status if current is not None else Status.RED
 
+    @property
+    def name(self) -> str:
+        return self.address.name or (self.snapshot.set_name if self.snapshot is not None else "")
+
+
+@dataclass(frozen=True)
+class View:
+    """What one reader sees at one instant: every set of the cluster (one when the URI names a replica set)."""
+
+    infra: str
+    interval_s: float
+    sharded: bool
+    sets: tuple[SetView, ...]  # the shards in shard-id order, then the config servers; one set when not sharded
+    age_s: float | None  # seconds since the last poll that collected anything, None before the first
+    last_duration_s: float | None  # how long the last poll took
+    last_success_wall_s: float | None  # wall clock of the last poll that collected anything
+    polls: int  # how many polls have ended (success or failure)
+    failures_by_kind: tuple[tuple[FailureKind, int], ...]  # cumulative failures per kind (sets and map), by kind
+    freshness_limit_s: float = FRESHNESS_LIMIT_S
+    map_failure: Failure | None = None  # sharded: why the map could not be read in the last poll
+    map_age_s: float | None = None  # sharded: seconds since the map was last read
+    map_source: str = ""  # sharded: getShardMap, listShards or config.shards
+    config_watched: bool = True  # sharded: False when the config server set is not in the map
+    routers: tuple[RouterState, ...] = ()
+
+    # --- One replica set (the URI named a set): the readers of issue 5 read these. ---------------------------
+
+    @property
+    def single(self) -> SetView | None:
+        return self.sets[0] if not self.sharded and self.sets else None
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self.single.snapshot if self.single is not None else None
+
+    @property
+    def failure(self) -> Failure | None:
+        """The last poll's failure: the set's when not sharded, the map's when sharded."""
+        if self.sharded:
+            return self.map_failure
+        return self.single.failure if self.single is not None else None
+
+    @property
+    def current(self) -> Snapshot | None:
+        return self.single.current if self.single is not None else None
+
+    # --- Any cluster. -------------------------------------------------------------------------------------------
+
+    @property
+    def is_stale(self) -> bool:
+        return self.age_s is None or self.age_s >= self.freshness_limit_s
+
+    @property
+    def status(self) -> Status:
+        """The worst set; RED before anything was collected. A set that could not be collected is RED."""
+        if not self.sets:
+            return Status.RED
+        return max(s.status for s in self.sets)
+
     def liveness_problems(self) -> list[str]:
-        """Why the exporter is not doing its job; empty when it is. No primary is RED, not a problem here."""
+        """Why the exporter is not doing its job; empty when it is. A RED set is the cluster's problem, not this."""
+        if self.sharded:
+            return self._cluster_liveness_problems()
         problems = []
+        failure = self.failure
         # Failures that stop collecting are 503 at once; a missed deadline waits for staleness (kinds.FailureKind).
-        if self.failure is not None and self.failure.kind.stops_collecting:
-            problems.append(self.failure.message)
+        if failure is not None and failure.kind.stops_collecting:
+            problems.append(failure.message)
         if self.snapshot is None:
             if self.polls == 0:
                 problems.append("no collection has finished yet")
             elif not problems:
                 problems.append("no collection has succeeded yet")
         elif self.is_stale:
-            problems.append(f"the last successful collection is {self.age_s:.0f} s old (limit {FRESHNESS_LIMIT_S} s)")
+            problems.append(self._stale_sentence())
         return problems
+
+    def _cluster_liveness_problems(self) -> list[str]:
+        """Sharded: alive while the map or some set was read within the freshness limit."""
+        if self.polls == 0:
+            return ["no collection has finished yet"]
+        map_fresh = self.map_age_s is not None and self.map_age_s < self.freshness_limit_s
+        if map_fresh or any(s.current is not None for s in self.sets):
+            return []
+        problems = [self.map_failure.message] if self.map_failure is not None else []
+        if self.age_s is None:
+            problems.append("nothing has been collected from the cluster yet")
+        else:
+            problems.append(self._stale_sentence())
+        return problems
+
+    def _stale_sentence(self) -> str:
+        return f"the last successful collection is {self.age_s:.0f} s old (limit {self.freshness_limit_s:g} s)"
+
+
+@dataclass
+class _SetRecord:
+    address: SetAddress
+    snapshot: Snapshot | None = None
+    failure: Failure | None = None
+    success_mono: float | None = None
+    success_wall: float | None = None
 
 
 class SnapshotStore:
@@ -79,44 +183,122 @@ class SnapshotStore:
         interval_s: float,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        *,
+        freshness_limit_s: float = FRESHNESS_LIMIT_S,
     ) -> None:
         self.infra = infra
         self.interval_s = interval_s
+        self.freshness_limit_s = freshness_limit_s
         self._monotonic = monotonic
         self._wall = wall
         self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
-        self._failure: Failure | None = None
+        self._sharded = False
+        self._sets: dict[str, _SetRecord] = {}  # by replica-set name ("" for a set whose name is not known yet)
         self._success_mono: float | None = None
         self._success_wall: float | None = None
         self._duration: float | None = None
         self._polls = 0
         self._failures: dict[FailureKind, int] = {}
+        self._map: ShardMap | None = None
+        self._map_failure: Failure | None = None
+        self._map_mono: float | None = None
+        self._routers: tuple[RouterState, ...] = ()
 
-    def publish(self, result: Snapshot | Failure, duration_s: float) -> None:
+    def publish(self, result: Snapshot | Failure | ClusterResult, duration_s: float) -> None:
         now_mono, now_wall = self._monotonic(), self._wall()
         with self._lock:
             self._polls += 1
             self._duration = duration_s
-            if isinstance(result, Snapshot):
-                self._snapshot, self._failure = result, None
-                self._success_mono, self._success_wall = now_mono, now_wall
+            if isinstance(result, ClusterResult):
+                self._publish_cluster(result, now_mono, now_wall)
+            elif self._sharded and isinstance(result, Failure):
+                self._publish_cluster_failure(result)
             else:
-                self._failure = result
-                self._failures[result.kind] = self._failures.get(result.kind, 0) + 1
+                self._publish_set(result, now_mono, now_wall)
+
+    def _publish_set(self, result: Snapshot | Failure, now_mono: float, now_wall: float) -> None:
+        """The URI names one replica set: it is the only record, whatever its name turns out to be."""
+        self._sharded = False
+        known = next(iter(self._sets.values()), None)
+        name = result.set_name if isinstance(result, Snapshot) else (known.address.name if known else "")
+        record = known or _SetRecord(SetAddress(name, (), SetRole.REPLICA_SET))
+        record.address = SetAddress(name, (), SetRole.REPLICA_SET)
+        self._sets = {name: record}
+        if self._record(record, result, now_mono, now_wall):
+            self._success_mono, self._success_wall = now_mono, now_wall
+
+    def _publish_cluster(self, result: ClusterResult, now_mono: float, now_wall: float) -> None:
+        self._sharded = True
+        self._routers = result.routers
+        self._map_failure = result.map_failure
+        if result.map_failure is not None:
+            self._count(result.map_failure)
+        else:
+            self._map_mono = now_mono
+        self._map = result.map
+        collected = result.map_failure is None
+        fresh: dict[str, _SetRecord] = {}
+        for address, set_result in result.sets:
+            record = self._sets.get(address.name) or _SetRecord(address)
+            record.address = address
+            fresh[address.name] = record
+            collected |= self._record(record, set_result, now_mono, now_wall)
+        self._sets = fresh  # a set that left the map is forgotten
+        if collected:
+            self._success_mono, self._success_wall = now_mono, now_wall
+
+    def _publish_cluster_failure(self, failure: Failure) -> None:
+        """The whole poll of a cluster failed (its deadline, a bug): every set is failed by it, counted once."""
+        self._map_failure = failure
+        self._count(failure)
+        for record in self._sets.values():
+            record.failure = failure
+
+    def _record(self, record: _SetRecord, result: Snapshot | Failure, now_mono: float, now_wall: float) -> bool:
+        """Store one set's result; True when it was a success."""
+        if isinstance(result, Snapshot):
+            record.snapshot, record.failure = result, None
+            record.success_mono, record.success_wall = now_mono, now_wall
+            return True
+        record.failure = result
+        self._count(result)
+        return False
+
+    def _count(self, failure: Failure) -> None:
+        self._failures[failure.kind] = self._failures.get(failure.kind, 0) + 1
 
     def view(self) -> View:
         now = self._monotonic()
+
+        def age(since: float | None) -> float | None:
+            return None if since is None else max(0.0, now - since)
+
         with self._lock:
-            age = None if self._success_mono is None else max(0.0, now - self._success_mono)
+            sets = tuple(
+                SetView(
+                    address=r.address,
+                    snapshot=r.snapshot,
+                    failure=r.failure,
+                    age_s=age(r.success_mono),
+                    last_success_wall_s=r.success_wall,
+                    freshness_limit_s=self.freshness_limit_s,
+                )
+                for r in self._sets.values()
+            )
             return View(
                 infra=self.infra,
                 interval_s=self.interval_s,
-                snapshot=self._snapshot,
-                failure=self._failure,
-                age_s=age,
+                sharded=self._sharded,
+                sets=sets,
+                age_s=age(self._success_mono),
                 last_duration_s=self._duration,
                 last_success_wall_s=self._success_wall,
                 polls=self._polls,
                 failures_by_kind=tuple(sorted(self._failures.items())),
+                freshness_limit_s=self.freshness_limit_s,
+                map_failure=self._map_failure,
+                map_age_s=age(self._map_mono),
+                map_source=self._map.source if self._map is not None else "",
+                config_watched=self._map.config_watched if self._map is not None else True,
+                routers=self._routers,
             )
