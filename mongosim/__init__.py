@@ -26,5 +26,6 @@ Imports `bson` (shipped with pymongo) and the standard library; never pymongo it
 
 from .model import PROFILES, ManualClock, RealClock
 from .replicaset import MemberInfo, MemberSpec, ReplicaSet
+from .sharded import Router, ShardedCluster
 
-__all__ = ["PROFILES", "ManualClock", "MemberInfo", "MemberSpec", "RealClock", "ReplicaSet"]
+__all__ = ["PROFILES", "ManualClock", "MemberInfo", "MemberSpec", "RealClock", "ReplicaSet", "Router", "ShardedCluster"]
