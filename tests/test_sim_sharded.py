@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import re
+import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from pymongo import MongoClient, ReadPreference
@@ -15,11 +21,12 @@ from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeo
 from pymongo.server_type import SERVER_TYPE
 
 from mongosim import ManualClock, MemberSpec, ReplicaSet, ShardedCluster
+from mongosim.demo import start_demo_cluster
 
 PP = ReadPreference.PRIMARY_PREFERRED
 MONITOR = ("monitor", "s3cret")
 CREDENTIALS = {"username": "monitor", "password": "s3cret"}
-EPOCH = dt.datetime(1970, 1, 1)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _hosts(rs: ReplicaSet) -> list[str]:
@@ -394,3 +401,72 @@ def test_a_cluster_dropped_without_stop_still_frees_its_thread():
     del cluster
     gc.collect()
     assert _mongosim_threads(before) == []
+
+
+# --- the command line and the demo ----------------------------------------------------------------------------
+
+
+def test_the_cli_starts_a_cluster_prints_the_router_uri_first_and_exits_cleanly_on_sigterm(connect):
+    flags = ["--shards", "2", "--routers", "2", "--lag", "1=1500", "--auth", "monitor:s3cret"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mongosim", *flags], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert select.select([proc.stdout], [], [], 10)[0], "the simulator printed nothing"
+        uri = proc.stdout.readline().strip()
+        assert re.fullmatch(r"mongodb://127\.0\.0\.1:\d+,127\.0\.0\.1:\d+/", uri)
+        client = connect(uri, **CREDENTIALS)
+        assert list(client.admin.command("getShardMap")["map"]) == ["shard01", "shard02", "config"]
+        client.close()  # before the cluster goes away: closing a client with no server left waits for one
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    routers = uri.removeprefix("mongodb://").rstrip("/").split(",")
+    assert lines[:2] == [f"# router {i} {name} (mongos 7.0)" for i, name in enumerate(routers)]
+    assert lines[2].startswith("# config servers (set configRepl): 127.0.0.1:")
+    assert [line.split(":")[0] for line in lines[3:5]] == [
+        "# shard shard01 (set shard01)",
+        "# shard shard02 (set shard02)",
+    ]
+    assert all(" SECONDARY lag 1500 ms" in line for line in lines[3:5])
+    assert "s3cret" not in uri + out + err
+
+
+def test_the_cli_help_documents_the_cluster_flags():
+    run = subprocess.run(
+        [sys.executable, "-m", "mongosim", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    for flag in ("--shards", "--routers", "--config-members", "--shard-auth", "--config-shard"):
+        assert flag in run.stdout
+
+
+def test_the_demo_cluster_moves_a_shard_secondary_through_the_colours_and_stops_at_once(connect, wait_until):
+    before = set(threading.enumerate())
+    clock = ManualClock(1_723_763_174_512)
+    cluster, stop = start_demo_cluster(clock=clock)
+    try:
+        router = connect(cluster.uri)
+        assert list(router.admin.command("getShardMap")["map"]) == ["shard01", "shard02", "shard03", "config"]
+        shard = connect(cluster.shard("shard01").uri)
+
+        def lag_1() -> float:
+            members = shard.admin.command("replSetGetStatus", read_preference=PP)["members"]
+            return (members[0]["lastAppliedWallTime"] - members[1]["lastAppliedWallTime"]) / dt.timedelta(
+                milliseconds=1
+            )
+
+        assert lag_1() < 5_000
+        clock.advance(120_000)
+        assert wait_until(lambda: lag_1() >= 30_000)
+        router.close()
+        shard.close()
+    finally:
+        stop()
+    assert _mongosim_threads(before) == []
+    stop()
