@@ -18,7 +18,8 @@ code serves it (wire protocol, hangs, awaitable hello). `dispatch()` answers as 
 - ping, buildInfo, SASL (SCRAM against the cluster users, who live on the config servers), endSessions, getnonce:
   as a mongod answers them (`commands.dispatch` on this model). Any other command: 59 CommandNotFound.
 
-Imports `bson`, `.catalog`, `.commands`, `.model` and `.wire`.
+Authorization is mongod's own check (commands.py's `_require`, `_can_monitor`, `_can_read`) run on this model.
+Imports `bson`, `.catalog`, `.commands`, `.model`, `.scram` (a type) and `.wire`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ ATLAS_REFUSAL = (
 )
 REFUSALS = (None, "unauthorized", "atlas")
 CODE_NAMES = {**commands.CODE_NAMES, 133: "FailedToSatisfyReadPreference", 8000: "AtlasError"}
-_MONITOR_ROLES = (("clusterMonitor", "admin"), ("clusterAdmin", "admin"), ("root", "admin"), ("__system", "admin"))
 _AS_MONGOD = ("ping", "buildInfo", "buildinfo", "saslStart", "saslContinue", "endSessions", "getnonce")
 _ADMIN_ONLY = ("replSetGetStatus", "getShardMap", "listShards", "listshards")
 
@@ -112,34 +112,16 @@ def _ok(model: RouterModel, doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "ok": 1.0, **_cluster_time(model)}
 
 
-def _require(model: RouterModel, session: Session, name: str, db: str, allowed: Callable[[User], bool]) -> None:
-    """Authentication is on once the cluster has users (on a real cluster: a keyFile)."""
-    users = model.users
-    if not users or session.superuser:
-        return
-    if session.user is None:
-        raise CommandError(13, f"Command {name} requires authentication")
-    user = users.get(session.user)
-    if user is None or not allowed(user):
-        raise CommandError(13, f"not authorized on {db} to execute command {{ {name}: ... }}")
-
-
-def _can_monitor(user: User) -> bool:
-    return user.has_role(*_MONITOR_ROLES)
+def _require(model: RouterModel, session: Session, request: wire.Request, allowed: Callable[[User], bool]) -> None:
+    """mongod's check (commands.py): authentication is on once the cluster has users (on a real one: a keyFile)."""
+    name = next(iter(request.body), "")
+    ctx = commands._Ctx(model, model.member, session, request, model.now())
+    commands._require(ctx, name, request.db, allowed)
 
 
 def _can_read(db: str) -> Callable[[User], bool]:
-    """read/readWrite/dbOwner on `db`, root; and on config, clusterMonitor (it reads the config database)."""
-
-    def check(user: User) -> bool:
-        if user.has_role(("read", db), ("readWrite", db), ("dbOwner", db), ("root", "admin"), ("__system", "admin")):
-            return True
-        if db == "config" and user.has_role(*_MONITOR_ROLES, ("clusterManager", "admin")):
-            return True
-        any_db = user.has_role(("readAnyDatabase", "admin"), ("readWriteAnyDatabase", "admin"))
-        return any_db and db not in ("local", "config")
-
-    return check
+    """As on mongod, and clusterMonitor also reads the config database (its built-in privileges say so)."""
+    return lambda user: commands._can_read(db)(user) or (db == "config" and commands._can_monitor(user))
 
 
 def _require_config_servers(model: RouterModel) -> None:
@@ -190,7 +172,7 @@ def _hello(model: RouterModel, session: Session, request: wire.Request) -> dict[
 
 
 def _repl_set_get_status(model: RouterModel, session: Session, request: wire.Request) -> dict[str, Any]:
-    _require(model, session, "replSetGetStatus", "admin", lambda user: True)  # logged in as anyone will do
+    _require(model, session, request, lambda user: True)  # no privilege needed, but with auth on, a login
     return {"info": "mongos", "ok": 0.0, "errmsg": NOT_THROUGH_MONGOS, **_cluster_time(model)}
 
 
@@ -198,14 +180,14 @@ def _get_shard_map(model: RouterModel, session: Session, request: wire.Request) 
     refusal = model.catalog.shard_map_refusal
     if refusal == "atlas":
         raise CommandError(8000, ATLAS_REFUSAL)
-    _require(model, session, "getShardMap", "admin", _can_monitor)
+    _require(model, session, request, commands._can_monitor)
     if refusal == "unauthorized":
         raise CommandError(13, "not authorized on admin to execute command { getShardMap: ... }")
     return _ok(model, model.catalog.shard_map())
 
 
 def _list_shards(model: RouterModel, session: Session, request: wire.Request) -> dict[str, Any]:
-    _require(model, session, "listShards", "admin", _can_monitor)
+    _require(model, session, request, commands._can_monitor)
     _require_config_servers(model)
     return _ok(model, {"shards": model.catalog.list_shards()})
 
@@ -215,7 +197,7 @@ def _find(model: RouterModel, session: Session, request: wire.Request) -> dict[s
     coll = body.get("find")
     if not isinstance(coll, str):
         raise CommandError(2, "collection name has invalid type")
-    _require(model, session, "find", db, _can_read(db))
+    _require(model, session, request, _can_read(db))
     batch: list[dict[str, Any]] = []
     if (db, coll) == ("config", "shards"):
         _require_config_servers(model)
@@ -261,7 +243,7 @@ def _project(doc: dict[str, Any], projection: Any) -> dict[str, Any]:
 
 
 def _server_status(model: RouterModel, session: Session, request: wire.Request) -> dict[str, Any]:
-    _require(model, session, "serverStatus", request.db, _can_monitor)
+    _require(model, session, request, commands._can_monitor)
     me, now = model.member, model.now()
     stats, uptime_ms = me.stats, max(0, now - me.started_ms)
     doc = {
