@@ -362,6 +362,7 @@ def test_config_server_members_carry_the_configsvr_markers_and_shard_members_do_
     for command in ("hello", "replSetGetStatus"):
         assert "configsvr" not in shard.admin.command(command)
     assert "configsvr" not in shard.admin.command("replSetGetConfig")["config"]
+    assert cluster.config.command(0, "replSetGetConfig")["config"]["configsvr"] is True  # in-process as on the wire
     for client in (config, shard):
         status = client.admin.command("serverStatus")
         assert status["sharding"]["configsvrConnectionString"] == _conn_string(cluster.config)
@@ -392,6 +393,21 @@ def test_stop_frees_every_port_and_the_thread_at_once_even_with_clients_connecte
             s.bind(("127.0.0.1", port))
     assert _mongosim_threads(before) == []
     cluster.stop()  # a second stop is harmless
+
+
+def test_a_cluster_that_cannot_bind_a_router_port_fails_to_start_and_leaves_nothing_running():
+    before = set(threading.enumerate())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cluster = ShardedCluster(shards=2, router_port=taken.getsockname()[1])
+        with pytest.raises(OSError):
+            cluster.start()
+    ports = [m.port for m in cluster.config.members] + [m.port for m in cluster.shard("shard01").members]
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+    assert _mongosim_threads(before) == []
 
 
 def test_a_cluster_dropped_without_stop_still_frees_its_thread():
