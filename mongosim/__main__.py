@@ -1,14 +1,19 @@
-"""Command line: start a simulated replica set from flags, print its URI on the first line of stdout, serve until
-SIGINT or SIGTERM, exit 0.
+"""Command line: start a simulated replica set, or a sharded cluster with --shards, print its URI on the first line
+of stdout, serve until SIGINT or SIGTERM, exit 0.
 
     python -m mongosim --members 3 --arbiter --lag 1=1500 --delay 2=3600 --hidden 2 --version 7.0 \\
         --auth monitor:secret:clusterMonitor,read@local
+    python -m mongosim --shards 3 --routers 2 --members 3 --lag 1=1500 --version 8.0 \\
+        --auth monitor:secret --shard-auth local:secret
 
-Members are numbered by `_id`: the data members 0..N-1 (0 starts as primary), then the arbiter. The URI never
-carries a password; with --auth, give the username and password to the client separately. Lines after the first
-start with "# " and describe the set.
+Members are numbered by `_id`: the data members 0..N-1 (0 starts as primary), then the arbiter. With --shards the
+member flags (--members, --arbiter, --lag, --delay, --hidden, --priority, --votes, --state) shape every shard, the
+URI is the routers' (no replicaSet=), --auth makes cluster users (they log in on routers and config servers) and
+--shard-auth shard-local users of every shard; --port is then the first router's port. The URI never carries a
+password: give the username and password to the client separately. Lines after the first start with "# " and
+describe the set, or the routers, the config server set and the shards.
 
-Imports `.replicaset`, `.demo` and `.model` only.
+Imports `.replicaset`, `.sharded`, `.demo` and `.model` only.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from .demo import start_demo_set
+from .demo import start_demo_cluster, start_demo_set
 from .model import PROFILES, SETTABLE_STATES
 from .replicaset import TOPOLOGIES, MemberSpec, ReplicaSet
+from .sharded import ShardedCluster
 
 
 def _pair(text: str) -> tuple[int, str]:
@@ -47,7 +53,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arbiter", action="store_true", help="add an arbiter after the data members")
     p.add_argument("--version", default="7.0", choices=sorted(PROFILES), help="server version profile")
     p.add_argument("--set-name", default="rs0", help="replica set name (default rs0)")
-    p.add_argument("--port", type=int, default=0, help="port of member 0, then +1 per member (default: any free)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="port of member 0, then +1 per member; with --shards, of router 0 (default: any)",
+    )
     p.add_argument("--lag", type=_pair, action="append", default=[], metavar="ID=MS", help="replication lag, ms")
     p.add_argument("--delay", type=_pair, action="append", default=[], metavar="ID=SECS", help="secondaryDelaySecs")
     p.add_argument("--hidden", type=int, action="append", default=[], metavar="ID", help="a hidden member")
@@ -61,18 +72,71 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="USER:PASS[:ROLES]",
-        help="require authentication; roles default to clusterMonitor,read@local",
+        help="require authentication (with --shards: a cluster user); roles default to clusterMonitor,read@local",
     )
     writes = p.add_mutually_exclusive_group()
     writes.add_argument("--idle", action="store_true", help="only a no-op every 10 s (no write traffic)")
     writes.add_argument("--write-rate", type=float, metavar="OPS", help="writes per second instead of traffic")
     p.add_argument("--topology", default="replset", choices=TOPOLOGIES, help="replset, standalone, uninitialized")
-    p.add_argument("--demo", action="store_true", help="the exporter's demo set (ignores the other flags)")
+    p.add_argument("--demo", action="store_true", help="the exporter's demo set, or with --shards its demo cluster")
+    cluster = p.add_argument_group("sharded cluster (--shards N starts one; the member flags shape every shard)")
+    cluster.add_argument(
+        "--shards", type=int, default=0, metavar="N", help="shard replica sets (default 0: no cluster)"
+    )
+    cluster.add_argument("--routers", type=int, default=1, metavar="R", help="mongos routers (default 1)")
+    cluster.add_argument("--config-members", type=int, default=3, metavar="C", help="config servers (default 3)")
+    cluster.add_argument(
+        "--shard-auth",
+        type=_user,
+        action="append",
+        default=[],
+        metavar="USER:PASS[:ROLES]",
+        help="a shard-local user on every shard (--auth users are cluster users: routers and config servers)",
+    )
+    cluster.add_argument("--config-shard", action="store_true", help="8.0+: the config servers also hold data")
     return p.parse_args(argv)
 
 
 def build(args: argparse.Namespace) -> ReplicaSet:
     """The ReplicaSet the flags describe (not started). Raises ValueError for a contradiction."""
+    mode, rate = _writes(args)
+    return ReplicaSet(
+        member_specs(args, ports=bool(args.port)),
+        version=args.version,
+        name=args.set_name,
+        users=[(u, pw, roles) for u, pw, roles in args.auth],
+        mode=mode,
+        rate=rate,
+        topology=args.topology,
+    )
+
+
+def build_cluster(args: argparse.Namespace) -> ShardedCluster:
+    """The ShardedCluster the flags describe (not started). Raises ValueError for a contradiction."""
+    if args.set_name != "rs0" or args.topology != "replset":
+        raise ValueError("--set-name and --topology are for a replica set; shards are named shard01, shard02, ...")
+    mode, rate = _writes(args)
+    return ShardedCluster(
+        args.shards,
+        members=member_specs(args, ports=False),
+        config_members=args.config_members,
+        routers=args.routers,
+        version=args.version,
+        users=[(u, pw, roles) for u, pw, roles in args.auth],
+        shard_users=[(u, pw, roles) for u, pw, roles in args.shard_auth],
+        config_shard=args.config_shard,
+        mode=mode,
+        rate=rate,
+        router_port=args.port,
+    )
+
+
+def _writes(args: argparse.Namespace) -> tuple[str, float]:
+    return ("idle", 0.0) if args.idle else ("rate", args.write_rate) if args.write_rate else ("traffic", 0.0)
+
+
+def member_specs(args: argparse.Namespace, ports: bool) -> list[MemberSpec]:
+    """The members the member flags describe; `ports`: member i listens on --port + i."""
     count = args.members + (1 if args.arbiter else 0)
     if args.members < 1:
         raise ValueError("--members must be at least 1")
@@ -98,20 +162,31 @@ def build(args: argparse.Namespace) -> ReplicaSet:
         put(member, votes=int(value))
     for member, value in args.state:
         put(member, state=value.upper())
-    if args.port:
+    if ports:
         for i in range(count):
             put(i, port=args.port + i)
-    specs = [replace(spec, **fields[i]) for i, spec in enumerate(specs)]
-    mode, rate = ("idle", 0.0) if args.idle else ("rate", args.write_rate) if args.write_rate else ("traffic", 0.0)
-    return ReplicaSet(
-        specs,
-        version=args.version,
-        name=args.set_name,
-        users=[(u, pw, roles) for u, pw, roles in args.auth],
-        mode=mode,
-        rate=rate,
-        topology=args.topology,
-    )
+    return [replace(spec, **fields[i]) for i, spec in enumerate(specs)]
+
+
+def describe_set(rs: ReplicaSet) -> list[str]:
+    lines = []
+    for m in rs.members:
+        extra = [f"lag {m.lag_ms} ms"] if m.role == "secondary" else []
+        extra += ["hidden"] * m.hidden + [f"delay {m.delay_secs} s"] * bool(m.delay_secs)
+        lines.append(f"# member {m.id} {m.name} {m.state} ({', '.join([m.version, *extra])})")
+    return lines
+
+
+def describe_cluster(cluster: ShardedCluster) -> list[str]:
+    """One line per router, for the config server set and per shard (a 100-shard cluster stays readable)."""
+
+    def members(rs: ReplicaSet) -> str:
+        return ", ".join(f"{m.name} {m.state}" + (f" lag {m.lag_ms} ms" if m.lag_ms else "") for m in rs.members)
+
+    lines = [f"# router {r.index} {r.name} (mongos {r.version})" for r in cluster.routers]
+    lines.append(f"# config servers (set {cluster.config.name}): {members(cluster.config)}")
+    lines += [f"# shard {s} (set {cluster.shard(s).name}): {members(cluster.shard(s))}" for s in cluster.shard_ids]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,23 +194,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    target: ReplicaSet | ShardedCluster
     try:
         if args.demo:
-            rs, stop = start_demo_set()
+            target, stop = start_demo_cluster() if args.shards else start_demo_set()
         else:
-            rs = build(args).start()
-            stop = rs.stop
+            target = (build_cluster(args) if args.shards else build(args)).start()
+            stop = target.stop
     except (ValueError, OSError) as exc:
         print(f"mongosim: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
     try:
-        print(rs.uri)
-        for m in rs.members:
-            extra = [f"lag {m.lag_ms} ms"] if m.role == "secondary" else []
-            extra += ["hidden"] * m.hidden + [f"delay {m.delay_secs} s"] * bool(m.delay_secs)
-            print(f"# member {m.id} {m.name} {m.state} ({', '.join([m.version, *extra])})")
-        for name, _pw, roles in args.auth:
-            print(f"# auth required: user {name!r} (roles {', '.join(roles)}); the password is not in the URI")
+        print(target.uri)
+        print("\n".join(describe_cluster(target) if isinstance(target, ShardedCluster) else describe_set(target)))
+        users = [("cluster user" if args.shards else "user", "", u) for u in args.auth]
+        users += [("shard-local user", " on every shard", u) for u in args.shard_auth]
+        for kind, where, (name, _pw, roles) in users:
+            print(f"# auth required: {kind} {name!r}{where} (roles {', '.join(roles)}); the password is not in the URI")
         sys.stdout.flush()
         stopping.wait()
     finally:

@@ -1,12 +1,17 @@
-"""The demo replica set the exporter's `--demo` collects from: something worth looking at, on one machine.
+"""The demo replica set and the demo sharded cluster the exporter's `--demo` collects from: something worth looking
+at, on one machine.
 
-A 7.0 set: a primary (_id 0), a secondary whose lag goes GREEN (< 5 s) -> YELLOW (5-30 s) -> RED (>= 30 s) -> back
-over three minutes (_id 1), a steady secondary (_id 2), an arbiter (_id 3) and a hidden member with
-secondaryDelaySecs 3600 whose raw lag sits a little above its delay (_id 4). A daemon thread moves the lags along
-the set's clock (pass a `ManualClock` to step through the cycle deterministically); the returned stop callable ends
-that thread at once and stops the set.
+The set (`start_demo_set`): 7.0, a primary (_id 0), a secondary whose lag goes GREEN (< 5 s) -> YELLOW (5-30 s) ->
+RED (>= 30 s) -> back over three minutes (_id 1), a steady secondary (_id 2), an arbiter (_id 3) and a hidden member
+with secondaryDelaySecs 3600 whose raw lag sits a little above its delay (_id 4).
 
-Imports `.replicaset` and `.model` only.
+The cluster (`start_demo_cluster`): 7.0, three shards of three members, a config server set of three and one
+router; shard01's member 1 cycles like the set's member 1, every other secondary wobbles below a second.
+
+A daemon thread moves the lags along the clock (pass a `ManualClock` to step through the cycle deterministically);
+the returned stop callable ends that thread at once and stops the set or the cluster.
+
+Imports `.replicaset`, `.sharded` and `.model` only.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from .model import RealClock
 from .replicaset import MemberSpec, ReplicaSet
+from .sharded import ShardedCluster
 
 log = logging.getLogger("mongosim")
 
@@ -52,6 +58,10 @@ def _wobble_ms(elapsed_ms: int, amplitude: int, period_s: float) -> int:
     return round(amplitude * math.sin(2 * math.pi * elapsed_ms / 1000 / period_s))
 
 
+# (replica set, member _id, lag in ms as a function of the ms since the demo started)
+Lag = tuple[ReplicaSet, int, Callable[[int], int]]
+
+
 def start_demo_set(clock: Any = None) -> tuple[ReplicaSet, Callable[[], None]]:
     """Start the demo set and the thread that moves its lags; returns (set, stop). stop() is idempotent."""
     clock = clock if clock is not None else RealClock()
@@ -63,18 +73,47 @@ def start_demo_set(clock: Any = None) -> tuple[ReplicaSet, Callable[[], None]]:
         MemberSpec(hidden=True, delay_secs=DELAY_SECS, lag_ms=DELAY_SECS * 1000 + 700),
     ]
     rs = ReplicaSet(members, version="7.0", name="demo", clock=clock).start()
+    lags: list[Lag] = [
+        (rs, 1, demo_lag_ms),
+        (rs, 2, lambda t: 400 + _wobble_ms(t, 150, 11)),
+        (rs, 4, lambda t: DELAY_SECS * 1000 + 700 + _wobble_ms(t, 200, 13)),
+    ]
+    return rs, _drive(clock, lags, rs.stop)
+
+
+def start_demo_cluster(clock: Any = None) -> tuple[ShardedCluster, Callable[[], None]]:
+    """Start the demo cluster and the thread that moves its lags; returns (cluster, stop). stop() is idempotent."""
+    clock = clock if clock is not None else RealClock()
+    cluster = ShardedCluster(shards=3, version="7.0", clock=clock).start()
+    shard01, shard02, shard03 = (cluster.shard(s) for s in ("shard01", "shard02", "shard03"))
+    lags: list[Lag] = [
+        (shard01, 1, demo_lag_ms),
+        (shard01, 2, lambda t: 400 + _wobble_ms(t, 150, 11)),
+        (shard02, 1, lambda t: 250 + _wobble_ms(t, 100, 7)),
+        (shard02, 2, lambda t: 600 + _wobble_ms(t, 200, 13)),
+        (shard03, 1, lambda t: 900 + _wobble_ms(t, 300, 17)),
+        (shard03, 2, lambda t: 150 + _wobble_ms(t, 50, 5)),
+        (cluster.config, 1, lambda t: 60 + _wobble_ms(t, 30, 9)),
+        (cluster.config, 2, lambda t: 80 + _wobble_ms(t, 40, 10)),
+    ]
+    return cluster, _drive(clock, lags, cluster.stop)
+
+
+def _drive(clock: Any, lags: list[Lag], stop_all: Callable[[], None]) -> Callable[[], None]:
+    """A daemon thread that sets every lag each TICK_S along `clock`; returns the stop callable."""
+    for rs, member, lag in lags:
+        rs.set_lag(member, lag(0))
     start_ms = clock.now_ms()
     stopping = threading.Event()
 
     def drive() -> None:
         while not stopping.wait(TICK_S):
             elapsed = clock.now_ms() - start_ms
-            try:
-                rs.set_lag(1, demo_lag_ms(elapsed))
-                rs.set_lag(2, 400 + _wobble_ms(elapsed, 150, 11))
-                rs.set_lag(4, DELAY_SECS * 1000 + 700 + _wobble_ms(elapsed, 200, 13))
-            except Exception:  # someone reshaped the set (e.g. elected member 1): keep the demo alive
-                log.debug("mongosim demo: could not move the lags", exc_info=True)
+            for rs, member, lag in lags:
+                try:
+                    rs.set_lag(member, lag(elapsed))
+                except Exception:  # someone reshaped a set (e.g. elected that member): keep the demo alive
+                    log.debug("mongosim demo: could not move a lag", exc_info=True)
 
     driver = threading.Thread(target=drive, name="mongosim-demo", daemon=True)
     driver.start()
@@ -82,6 +121,6 @@ def start_demo_set(clock: Any = None) -> tuple[ReplicaSet, Callable[[], None]]:
     def stop() -> None:
         stopping.set()
         driver.join()
-        rs.stop()
+        stop_all()
 
-    return rs, stop
+    return stop

@@ -21,7 +21,7 @@ from bson import ObjectId
 from . import commands, model, wire
 from .model import ManualClock, Member, RealClock, SetModel
 from .scram import User
-from .server import Server
+from .server import Dispatch, LoopThread, Server
 
 MemberRef = int | str
 
@@ -87,7 +87,11 @@ class ReplicaSet:
         rate: float = 0.0,
         topology: str = "replset",
         host: str = "127.0.0.1",
+        loop: LoopThread | None = None,
+        dispatch: Dispatch = commands.dispatch,
     ) -> None:
+        """`loop` and `dispatch` are for a ShardedCluster: a loop thread its sets share, and what a member of a
+        shard or of the config server set answers."""
         model.profile(version)
         if topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {', '.join(TOPOLOGIES)}")
@@ -106,7 +110,7 @@ class ReplicaSet:
         self._version_default = version
         self._model = SetModel(name, self.clock, version, mode=mode, rate=rate)
         self._model.topology = topology
-        self._server = Server(self._model, host)
+        self._server = Server(self._model, host, loop, dispatch)
         self._host = host
         self._specs = specs
         self._started = False
@@ -232,7 +236,7 @@ class ReplicaSet:
 
         def run() -> dict[str, Any]:
             session = commands.Session(connection_id=0, superuser=True)
-            return commands.dispatch(self._model, self._model.member(ref), session, request)
+            return self._server.dispatch(self._model, self._model.member(ref), session, request)
 
         return bson.decode(bson.encode(self._call(run)))  # exactly the types a client decodes
 

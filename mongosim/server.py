@@ -1,5 +1,11 @@
 """The network side: one asyncio event loop in one daemon thread serves every member's 127.0.0.1 listener.
 
+A `Server` serves one model (a replica set's, or a router's) and by default runs its own `LoopThread`. Give several
+servers one `LoopThread` and they share its loop and thread: a `ShardedCluster` of 100 shards runs one thread, and
+a server's stop() then closes only its own listeners and connections. What a member answers is `dispatch`
+(`commands.dispatch` unless told otherwise), so a config server, a shard member or a router can answer differently
+while the wire, the hangs and the awaitable hello stay here.
+
 Each member has its own listening socket (port fixed for the life of the set, so "down then up" reuses it), a
 reader callback that accepts on it (removed for a hang "before_accept": the socket keeps listening, the kernel
 keeps completing handshakes into the backlog, nobody ever accepts) and its connections. Every accepted socket is
@@ -31,6 +37,8 @@ log = logging.getLogger("mongosim")
 T = TypeVar("T")
 CALL_TIMEOUT_S = 10.0
 _LINGER_0 = struct.pack("ii", 1, 0)
+# What a member answers: (model, member, session, request) -> the reply document.
+Dispatch = Callable[[Any, Member, commands.Session, wire.Request], dict[str, Any]]
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -45,6 +53,77 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class LoopThread:
+    """One asyncio event loop in one daemon thread, for one server or for every server of a cluster."""
+
+    def __init__(self, name: str = "mongosim") -> None:
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def start(self) -> None:
+        """Start the loop's thread; a second call does nothing."""
+        if self.thread is not None:
+            return
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self.loop = loop
+        self.thread = threading.Thread(target=run, name=self.name, daemon=True)
+        self.thread.start()
+        if not ready.wait(CALL_TIMEOUT_S):
+            raise RuntimeError("the mongosim event loop did not start")
+
+    def stop(self) -> None:
+        """Cancel whatever still runs on the loop, stop it and join its thread. Idempotent."""
+        loop, thread = self.loop, self.thread
+        if loop is None or thread is None or not thread.is_alive():
+            return
+        if threading.current_thread() is thread:  # e.g. a finalizer run by the garbage collector on our thread
+            loop.create_task(_cancel_the_rest()).add_done_callback(lambda _: loop.stop())
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_cancel_the_rest(), loop).result(CALL_TIMEOUT_S)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(CALL_TIMEOUT_S)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` (a function or a coroutine function) on the loop and return its result."""
+        loop = self.loop
+        if loop is None or not self.running:
+            raise RuntimeError("the mongosim event loop is not running")
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("mongosim controls must not be called from the simulator's own thread")
+
+        async def run() -> T:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(CALL_TIMEOUT_S)
+
+
+async def _cancel_the_rest() -> None:
+    current = asyncio.current_task()
+    rest = [t for t in asyncio.all_tasks() if t is not current]
+    for task in rest:
+        task.cancel()
+    await asyncio.gather(*rest, return_exceptions=True)
 
 
 class _Listener:
@@ -64,13 +143,22 @@ class _Listener:
 
 
 class Server:
-    """Runs the loop thread and the listeners for one `SetModel`."""
+    """Serves one model's members: its own loop thread, or a `LoopThread` shared with other servers."""
 
-    def __init__(self, model: SetModel, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        model: SetModel,
+        host: str = "127.0.0.1",
+        loop: LoopThread | None = None,
+        dispatch: Dispatch = commands.dispatch,
+    ) -> None:
         self.model = model
         self.host = host
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self.dispatch = dispatch
+        self._owns_loop = loop is None
+        self._loop_thread = loop if loop is not None else LoopThread(f"mongosim-{model.name}")
+        self._started = False
+        self._serving = False  # between start() and stop(): the loop accepts on this server's listeners
         self._listeners: dict[int, _Listener] = {}
         self._held: set[asyncio.Future[None]] = set()  # awaitable hellos waiting for a change
         self._request_ids = itertools.count(1)
@@ -78,7 +166,7 @@ class Server:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._serving and self._loop_thread.running
 
     # -- lifecycle (caller's thread) --
 
@@ -86,50 +174,45 @@ class Server:
         """Open `member`'s listening socket (before start, or on the loop via call()); returns the port."""
         listener = _Listener(member.id, listening_socket(self.host, port))
         self._listeners[member.id] = listener
-        if self._loop is not None and self.running:
+        if self.running:
             self._start_accepting(listener)
         return listener.port
 
     def start(self) -> None:
-        if self._thread is not None:
+        """Start serving every bound listener (and the loop thread, unless it is shared and already running)."""
+        if self._started:
             raise RuntimeError("a mongosim Server starts once")
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._loop = loop
+        self._started = True
+        if self._owns_loop:
+            self._loop_thread.start()
+        elif not self._loop_thread.running:
+            raise RuntimeError("start the shared LoopThread before its servers")
+        self._serving = True
+        self._loop_thread.call(self._begin)
 
-        def begin() -> None:
-            for listener in self._listeners.values():
-                member = self.model.members.get(listener.member_id)
-                if member is not None and member.hang != "before_accept":
-                    self._start_accepting(listener)
-            ready.set()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(begin)
-            try:
-                loop.run_forever()
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"mongosim-{self.model.name}", daemon=True)
-        self._thread.start()
-        if not ready.wait(CALL_TIMEOUT_S):
-            raise RuntimeError("the mongosim event loop did not start")
+    def _begin(self) -> None:
+        for listener in self._listeners.values():
+            member = self.model.members.get(listener.member_id)
+            if member is not None and member.hang != "before_accept":
+                self._start_accepting(listener)
 
     def stop(self) -> None:
-        """Close every listener and connection, stop the loop and join its thread. Idempotent."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or not thread.is_alive():
-            self._close_sockets()
-            return
-        if threading.current_thread() is thread:  # e.g. a finalizer run by the garbage collector on our thread
-            loop.create_task(self._shutdown()).add_done_callback(lambda _: loop.stop())
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(CALL_TIMEOUT_S)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(CALL_TIMEOUT_S)
+        """Close every listener and connection of this server; an own loop is stopped and its thread joined.
+        Idempotent."""
+        lt = self._loop_thread
+        if self.running:
+            self._serving = False
+            if threading.current_thread() is lt.thread:  # e.g. a finalizer run by the garbage collector there
+                assert lt.loop is not None
+                task = lt.loop.create_task(self._close_all())
+                if self._owns_loop:
+                    task.add_done_callback(lambda _: lt.stop())
+                return
+            with contextlib.suppress(Exception):
+                lt.call(self._close_all)
+        self._serving = False
+        if self._owns_loop:
+            lt.stop()
         self._close_sockets()
 
     def _close_sockets(self) -> None:
@@ -138,36 +221,21 @@ class Server:
                 listener.sock.close()
                 listener.sock = None
 
-    async def _shutdown(self) -> None:
+    async def _close_all(self) -> None:
         for member_id in list(self._listeners):
             await self.close_member(member_id)
-        current = asyncio.current_task()
-        rest = [t for t in asyncio.all_tasks() if t is not current]
-        for task in rest:
-            task.cancel()
-        await asyncio.gather(*rest, return_exceptions=True)
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` (a function or a coroutine function) on the loop thread and return its result.
 
-        Before start and after stop there is no loop and no other thread: `fn` runs right here.
+        Before start and after stop this server is not served: `fn` runs right here.
         """
-        loop = self._loop
-        if loop is None or not self.running:
+        if not self.running:
             result = fn(*args)
             if inspect.isawaitable(result):
                 raise RuntimeError("this control needs a running set")
             return result
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("mongosim controls must not be called from the simulator's own thread")
-
-        async def run() -> T:
-            result = fn(*args)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-
-        return asyncio.run_coroutine_threadsafe(run(), loop).result(CALL_TIMEOUT_S)
+        return self._loop_thread.call(fn, *args)
 
     # -- loop-side controls --
 
@@ -334,7 +402,7 @@ class Server:
             doc = {"$err": "mongosim answers commands only (OP_QUERY on <db>.$cmd)", "code": 352}
             return wire.encode_op_reply([doc], next(self._request_ids), request.request_id, wire.QUERY_FAILURE)
         try:
-            doc = commands.dispatch(model, member, session, request)
+            doc = self.dispatch(model, member, session, request)
         except Exception as exc:  # a bug of ours must not take the connection or the loop down
             log.exception("mongosim: %s failed", next(iter(request.body), "?"))
             doc = commands.error_doc(1, f"mongosim internal error: {type(exc).__name__}: {exc}")

@@ -2,6 +2,7 @@
 
 - `start_set(**ReplicaSet kwargs)`: a started `mongosim.ReplicaSet`, stopped when the test ends.
 - `replica_set`: a 7.0 primary, two secondaries and an arbiter on a `ManualClock` (`replica_set.clock`).
+- `start_cluster(**ShardedCluster kwargs)`: a started `mongosim.ShardedCluster`, stopped when the test ends.
 - `connect(target, **pymongo options)`: a real `MongoClient` with small timeouts (so no test can hang), closed
   when the test ends. `target` is a URI, a ReplicaSet (its URI) or a (host, port) address (a direct connection).
 - `wait_until(predicate, deadline_s=3)`: poll until it is true (a monotonic deadline, never a fixed sleep);
@@ -22,7 +23,7 @@ import bson
 import pytest
 from pymongo import MongoClient
 
-from mongosim import ManualClock, ReplicaSet
+from mongosim import ManualClock, ReplicaSet, ShardedCluster
 
 # 2024-08-15T23:06:14.512Z, the `date` of the project's synthetic fixtures.
 FIXTURE_NOW_MS = 1_723_763_174_512
@@ -46,6 +47,20 @@ def start_set() -> Iterator[Callable[..., ReplicaSet]]:
     yield start
     for rs in started:
         rs.stop()
+
+
+@pytest.fixture
+def start_cluster() -> Iterator[Callable[..., ShardedCluster]]:
+    started: list[ShardedCluster] = []
+
+    def start(*args: Any, **kwargs: Any) -> ShardedCluster:
+        cluster = ShardedCluster(*args, **kwargs).start()
+        started.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
 
 
 @pytest.fixture
