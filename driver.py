@@ -68,9 +68,10 @@ class DriverError(Exception):
 
 
 def classify(
-    error: BaseException, timeout_s: float, scrub: Scrub, command: str = "replSetGetStatus"
+    error: BaseException, timeout_s: float, scrub: Scrub, command: str = "replSetGetStatus", *, replica_set: bool = True
 ) -> tuple[FailureKind, str]:
-    """A driver error as (kind, message in words); `command` is what was being run, for the words."""
+    """A driver error as (kind, message in words); `command` is what was being run, and `replica_set` whether the
+    URI named a replica set (else its servers may be mongos routers), for the words."""
     # First: the driver raises the server's MaxTimeMSExpired (code 50) itself when too little of the deadline is
     # left to send a command (a retry after a member failed mid-poll); that is the deadline, not an odd failure.
     if isinstance(error, OperationFailure) and error.timeout:
@@ -103,7 +104,8 @@ def classify(
         return FailureKind.ERROR, scrub(f"{command} failed with code {code} {name}".strip())
     if isinstance(error, ServerSelectionTimeoutError):
         detail = scrub(str(error).split(", Timeout:")[0].split(" (configured timeouts")[0])
-        return FailureKind.UNREACHABLE, f"no usable member of the replica set within {timeout_s:g} s: {detail}"[:400]
+        servers = "no usable member of the replica set" if replica_set else "none of the URI's servers answered"
+        return FailureKind.UNREACHABLE, f"{servers} within {timeout_s:g} s: {detail}"[:400]
     if isinstance(error, PyMongoError) and error.timeout:
         return FailureKind.TIMEOUT, f"the poll did not finish within its {timeout_s:g} s deadline"
     if isinstance(error, ConnectionFailure):
@@ -113,8 +115,8 @@ def classify(
     return FailureKind.ERROR, f"unexpected {type(error).__name__} while collecting"
 
 
-def _translated(error: PyMongoError, timeout_s: float, scrub: Scrub, command: str = "replSetGetStatus") -> DriverError:
-    kind, message = classify(error, timeout_s, scrub, command)
+def _translated(error: PyMongoError, timeout_s: float, scrub: Scrub, command: str, *, replica_set: bool) -> DriverError:
+    kind, message = classify(error, timeout_s, scrub, command, replica_set=replica_set)
     broken = isinstance(error, ConnectionFailure) and not isinstance(error, ServerSelectionTimeoutError)
     return DriverError(
         kind,
@@ -231,7 +233,7 @@ class Connection:
         try:
             return self._client[db].command(name, read_preference=preference)
         except PyMongoError as error:
-            raise _translated(error, self.timeout_s, self._scrub, name) from None
+            raise self._translated(error, name) from None
 
     def find(self, db: str, collection: str, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` documents of `db.collection` (PRIMARY_PREFERRED), e.g. `config.shards` on a router."""
@@ -239,7 +241,7 @@ class Connection:
         try:
             return list(source.find({}, limit=limit))
         except PyMongoError as error:
-            raise _translated(error, self.timeout_s, self._scrub, f"find on {db}.{collection}") from None
+            raise self._translated(error, f"find on {db}.{collection}") from None
 
     def first_oplog_entry_after(self, ts: Any) -> dict[str, Any] | None:
         """The primary's first oplog entry after `ts` (natural order), with its `ts` and `wall`; None if none."""
@@ -247,7 +249,7 @@ class Connection:
         try:
             return oplog.find_one({"ts": {"$gt": ts}}, projection={"ts": 1, "wall": 1})
         except PyMongoError as error:
-            raise _translated(error, self.timeout_s, self._scrub, "find on local.oplog.rs") from None
+            raise self._translated(error, "find on local.oplog.rs") from None
 
     def server_states(self) -> tuple[tuple[str, bool], ...]:
         """Each server the driver knows, as (host:port, reachable at its last heartbeat), sorted."""
@@ -258,6 +260,9 @@ class Connection:
                 for (host, port), description in descriptions.items()
             )
         )
+
+    def _translated(self, error: PyMongoError, command: str) -> DriverError:
+        return _translated(error, self.timeout_s, self._scrub, command, replica_set=self.names_a_replica_set)
 
     @property
     def names_a_replica_set(self) -> bool:
