@@ -30,6 +30,8 @@ import pytest
 import yaml
 from ops_util import REPO, run_promtool
 
+pytestmark = pytest.mark.slow  # every test here runs kubectl, kubernetes-validate or promtool
+
 KUBERNETES = REPO / "deploy" / "kubernetes"
 OVERLAY = Path("overlays") / "two-clusters"
 SYNC_RULES = KUBERNETES / "sync-rules"
