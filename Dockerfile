@@ -1,7 +1,9 @@
 # replicationlag exporter image: `docker build -t replicationlag .` (docker-compose.yml builds it for you).
 # Two stages: the first installs the pinned requirements from wheels only (no compiler, no build tools) into a
-# virtual environment; the final image gets that environment and our modules (.dockerignore is an allow-list),
-# runs as an unprivileged user and is checked with /liveness (200 only while polls succeed and the data is fresh).
+# virtual environment; the final image gets that environment, our modules and the simulator package for `--demo`
+# (.dockerignore is an allow-list), runs as an unprivileged user and is checked with /liveness (200 only while polls
+# succeed and the data is fresh). It runs with a read-only root filesystem and no capabilities (as the Kubernetes
+# manifests of deploy/kubernetes ask); tests/test_ops_image.py builds it and runs it so, where an engine can start.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -24,6 +26,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY *.py ./
+COPY mongosim/ ./mongosim/
 USER 10001:10001
 EXPOSE 9218
 # urlopen raises on a 503 or no answer within 4 s, and python then exits 1: unhealthy. No curl in the image.
