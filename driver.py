@@ -78,6 +78,9 @@ def classify(
         return FailureKind.TIMEOUT, f"the poll did not finish within its {timeout_s:g} s deadline"
     if isinstance(error, OperationFailure):
         code = error.code
+        if code is None and (error.details or {}).get("info") == "mongos":
+            # A mongos refuses replSetGetStatus with `info: "mongos"` and no code (docs/domain.md §8).
+            return FailureKind.NOT_REPLICA_SET, "this is a mongos: remove replicaSet= from the URI to watch the cluster"
         if code == UNAUTHORIZED:
             return (
                 FailureKind.UNAUTHORIZED,
