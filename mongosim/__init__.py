@@ -6,7 +6,7 @@ and speaks the wire protocol (OP_MSG, OP_QUERY/OP_REPLY); one asyncio loop in on
 Public API (details, the lag model and where a real server differs: mongosim/README.md):
 
     ReplicaSet(members=3, *, arbiter=False, version="7.0", name="rs0", clock=None, users=(), mode="traffic",
-               rate=0.0, topology="replset")            start() / stop() / context manager
+               rate=0.0, topology="replset", initiated_ago_ms=7 days)   start() / stop() / context manager
         uri, name, members, member(ref), primary, address(ref), clock, command(ref, cmd, db="admin")
         set_lag(ref, ms, written_ms=None)   set_delay(ref, secs)   set_sync_source(ref, source)
         set_hidden(ref, hidden=True)   set_priority(ref, p)   set_votes(ref, v)   set_role(ref, role)
@@ -14,6 +14,9 @@ Public API (details, the lag model and where a real server differs: mongosim/REA
         set_topology(kind)   set_version(version, ref=None)   add_member(role, **spec)   remove_member(ref)
         rename(ref, name)   add_user(name, password, roles, db, mechanisms)   remove_user(name, db)
         traffic()   idle()   write_rate(ops_per_s)   write(ns, doc)
+        set_oplog(ref, *, max_size_bytes=None, window_ms=None, min_retention_hours=None)   set_oplog_entry_bytes(n)
+        set_commit_lag(ms)   set_flow_control(enabled=None, target_lag_s=None)
+        start_initial_sync(ref, total_bytes, bytes_per_s, source=None)
     MemberSpec, MemberInfo           how to build a member / a snapshot of one
     ManualClock(start_ms), RealClock  the injectable clock (advance(ms), set(ms), now_ms())
     PROFILES                          the version profiles: 4.0, 4.4, 5.0, 6.0, 7.0, 8.0
