@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from bson import Int64, Timestamp
-from pymongo import ReadPreference
+from pymongo import MongoClient, ReadPreference
 from pymongo.errors import OperationFailure
 
 from mongosim import ManualClock, MemberSpec
+from mongosim.__main__ import build, configure, parse_args
 from mongosim.model import DAY_MS, DEFAULT_ENTRY_BYTES, DEFAULT_OPLOG_BYTES
 
 T0 = 1_723_763_174_512  # the `date` of the project's synthetic fixtures; ticks of flow control fall at T0 + k s
@@ -537,3 +538,25 @@ def test_w_majority_availability_after_an_election_waits_for_the_majority(start_
     assert _ms(metrics["newTermStartDate"]) == T0
     # member 2 applies the first entry of each ms 3 s later; the new-term entry is the last one of ms T0
     assert _ms(metrics["wMajorityWriteAvailabilityDate"]) == T0 + 3_001
+
+
+# --- the command line --------------------------------------------------------------------------------------------
+
+
+def test_the_command_line_sets_windows_commit_lag_flow_control_and_initial_syncs():
+    flags = ["--members", "3", "--initiated-ago", "2h", "--oplog-window", "1=30m", "--commit-lag", "6000"]
+    args = parse_args([*flags, "--flow-control-target-lag", "20", "--initial-sync", "2=1MiB@64KiB"])
+    rs = build(args).start()  # on the real clock
+    try:
+        assert len(configure(rs, args)) == 3
+        with (
+            MongoClient(*rs.address(0), directConnection=True, serverSelectionTimeoutMS=2000) as primary,
+            MongoClient(*rs.address(1), directConnection=True, serverSelectionTimeoutMS=2000) as secondary,
+        ):
+            # on a real clock the newest entry is read a little after the oldest, as on a real server
+            assert 7_200_000 <= _window_ms(primary) < 7_260_000  # initiated 2 h ago: not yet full
+            assert 1_800_000 <= _window_ms(secondary) < 1_860_000
+            assert _commit_lag_ms(_status(primary)) == 6_000
+        assert rs.member(2).state == "STARTUP2"  # 16 s to go
+    finally:
+        rs.stop()
