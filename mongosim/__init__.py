@@ -8,7 +8,7 @@ serves a whole set, or a whole cluster.
 Public API (details, the lag model and where a real server differs: mongosim/README.md):
 
     ReplicaSet(members=3, *, arbiter=False, version="7.0", name="rs0", clock=None, users=(), mode="traffic",
-               rate=0.0, topology="replset")            start() / stop() / context manager
+               rate=0.0, topology="replset", initiated_ago_ms=7 days)   start() / stop() / context manager
         uri, name, members, member(ref), primary, address(ref), clock, command(ref, cmd, db="admin")
         set_lag(ref, ms, written_ms=None)   set_delay(ref, secs)   set_sync_source(ref, source)
         set_hidden(ref, hidden=True)   set_priority(ref, p)   set_votes(ref, v)   set_role(ref, role)
@@ -16,6 +16,9 @@ Public API (details, the lag model and where a real server differs: mongosim/REA
         set_topology(kind)   set_version(version, ref=None)   add_member(role, **spec)   remove_member(ref)
         rename(ref, name)   add_user(name, password, roles, db, mechanisms)   remove_user(name, db)
         traffic()   idle()   write_rate(ops_per_s)   write(ns, doc)
+        set_oplog(ref, *, max_size_bytes=None, window_ms=None, min_retention_hours=None)   set_oplog_entry_bytes(n)
+        set_commit_lag(ms)   set_flow_control(enabled=None, target_lag_s=None)
+        start_initial_sync(ref, total_bytes, bytes_per_s, source=None)
     ShardedCluster(shards=2, *, members=3, config_members=3, routers=1, version="7.0", clock=None, users=(),
                    shard_users=(), config_shard=False, auth=None, mode="traffic", rate=0.0, router_port=0)
         uri, router_uri(i), routers, router(i), shard_ids, shard(id_or_index), config, clock, version

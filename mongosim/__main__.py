@@ -5,6 +5,9 @@ of stdout, serve until SIGINT or SIGTERM, exit 0.
         --auth monitor:secret:clusterMonitor,read@local
     python -m mongosim --shards 3 --routers 2 --members 3 --lag 1=1500 --version 8.0 \\
         --auth monitor:secret --shard-auth local:secret
+    python -m mongosim --members 3 --oplog-window 1=3600s --commit-lag 6000 --initial-sync 2=2GiB@10MiB
+
+Durations take ms, s, m or h (seconds without a unit); sizes take KB, MB, GB, KiB, MiB or GiB (bytes without).
 
 Members are numbered by `_id`: the data members 0..N-1 (0 starts as primary), then the arbiter. With --shards the
 member flags (--members, --arbiter, --lag, --delay, --hidden, --priority, --votes, --state) shape every shard, the
@@ -19,6 +22,7 @@ Imports `.replicaset`, `.sharded`, `.demo` and `.model` only.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -27,9 +31,13 @@ from dataclasses import replace
 from typing import Any
 
 from .demo import start_demo_cluster, start_demo_set
-from .model import PROFILES, SETTABLE_STATES
+from .model import HISTORY_MS, PROFILES, SETTABLE_STATES
 from .replicaset import TOPOLOGIES, MemberSpec, ReplicaSet
 from .sharded import ShardedCluster
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+_UNITS_BYTES = {"": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+INITIAL_SYNC_DEFAULT = (2 * 1024**3, 10 * 1024**2)  # 2 GiB at 10 MiB/s: about three and a half minutes
 
 
 def _pair(text: str) -> tuple[int, str]:
@@ -37,6 +45,46 @@ def _pair(text: str) -> tuple[int, str]:
     if not sep or not member.strip().isdigit() or not value.strip():
         raise argparse.ArgumentTypeError(f"expected ID=VALUE (a member _id), got {text!r}")
     return int(member), value.strip()
+
+
+def _duration_ms(text: str) -> int:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 3600s, 90m or 1500ms, got {text!r}")
+    return round(float(match[1]) * _UNITS_MS[match[2] or "s"])
+
+
+def _size_bytes(text: str) -> int:
+    match = re.fullmatch(r"(\d+)\s*([KMG]i?B)?", text.strip(), flags=re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size such as 2GiB, 990MB or 1048576, got {text!r}")
+    return int(match[1]) * _UNITS_BYTES[(match[2] or "").upper()]
+
+
+def _window(text: str) -> tuple[int, int]:
+    member, value = _pair(text)
+    return member, _duration_ms(value)
+
+
+def _oplog_mb(text: str) -> tuple[int, float]:
+    member, value = _pair(text)
+    try:
+        return member, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ID=MB, got {text!r}") from None
+
+
+def _initial_sync(text: str) -> tuple[int, int, int]:
+    """ID or ID=SIZE@RATE (RATE per second)."""
+    member, _, spec = text.partition("=")
+    if not member.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected ID or ID=SIZE@RATE, got {text!r}")
+    if not spec:
+        return int(member), *INITIAL_SYNC_DEFAULT
+    size, sep, rate = spec.partition("@")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected ID=SIZE@RATE (e.g. 2=2GiB@10MiB), got {text!r}")
+    return int(member), _size_bytes(size), _size_bytes(rate)
 
 
 def _user(text: str) -> tuple[str, str, list[str]]:
@@ -78,6 +126,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     writes.add_argument("--idle", action="store_true", help="only a no-op every 10 s (no write traffic)")
     writes.add_argument("--write-rate", type=float, metavar="OPS", help="writes per second instead of traffic")
     p.add_argument("--topology", default="replset", choices=TOPOLOGIES, help="replset, standalone, uninitialized")
+    danger = p.add_argument_group("oplog window, majority commit point, flow control, initial sync")
+    danger.add_argument(
+        "--initiated-ago",
+        type=_duration_ms,
+        default=HISTORY_MS,
+        metavar="DURATION",
+        help="when the set was initiated, i.e. its first oplog entry (default 7 days; lags up to that are possible)",
+    )
+    danger.add_argument(
+        "--oplog-window",
+        type=_window,
+        action="append",
+        default=[],
+        metavar="ID=DURATION",
+        help="size the member's oplog to hold exactly that window of the write traffic (default: 1 day)",
+    )
+    danger.add_argument(
+        "--oplog-size", type=_oplog_mb, action="append", default=[], metavar="ID=MB", help="--oplogSize in MB"
+    )
+    danger.add_argument(
+        "--commit-lag", type=int, metavar="MS", help="hold the majority commit point at least MS behind the last write"
+    )
+    danger.add_argument("--no-flow-control", action="store_true", help="enableFlowControl false (default: true)")
+    danger.add_argument(
+        "--flow-control-target-lag",
+        type=int,
+        metavar="SECS",
+        help="flowControlTargetLagSeconds (default 10; flow control engages at half of it)",
+    )
+    danger.add_argument(
+        "--initial-sync",
+        type=_initial_sync,
+        action="append",
+        default=[],
+        metavar="ID[=SIZE@RATE]",
+        help="the member starts an initial sync (default 2GiB@10MiB), then becomes SECONDARY",
+    )
     p.add_argument("--demo", action="store_true", help="the exporter's demo set, or with --shards its demo cluster")
     cluster = p.add_argument_group("sharded cluster (--shards N starts one; the member flags shape every shard)")
     cluster.add_argument(
@@ -108,6 +193,7 @@ def build(args: argparse.Namespace) -> ReplicaSet:
         mode=mode,
         rate=rate,
         topology=args.topology,
+        initiated_ago_ms=args.initiated_ago,
     )
 
 
@@ -189,6 +275,26 @@ def describe_cluster(cluster: ShardedCluster) -> list[str]:
     return lines
 
 
+def configure(rs: ReplicaSet, args: argparse.Namespace) -> list[str]:
+    """Apply the flags that need a running set; returns a "# " line for each. Raises ValueError."""
+    lines = []
+    for member, window_ms in args.oplog_window:
+        rs.set_oplog(member, window_ms=window_ms)
+        lines.append(f"# member {member}: oplog holds {window_ms} ms of writes")
+    for member, value in args.oplog_size:
+        rs.set_oplog(member, max_size_bytes=round(value * 1024 * 1024))
+        lines.append(f"# member {member}: oplog maxSize {value} MB")
+    if args.commit_lag is not None:
+        rs.set_commit_lag(args.commit_lag)
+        lines.append(f"# the majority commit point trails by at least {args.commit_lag} ms")
+    if args.no_flow_control or args.flow_control_target_lag is not None:
+        rs.set_flow_control(enabled=not args.no_flow_control, target_lag_s=args.flow_control_target_lag)
+    for member, total, rate in args.initial_sync:
+        rs.start_initial_sync(member, total, rate)
+        lines.append(f"# member {member}: initial sync of {total} bytes at {rate} bytes/s")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     stopping = threading.Event()
@@ -205,8 +311,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mongosim: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
     try:
+        # The danger-signal flags shape a replica set; a cluster's sets are shaped through the Python API.
+        lines = configure(target, args) if isinstance(target, ReplicaSet) and not args.demo else []
+    except (ValueError, KeyError) as exc:
+        stop()
+        print(f"mongosim: {exc}", file=sys.stderr)
+        return 2
+    try:
         print(target.uri)
         print("\n".join(describe_cluster(target) if isinstance(target, ShardedCluster) else describe_set(target)))
+        for line in lines:
+            print(line)
         users = [("cluster user" if args.shards else "user", "", u) for u in args.auth]
         users += [("shard-local user", " on every shard", u) for u in args.shard_auth]
         for kind, where, (name, _pw, roles) in users:

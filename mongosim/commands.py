@@ -5,7 +5,7 @@ project keeps as fixtures).
 `dispatch()` is synchronous and pure over the `SetModel` (plus the per-connection `Session`); the only waiting a
 command needs, the awaitable hello, is decided by `hello_hold_ms()` and done by the server.
 
-Imports `bson`, `.model` and `.scram`.
+Imports `bson`, `.model`, `.storage` and `.scram`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bson import Binary, Int64, ObjectId, Timestamp
 from bson.datetime_ms import DatetimeMS
 
 from . import model as m
+from . import storage
 from .scram import AuthFailed, Conversation, User
 from .wire import Request
 
@@ -28,8 +29,10 @@ CODE_NAMES = {
     1: "InternalError",
     2: "BadValue",
     13: "Unauthorized",
+    14: "TypeMismatch",
     17: "ProtocolError",
     18: "AuthenticationFailed",
+    26: "NamespaceNotFound",
     59: "CommandNotFound",
     76: "NoReplicationEnabled",
     94: "NotYetInitialized",
@@ -38,6 +41,7 @@ CODE_NAMES = {
     40571: "OpMsgNoDb",
 }
 MAX_BSON = 16 * 1024 * 1024
+CHECKPOINT_MS = 60_000  # WiredTiger checkpoints (syncdelay) and so the stable recovery timestamp
 MAX_FIND_BATCH = 10_000
 EPOCH = DatetimeMS(0)
 _NULL_OPTIME = {"ts": Timestamp(0, 0), "t": Int64(-1)}
@@ -136,23 +140,18 @@ def _visible_state(ctx: _Ctx, other: m.Member) -> tuple[float, int]:
 
 
 def _sync_source(ctx: _Ctx, member: m.Member) -> m.Member | None:
-    if member.arbiter or member.state in (m.PRIMARY, m.STARTUP, m.STARTUP2) or not member.reachable:
-        return None
-    model = ctx.model
-    source = model.members.get(member.sync_source) if member.sync_source is not None else model.primary
-    if source is None or source.id == member.id or not source.reachable or source.arbiter:
-        return None
-    return source
+    return ctx.model.sync_source_of(member)
 
 
 def _wall_times(p: m.Profile, applied: m.Entry | None, written: m.Entry | None) -> dict[str, Any]:
-    """lastAppliedWallTime [, lastWrittenWallTime], lastDurableWallTime: exact ms, 4.4 on (written: 8.0)."""
+    """lastAppliedWallTime [, lastWrittenWallTime], lastDurableWallTime: exact ms, 4.4 on (written: 8.0, where
+    what is durable is what is written)."""
     if not p.wall_times:
         return {}
     doc = {"lastAppliedWallTime": _wall(applied)}
     if p.written:
         doc["lastWrittenWallTime"] = _wall(written)
-    doc["lastDurableWallTime"] = _wall(applied)
+    doc["lastDurableWallTime"] = _wall(written if p.written else applied)
     return doc
 
 
@@ -213,7 +212,9 @@ def _hello(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
         if me.state == m.PRIMARY:
             doc["electionId"] = election_id(model.term)
         if me.data_bearing:
-            mine, committed = model.applied(me, ctx.now), model.commit_point(ctx.now)
+            usable = _has_optimes(me.state)  # a member in STARTUP2 has written nothing yet
+            mine = model.applied(me, ctx.now) if usable else None
+            committed = model.commit_point(ctx.now) if usable else None
             doc["lastWrite"] = {
                 "opTime": _optime(mine),
                 "lastWriteDate": _optime_date(mine),
@@ -345,13 +346,14 @@ def _member_status(ctx: _Ctx, other: m.Member) -> dict[str, Any]:
         doc["optime"] = _optime(applied)
         if p.written:
             doc["optimeWritten"] = _optime(written)
+        durable = written if p.written else applied  # 8.0: durable = written
         if not is_self or p.at_least("6.0"):  # the 7.0/8.0 manual samples show it on self too; 5.0 does not
-            doc["optimeDurable"] = _optime(applied)
+            doc["optimeDurable"] = _optime(durable)
         doc["optimeDate"] = _optime_date(applied)
         if p.written:
             doc["optimeWrittenDate"] = _optime_date(written)
         if not is_self:
-            doc["optimeDurableDate"] = _optime_date(applied)
+            doc["optimeDurableDate"] = _optime_date(durable)
         doc.update(_wall_times(p, applied, written))
     if not is_self:
         if health:
@@ -387,23 +389,39 @@ def _member_status(ctx: _Ctx, other: m.Member) -> dict[str, Any]:
 
 
 def _optimes(ctx: _Ctx) -> dict[str, Any]:
+    """The answering member's optimes: its commit point (the set's, as it sees it), what majority reads see
+    (never past what it applied), applied, written (8.0) and durable. A member in STARTUP/STARTUP2 has none of
+    them yet and no majority snapshot, so readConcernMajority* is absent (manual, initial sync sample)."""
     model, p, me = ctx.model, ctx.profile, ctx.member
-    mine = model.applied(me, ctx.now) if me.data_bearing and _has_optimes(me.state) else None
+    usable = me.data_bearing and _has_optimes(me.state)
+    mine = model.applied(me, ctx.now) if usable else None
     written = model.applied(me, ctx.now, written=True) if mine and p.written else mine
-    committed = model.commit_point(ctx.now)
+    committed = model.commit_point(ctx.now) if usable or me.arbiter else None
     readable = committed if committed is None or mine is None or committed.n <= mine.n else mine
     doc: dict[str, Any] = {"lastCommittedOpTime": _optime(committed)}
     if p.wall_times:
         doc["lastCommittedWallTime"] = _wall(committed)
-    doc["readConcernMajorityOpTime"] = _optime(readable)
-    if p.wall_times:
-        doc["readConcernMajorityWallTime"] = _wall(readable)
+    if usable or me.arbiter:
+        doc["readConcernMajorityOpTime"] = _optime(readable)
+        if p.wall_times:
+            doc["readConcernMajorityWallTime"] = _wall(readable)
     doc["appliedOpTime"] = _optime(mine)
     if p.written:
         doc["writtenOpTime"] = _optime(written)
-    doc["durableOpTime"] = _optime(mine)
+    doc["durableOpTime"] = _optime(written if p.written else mine)
     doc.update(_wall_times(p, mine, written))
     return doc
+
+
+def _stable_timestamp(ctx: _Ctx) -> Timestamp:
+    """lastStableRecoveryTimestamp: the commit point as of the last checkpoint (every 60 s since the member
+    started), never past what the member itself applied."""
+    model, me, now = ctx.model, ctx.member, ctx.now
+    if not (me.data_bearing and _has_optimes(me.state)):
+        return Timestamp(0, 0)
+    checkpoint_ms = now - (now - me.started_ms) % CHECKPOINT_MS
+    n = min(model.commit_n(now), model.applied_n(me, now), model.oplog.count_le(checkpoint_ms))
+    return model.oplog.entry(n, now).ts if n else Timestamp(0, 0)
 
 
 def _election_metrics(ctx: _Ctx) -> dict[str, Any]:
@@ -415,7 +433,9 @@ def _election_metrics(ctx: _Ctx) -> dict[str, Any]:
             "lastElectionReason": "electionTimeout" if model.prior_primary_id is None else "stepUpRequestSkipDryRun",
             "lastElectionDate": DatetimeMS(model.election_ms),
             "electionTerm": Int64(model.term),
-            "lastCommittedOpTimeAtElection": at_election,
+            "lastCommittedOpTimeAtElection": _optime(
+                model.oplog.entry(model.election_commit_n, model.election_ms) if model.election_commit_n else None
+            ),
             "lastSeenOpTimeAtElection": at_election,
         }
         if p.written:
@@ -425,10 +445,11 @@ def _election_metrics(ctx: _Ctx) -> dict[str, Any]:
         if model.prior_primary_id is not None:
             doc["priorPrimaryMemberId"] = model.prior_primary_id
         doc["numCatchUpOps"] = Int64(0)
-        doc["newTermStartDate"] = DatetimeMS(model.election_ms + 54)
-        doc["wMajorityWriteAvailabilityDate"] = DatetimeMS(model.election_ms + 173)
+        doc["newTermStartDate"] = DatetimeMS(model.election_ms)  # when the "new primary" entry was written
+        if model.w_majority_ms is not None:  # absent until that entry is majority-committed
+            doc["wMajorityWriteAvailabilityDate"] = DatetimeMS(model.w_majority_ms)
         return {"electionCandidateMetrics": doc}
-    if me.arbiter or model.primary_id is None or me.votes == 0:
+    if me.arbiter or model.primary_id is None or me.votes == 0 or not _has_optimes(me.state):
         return {}
     return {
         "electionParticipantMetrics": {
@@ -440,8 +461,8 @@ def _election_metrics(ctx: _Ctx) -> dict[str, Any]:
             "lastAppliedOpTimeAtElection": at_election,
             "maxAppliedOpTimeInSet": at_election,
             "priorityAtElection": me.priority,
-            "newTermStartDate": DatetimeMS(model.election_ms + 54),
-            "newTermAppliedDate": DatetimeMS(model.election_ms + 1611),
+            "newTermStartDate": DatetimeMS(model.election_ms),
+            "newTermAppliedDate": DatetimeMS(model.election_ms + model.delay_ms(me)),
         }
     }
 
@@ -450,6 +471,9 @@ def _repl_set_get_status(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
     _check_replset(ctx)
     _require(ctx, "replSetGetStatus", ctx.request.db, _can_monitor)
     model, p, me = ctx.model, ctx.profile, ctx.member
+    asked = body.get("initialSync")
+    if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int | float)):
+        raise CommandError(14, "Expected initialSync to be a number")
     source = _sync_source(ctx, me)
     doc: dict[str, Any] = {
         "set": model.name,
@@ -471,11 +495,14 @@ def _repl_set_get_status(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
         doc["votingMembersCount"] = len(voting)
         doc["writableVotingMembersCount"] = len(writable)
     doc["optimes"] = _optimes(ctx)
-    committed = model.commit_point(ctx.now)
-    stable = committed.ts if committed else Timestamp(0, 0)
-    doc["lastStableRecoveryTimestamp" if p.wall_times else "lastStableCheckpointTimestamp"] = stable
+    doc["lastStableRecoveryTimestamp" if p.wall_times else "lastStableCheckpointTimestamp"] = _stable_timestamp(ctx)
     if p.wall_times:
         doc.update(_election_metrics(ctx))
+    sync = me.initial_sync
+    # 4.2.1+ reports it by default during the sync; 4.0 only when asked with initialSync: 1
+    if sync is not None and (asked if asked is not None else p.wall_times):
+        start = model.oplog.entry(sync.oplog_start_n, ctx.now).ts if sync.oplog_start_n else Timestamp(0, 0)
+        doc["initialSyncStatus"] = sync.status_document(ctx.now, p, start)
     doc["members"] = [_member_status(ctx, x) for x in model.members.values()]
     return _ok(ctx, doc)
 
@@ -544,6 +571,8 @@ def oplog_document(entry: m.Entry, p: m.Profile) -> dict[str, Any]:
         o["n"] = Int64(entry.n)
     elif entry.kind == "noop":
         op, ns, o = "n", "", {"msg": "periodic noop"}
+    elif entry.kind == "initiate":
+        op, ns, o = "n", "", {"msg": "initiating set"}
     else:
         assert entry.doc is not None
         ns, o = entry.doc["ns"], dict(entry.doc["o"])
@@ -591,7 +620,7 @@ def _find(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
     if ctx.replset and me.state != m.PRIMARY and not _secondary_ok(ctx.request, body):
         raise CommandError(13435, "not primary and secondaryOk=false")
     batch: list[dict[str, Any]] = []
-    if ns == "local.oplog.rs" and ctx.replset and me.data_bearing and _has_optimes(me.state):
+    if ns == "local.oplog.rs" and storage.holds_oplog(ctx.model, me):
         batch = [oplog_document(e, ctx.profile) for e in _scan_oplog(ctx, body)]
     if "projection" in body:
         batch = [_project(d, body["projection"]) for d in batch]
@@ -599,9 +628,10 @@ def _find(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _scan_oplog(ctx: _Ctx, body: dict[str, Any]) -> list[m.Entry]:
-    """Entries of this member's own oplog (what it has written) matching a ts range, in natural order."""
+    """Entries of this member's own oplog (what it has written, back to its oldest) matching a ts range, in
+    natural order."""
     model, oplog = ctx.model, ctx.model.oplog
-    top = model.applied_n(ctx.member, ctx.now, written=True)
+    top = storage.newest_n(model, ctx.member, ctx.now)
     flt, sort = body.get("filter") or {}, body.get("sort") or body.get("hint") or {}
     # One first batch and never a getMore: up to `limit` (101 without one, 10 000 at most) entries.
     limit = min(abs(int(body.get("limit") or 0)) or 101, MAX_FIND_BATCH)
@@ -609,7 +639,7 @@ def _scan_oplog(ctx: _Ctx, body: dict[str, Any]) -> list[m.Entry]:
         raise CommandError(2, "mongosim: local.oplog.rs supports only natural order ({$natural: 1 | -1})")
     if not isinstance(flt, dict) or set(flt) - {"ts"}:
         raise CommandError(2, "mongosim: local.oplog.rs supports only a filter on ts")
-    low, high = 1, top
+    low, high = storage.oldest_n(model, ctx.member, ctx.now), top
     cond = flt.get("ts", {})
     if isinstance(cond, Timestamp):
         cond = {"$eq": cond}
@@ -641,6 +671,67 @@ def _scan_oplog(ctx: _Ctx, body: dict[str, Any]) -> list[m.Entry]:
 
 def _first_after(oplog: m.Oplog, ts: Timestamp, top: int) -> int:
     return min(oplog.ordinal_after(ts), top + 1)
+
+
+# --- collStats and $collStats on local.oplog.rs ---------------------------------------------------------------
+
+
+def _can_coll_stats(db: str) -> Callable[[User], bool]:
+    """The collStats action: `read` (and up) or `dbAdmin` on the database, or clusterMonitor, which grants it on
+    every database, `local` included (manual, built-in roles)."""
+    can_read = _can_read(db)
+
+    def check(user: User) -> bool:
+        return can_read(user) or user.has_role(("dbAdmin", db)) or _can_monitor(user)
+
+    return check
+
+
+def _scale(spec: dict[str, Any]) -> int:
+    scale = spec.get("scale", 1)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or scale < 1:
+        raise CommandError(2, "scale has to be a number >= 1")
+    return int(scale)
+
+
+def _oplog_collection(ctx: _Ctx, ns: str) -> None:
+    """The one collection with statistics: local.oplog.rs, on a data member of an initiated set (empty while it
+    starts or syncs). Every other namespace answers as a missing collection does."""
+    if ns != "local.oplog.rs" or not (ctx.replset and ctx.member.data_bearing):
+        raise CommandError(26, f"Collection [{ns}] not found.")
+
+
+def _coll_stats(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    db, coll = ctx.request.db, next(iter(body.values()))
+    if not isinstance(coll, str) or not coll:
+        raise CommandError(2, "collection name has invalid type")
+    _require(ctx, "collStats", db, _can_coll_stats(db))
+    ns = f"{db}.{coll}"
+    _oplog_collection(ctx, ns)
+    return _ok(ctx, {"ns": ns, **storage.storage_stats(ctx.model, ctx.member, ctx.now, _scale(body))})
+
+
+def _aggregate(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    """Only `[{$collStats: {storageStats: {[scale]}, count: {}}}]`, the non-deprecated collStats of 6.2+."""
+    db, coll, pipeline = ctx.request.db, body.get("aggregate"), body.get("pipeline")
+    stage = pipeline[0] if isinstance(pipeline, list) and len(pipeline) == 1 else None
+    spec = stage.get("$collStats") if isinstance(stage, dict) and list(stage) == ["$collStats"] else None
+    if not isinstance(coll, str) or not isinstance(spec, dict) or set(spec) - {"storageStats", "count"}:
+        raise CommandError(2, "mongosim: aggregate supports only [{$collStats: {storageStats: {}, count: {}}}]")
+    _require(ctx, "aggregate", db, _can_coll_stats(db))
+    me = ctx.member
+    if ctx.replset and me.state != m.PRIMARY and not _secondary_ok(ctx.request, body):
+        raise CommandError(13435, "not primary and secondaryOk=false")
+    ns = f"{db}.{coll}"
+    _oplog_collection(ctx, ns)
+    stats_spec = spec.get("storageStats", {})
+    stats = storage.storage_stats(ctx.model, me, ctx.now, _scale(stats_spec if isinstance(stats_spec, dict) else {}))
+    out: dict[str, Any] = {"ns": ns, "host": me.name, "localTime": DatetimeMS(ctx.now)}
+    if "storageStats" in spec:
+        out["storageStats"] = stats
+    if "count" in spec:
+        out["count"] = stats["count"]
+    return _ok(ctx, {"cursor": {"firstBatch": [out], "id": Int64(0), "ns": ns}})
 
 
 # --- the rest -------------------------------------------------------------------------------------------------
@@ -689,6 +780,10 @@ def _server_status(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
             "totalCreated": stats["total"],
             "active": 1,
         },
+    }
+    if ctx.profile.at_least("4.4") and me.data_bearing:  # flow control exists from 4.2
+        doc["flowControl"] = model.flow_section(me)
+    doc |= {
         "network": {
             "bytesIn": Int64(stats["bytes_in"]),
             "bytesOut": Int64(stats["bytes_out"]),
@@ -728,6 +823,9 @@ _COMMANDS: dict[str, Callable[[_Ctx, dict[str, Any]], dict[str, Any]]] = {
     "buildInfo": _build_info,
     "buildinfo": _build_info,
     "serverStatus": _server_status,
+    "collStats": _coll_stats,
+    "collstats": _coll_stats,
+    "aggregate": _aggregate,
     "getnonce": lambda ctx, body: _ok(ctx, {"nonce": os.urandom(8).hex()}),
     "saslStart": lambda ctx, body: _ok(ctx, _sasl_start(ctx, body, ctx.request.db)),
     "saslContinue": lambda ctx, body: _ok(ctx, _sasl_continue(ctx, body)),
@@ -741,6 +839,7 @@ def dispatch(model: m.SetModel, member: m.Member, session: Session, request: Req
     body = request.body
     name = next(iter(body), "")
     ctx = _Ctx(model, member, session, request, model.now())
+    model.settle(ctx.now)  # what happened since the last command (flow control ticks, finished initial syncs)
     handler = _COMMANDS.get(name)
     try:
         if handler is None:

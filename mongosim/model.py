@@ -11,9 +11,17 @@ nothing. Entry n has the ts `Timestamp(wall // 1000, its rank within that second
 
 A member's replication lag L is an *apply delay*: at time `now` it has applied the first entry written at wall
 `now - L` (or the last one before, when nothing was written in that millisecond); L = 0 means caught up. A delayed
-member (secondaryDelaySecs) is never less behind than its delay, like a real one.
+member (secondaryDelaySecs) is never less behind than its delay, and a member that syncs from another secondary
+is never ahead of its source, like real ones.
 
-Imports `bson` and the standard library only.
+The majority commit point is derived: the newest entry that `writeMajorityCount` voting data-bearing members have
+made durable. A member that stopped acknowledging (down, hung, starting, in initial sync, just added) counts with
+what it had acknowledged when it stopped, so its absence makes the commit point stall, never go back. Controls
+that set a lag describe a steady state ("this member is, and has been, L behind"), so the commit point follows
+them at once, backwards too. Flow control and initial syncs that finish on their own have a history, so
+`settle(now)` folds in what the clock did since the last look; every command and every control calls it first.
+
+Imports `bson`, `.flowcontrol`, `.initialsync`, `.scram` and the standard library only.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from typing import Any
 
 from bson import ObjectId, Timestamp
 
+from .flowcontrol import FlowSettings, FlowState, Probe
+from .initialsync import InitialSync
 from .scram import User
 
 # replSetGetStatus member states (MongoDB manual, "Replica Set Member States").
@@ -52,7 +62,12 @@ SETTABLE_STATES = dict(
 )
 
 NOOP_INTERVAL_MS = 10_000  # periodicNoopIntervalSecs
-HISTORY_MS = 7 * 24 * 3600 * 1000  # how much oplog exists before the set starts: lags up to a week
+DAY_MS = 24 * 3600 * 1000
+HISTORY_MS = 7 * DAY_MS  # default: the set was initiated a week before it starts (initiated_ago_ms)
+# Oplog accounting: every entry counts as this many bytes (a mongosim insert entry is 143 BSON bytes from 5.0 on),
+# and each member's oplog holds, by default, exactly one day of the default traffic (2 entries per ms) plus one.
+DEFAULT_ENTRY_BYTES = 143
+DEFAULT_OPLOG_BYTES = (2 * DAY_MS + 1) * DEFAULT_ENTRY_BYTES
 MAX_RATE_OPS = 10_000  # write_rate() ceiling: keeps a second of oplog cheap to reason about
 
 
@@ -192,7 +207,7 @@ class Entry:
     wall: int
     ts: Timestamp
     term: int
-    kind: str  # "traffic", "noop" (periodic), "new_primary", "write"
+    kind: str  # "initiate" (the first), "traffic", "noop" (periodic), "new_primary", "write"
     doc: dict[str, Any] | None = None  # explicit writes only: {"ns": ..., "o": ...}
 
 
@@ -287,7 +302,7 @@ class Oplog:
         term = self._terms[bisect.bisect_right(self._terms, (n, float("inf"))) - 1][1]
         if rank < seg_here:
             seg = self._segments[bisect.bisect_right(self._starts, wall) - 1]
-            kind = "noop" if seg.kind == "idle" else "traffic"
+            kind = "initiate" if n == 1 else "noop" if seg.kind == "idle" else "traffic"
             return Entry(n, wall, ts, term, kind)
         index = bisect.bisect_left(self._write_walls, wall) + rank - seg_here
         kind, doc = self._write_docs[index]
@@ -340,6 +355,11 @@ class Member:
     down_since_ms: int = 0
     process_id: ObjectId = field(default_factory=ObjectId)
     tags: dict[str, str] = field(default_factory=dict)
+    oplog_max_bytes: int = DEFAULT_OPLOG_BYTES  # --oplogSize / replSetResizeOplog
+    oplog_min_retention_ms: int = 0  # oplogMinRetentionHours (4.4+)
+    oplog_floor_n: int = 1  # its oplog never held anything older (an initial sync starts it afresh)
+    initial_sync: InitialSync | None = None
+    acked_until_ms: int | None = None  # stopped acknowledging then (STARTUP, STARTUP2, initial sync); None: it acks
     # What serverStatus reports; the server counts them.
     stats: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(("current", "total", "requests", "bytes_in", "bytes_out"), 0)
@@ -359,25 +379,52 @@ class Member:
         return not self.arbiter
 
 
+def acks(member: Member) -> bool:
+    """Whether a data member acknowledges writes: not while it starts or runs an initial sync."""
+    return member.data_bearing and member.initial_sync is None and member.state not in (STARTUP, STARTUP2)
+
+
 class SetModel:
     """The whole replica set. Mutated only through its methods, which keep the invariants a real set has."""
 
-    def __init__(self, name: str, clock: Any, version: str = "7.0", mode: str = "traffic", rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        clock: Any,
+        version: str = "7.0",
+        *,
+        mode: str = "traffic",
+        rate: float = 0.0,
+        initiated_ago_ms: int = HISTORY_MS,
+    ) -> None:
         profile(version)
+        if initiated_ago_ms < 1:
+            raise ValueError("initiated_ago_ms must be >= 1: the set was initiated before it starts")
         self.name = name
         self.clock = clock
         self.members: dict[int, Member] = {}
         self.topology = "replset"  # or "standalone", "uninitialized"
         now = clock.now_ms()
         self.created_ms = now
-        self.oplog = Oplog(now - HISTORY_MS, mode, rate)
+        self.initiated_ms = now - initiated_ago_ms  # wall of the first oplog entry, "initiating set"
+        self.oplog = Oplog(self.initiated_ms, mode, rate)
+        self.entry_bytes = DEFAULT_ENTRY_BYTES
         self.write_mode = mode
         self.write_rate = rate
         self.term = 1
         self.primary_id: int | None = None
         self.prior_primary_id: int | None = None
-        self.election_ms = now - HISTORY_MS // 2  # the first primary was elected long before the set "started"
+        # the first primary was elected well before the set "started" (halfway through its history)
+        self.election_ms = now - min(HISTORY_MS, initiated_ago_ms) // 2
         self.election_n = self.oplog.count_le(self.election_ms)
+        self.election_commit_n = self.election_n
+        self.new_term_n = 0  # ordinal of the "new primary" entry of the last elect(); 0 for the first primary
+        self.w_majority_ms: int | None = self.election_ms + 173  # when that entry became majority-committed
+        self.w_majority_checked_ms = self.election_ms
+        self.commit_lag_ms: int | None = None  # set_commit_lag(): the commit point trails at least this much
+        self.flow_settings = FlowSettings()
+        self.flow: dict[tuple[int, ObjectId], FlowState] = {}  # per member process
+        self.settled_ms = now
         self.config_version = 1
         self.config_term = 1
         self.topology_counter = 0
@@ -427,33 +474,197 @@ class SetModel:
         """Ordinal of the newest entry the primary has written (the oplog stops while there is no primary)."""
         return self.oplog.count_le(now)
 
+    def sync_source_of(self, member: Member) -> Member | None:
+        """The member `member` replicates from: its initial-sync source while it runs one; else the one chosen
+        with set_sync_source while that one can serve (up, PRIMARY or SECONDARY), else the primary."""
+        if member.arbiter or member.id == self.primary_id or not member.reachable:
+            return None
+        if member.initial_sync is not None:
+            source = self.members.get(member.initial_sync.source_id)
+            return source if source is not None and source.reachable else None
+        if member.state in (STARTUP, STARTUP2):
+            return None
+        chosen = self.members.get(member.sync_source) if member.sync_source is not None else None
+        if chosen is not None and chosen.id != member.id and self.can_serve(chosen):
+            return chosen
+        primary = self.primary
+        return primary if primary is not None and primary.reachable and primary.id != member.id else None
+
+    def can_serve(self, member: Member) -> bool:
+        """Whether another member may replicate from `member`."""
+        return (
+            member.data_bearing
+            and member.reachable
+            and member.initial_sync is None
+            and member.state in (PRIMARY, SECONDARY)
+        )
+
+    def delay_ms(self, member: Member, written: bool = False) -> int:
+        """How far behind the primary `member` applies (writes, with `written`): its own lag and delay, and never
+        less than its sync source's, since it cannot be ahead of the member it copies from."""
+        own = member.apply_delay_ms
+        if written and member.written_lag_ms is not None:
+            own = min(own, member.written_lag_ms)
+        source = self.sync_source_of(member)
+        if source is None or source.id == self.primary_id:
+            return own
+        return max(own, self.delay_ms(source, written))  # set_sync_source refuses cycles
+
     def applied_n(self, member: Member, now: int, written: bool = False) -> int:
         """Ordinal of the last entry `member` has applied (or, with `written`, written to its oplog; 8.0)."""
         if member.arbiter:
             return 0
         if member.id == self.primary_id:
             return self.last_written(now)
-        lag = member.apply_delay_ms
-        if written and member.written_lag_ms is not None:
-            lag = min(lag, member.written_lag_ms)
-        return self.oplog.position(now, lag)
+        return self.oplog.position(now, self.delay_ms(member, written))
 
     def applied(self, member: Member, now: int, written: bool = False) -> Entry | None:
         n = self.applied_n(member, now, written)
         return self.oplog.entry(n, now) if n else None
 
-    def commit_point(self, now: int) -> Entry | None:
-        """The newest entry a majority of the voting data members has applied."""
+    def durable_n(self, member: Member, t: int, written: bool | None = None) -> int:
+        """What `member` has acknowledged at `t`: its durable entry (written = durable in 8.0, applied before),
+        frozen at what it had when it went down, hung, or stopped acknowledging (STARTUP, STARTUP2)."""
+        if member.arbiter:
+            return 0
+        if not member.reachable:
+            t = min(t, member.down_since_ms)
+        if member.initial_sync is not None or member.state in (STARTUP, STARTUP2):
+            t = min(t, self.created_ms if member.acked_until_ms is None else member.acked_until_ms)
+        if written is None:
+            written = self.profile_of(member).written
+        return self.applied_n(member, t, written)
+
+    def _majority_n(self, t: int) -> int:
+        """The newest ordinal writeMajorityCount voting data members have made durable at `t`."""
         voting = self.voting()
-        applied = sorted(
-            (self.applied_n(x, now) for x in voting if x.data_bearing and x.reachable and x.state != STARTUP2),
-            reverse=True,
-        )
-        needed = min(len(voting) // 2 + 1, sum(1 for x in voting if x.data_bearing))
-        if not applied or needed == 0:
-            return None
-        n = applied[min(needed, len(applied)) - 1]
+        writers = [x for x in voting if x.data_bearing]
+        if not writers:
+            return 0
+        needed = min(len(voting) // 2 + 1, len(writers))
+        n = sorted((self.durable_n(x, t) for x in writers), reverse=True)[needed - 1]
+        if self.commit_lag_ms is not None:
+            n = min(n, self.oplog.position(t, self.commit_lag_ms))
+        return n
+
+    def commit_n(self, now: int) -> int:
+        """Ordinal of the majority commit point (0: none)."""
+        return self._majority_n(now)
+
+    def commit_point(self, now: int) -> Entry | None:
+        """The newest entry a majority of the voting data members has made durable."""
+        n = self.commit_n(now)
         return self.oplog.entry(n, now) if n else None
+
+    # -- history: what the clock did since the last look --
+
+    def settle(self, now: int) -> None:
+        """Fold in everything that happened up to `now`: initial syncs that finished, flow control's ticks and
+        when w:majority became available after an election. Called before every command and every control, so
+        between two calls only the clock moves (and the commit point only moves forward)."""
+        while True:
+            due = [x for x in self.members.values() if x.initial_sync is not None and x.initial_sync.done_ms <= now]
+            if not due:
+                break
+            member = min(due, key=lambda x: x.initial_sync.done_ms if x.initial_sync else 0)
+            assert member.initial_sync is not None
+            self._advance(member.initial_sync.done_ms)
+            self._finish_initial_sync(member)
+        self._advance(now)
+
+    def _advance(self, t: int) -> None:
+        if t < self.settled_ms:
+            return
+        for member in self.members.values():
+            if member.up and member.data_bearing:
+                self._flow_state(member).advance(t, member.id == self.primary_id, self.flow_settings, self._probe())
+        self._track_w_majority(t)
+        self.settled_ms = t
+
+    def _flow_state(self, member: Member) -> FlowState:
+        key = (member.id, member.process_id)
+        state = self.flow.get(key)
+        if state is None:
+            since = max(member.started_ms, self.settled_ms)
+            state = FlowState(last_tick_ms=since - (since - member.started_ms) % 1000)
+            self.flow = {k: v for k, v in self.flow.items() if k[0] != member.id}  # the old process is gone
+            self.flow[key] = state
+        return state
+
+    def flow_section(self, member: Member) -> dict[str, Any]:
+        """serverStatus.flowControl of `member` (settled up to now by the caller)."""
+        return self._flow_state(member).section(self.flow_settings)
+
+    def _probe(self) -> Probe:
+        """Flow control's view of the set at an instant of the span being settled (the primary is the node)."""
+
+        def lag(t: int) -> tuple[int, int]:
+            last, committed = self.last_written(t), self._majority_n(t)
+            if last == 0:
+                return 0, 0
+            committed_wall = self.oplog.entry(committed, t).wall if committed else 0
+            return self.oplog.entry(last, t).wall - committed_wall, last - committed
+
+        def sustainer_ops(t: int) -> int:
+            members = sorted(self.members.values(), key=lambda x: self.durable_n(x, t, written=False))
+            median = members[len(members) // 2]
+            return self.durable_n(median, t, written=False) - self.durable_n(median, t - 1000, written=False)
+
+        return Probe(lag, sustainer_ops)
+
+    def _track_w_majority(self, t: int) -> None:
+        """Find when the last election's "new primary" entry became majority-committed (the commit point only
+        grows between two looks, so bisect the milliseconds since the last check)."""
+        if self.w_majority_ms is not None or self.new_term_n == 0:
+            return
+
+        def committed(x: int) -> bool:
+            return self._majority_n(x) >= self.new_term_n
+
+        lo, hi = self.w_majority_checked_ms + 1, t
+        if lo > hi or not committed(hi):
+            self.w_majority_checked_ms = max(self.w_majority_checked_ms, t)
+            return
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if committed(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        self.w_majority_ms = lo
+
+    # -- initial sync --
+
+    def start_initial_sync(
+        self, ref: int | str | Member, total_bytes: int, bytes_per_s: int, source: int | str | None = None
+    ) -> None:
+        """`ref` wipes its data and copies it again from `source` (default: its sync source, else the primary):
+        STARTUP2 until the copy is done, then SECONDARY with an oplog that starts where the copy began."""
+        member = self.member(ref)
+        if member.arbiter or member.id == self.primary_id or not member.up:
+            raise ValueError(f"{member.name} is an arbiter, the primary or down: it cannot run an initial sync")
+        if source is not None:
+            chosen = self.member(source)
+        else:
+            chosen = self.sync_source_of(member) if member.initial_sync is None else None
+            chosen = chosen or self.primary
+        if chosen is None or chosen.id == member.id or not self.can_serve(chosen):
+            raise ValueError("an initial sync needs a sync source that is up and PRIMARY or SECONDARY")
+        now = self.now()
+        begin = self.applied_n(chosen, now)  # the sync source's last applied entry: where the copy's oplog starts
+        if acks(member):
+            member.acked_until_ms = now
+        member.initial_sync = InitialSync(now, int(total_bytes), int(bytes_per_s), chosen.id, begin)
+        member.state = STARTUP2
+        self.changed()
+
+    def _finish_initial_sync(self, member: Member) -> None:
+        sync = member.initial_sync
+        assert sync is not None
+        member.initial_sync, member.acked_until_ms = None, None
+        member.state = SECONDARY
+        member.oplog_floor_n = max(1, sync.oplog_start_n)
+        self.changed()
 
     # -- changes --
 
@@ -468,6 +679,8 @@ class SetModel:
 
     def add(self, member: Member) -> None:
         member.started_ms = self.now()
+        if not acks(member):
+            member.acked_until_ms = member.started_ms  # it joins with nothing acknowledged since
         self.members[member.id] = member
 
     def elect(self, ref: int | str | Member) -> None:
@@ -475,6 +688,7 @@ class SetModel:
         if m.arbiter or m.priority <= 0 or not m.up or m.state not in (PRIMARY, SECONDARY):
             raise ValueError(f"{m.name} cannot be elected (arbiter, priority 0, down or not SECONDARY)")
         now = self.now()
+        self.election_commit_n = self.commit_n(now)  # lastCommittedOpTimeAtElection
         old = self.primary
         if old is not None:
             old.state = SECONDARY
@@ -492,7 +706,8 @@ class SetModel:
         if old is None:
             self.oplog.switch(self.write_mode, now, self.write_rate)
         self.oplog.new_term(self.term, now)
-        self.oplog.write(now, kind="new_primary", ns="", o={"msg": "new primary"})
+        self.new_term_n = self.oplog.write(now, kind="new_primary", ns="", o={"msg": "new primary"}).n
+        self.w_majority_ms, self.w_majority_checked_ms = None, now - 1
         self.changed()
 
     def step_down(self) -> None:
@@ -521,5 +736,11 @@ class SetModel:
             raise ValueError(f"{m.name} is an arbiter; its state is ARBITER")
         if m.id == self.primary_id:
             self.step_down()
+        if code in (STARTUP, STARTUP2):
+            if acks(m):
+                m.acked_until_ms = self.now()
+        else:
+            m.acked_until_ms = None
         m.state = code
+        m.initial_sync = None  # set_state ends an initial sync
         self.changed()

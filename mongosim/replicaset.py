@@ -5,7 +5,7 @@ event-loop thread, so no command ever sees half a change, and the next hello (he
 once) already shows it. Members are addressed by `_id` (their index in the initial list) or by name
 ("127.0.0.1:PORT").
 
-Imports `.model`, `.server`, `.commands`, `.scram` and `.wire`.
+Imports `.model`, `.server`, `.commands`, `.storage`, `.scram` and `.wire`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import bson
 from bson import ObjectId
 
-from . import commands, model, wire
+from . import commands, model, storage, wire
 from .model import ManualClock, Member, RealClock, SetModel
 from .scram import User
 from .server import Dispatch, LoopThread, Server
@@ -62,7 +62,7 @@ class MemberInfo:
     priority: float
     votes: int
     delay_secs: int
-    lag_ms: int  # the raw lag it applies with: set_lag's value, never less than its delay
+    lag_ms: int  # the raw lag it applies with: set_lag's value, never less than its delay nor its sync source's
     version: str
 
 
@@ -89,6 +89,7 @@ class ReplicaSet:
         host: str = "127.0.0.1",
         loop: LoopThread | None = None,
         dispatch: Dispatch = commands.dispatch,
+        initiated_ago_ms: int = model.HISTORY_MS,
     ) -> None:
         """`loop` and `dispatch` are for a ShardedCluster: a loop thread its sets share, and what a member of a
         shard or of the config server set answers."""
@@ -108,7 +109,7 @@ class ReplicaSet:
             raise ValueError(f"mode must be one of {', '.join(WRITE_MODES)}")
         self.clock = clock if clock is not None else RealClock()
         self._version_default = version
-        self._model = SetModel(name, self.clock, version, mode=mode, rate=rate)
+        self._model = SetModel(name, self.clock, version, mode=mode, rate=rate, initiated_ago_ms=initiated_ago_ms)
         self._model.topology = topology
         self._server = Server(self._model, host, loop, dispatch)
         self._host = host
@@ -134,7 +135,7 @@ class ReplicaSet:
                 member.port = self._server.bind(member, spec.port)
                 member.name = f"{self._host}:{member.port}"
                 m.add(member)
-                member.started_ms = m.created_ms - model.HISTORY_MS
+                member.started_ms = m.initiated_ms
             if not primary_given:
                 eligible = [x for x in m.members.values() if x.data_bearing and x.priority > 0]
                 if eligible and eligible[0].state == model.SECONDARY:
@@ -270,6 +271,80 @@ class ReplicaSet:
 
         self._call(change)
 
+    # -- controls: oplog size, majority commit point, flow control, initial sync --
+
+    def set_oplog(
+        self,
+        ref: MemberRef,
+        *,
+        max_size_bytes: int | None = None,
+        window_ms: int | None = None,
+        min_retention_hours: float | None = None,
+    ) -> None:
+        """Resize a member's oplog (replSetResizeOplog): `max_size_bytes` (maxSize), or `window_ms`, a maxSize
+        that holds the last window_ms of writes (exactly that window, newest wall - oldest wall, under continuous
+        traffic); `min_retention_hours` is oplogMinRetentionHours (0: none). Unlike a real server, any size of at
+        least one entry is accepted (a real one refuses less than 990 MB)."""
+        if max_size_bytes is not None and window_ms is not None:
+            raise ValueError("give max_size_bytes or window_ms, not both")
+        if min_retention_hours is not None and min_retention_hours < 0:
+            raise ValueError("min_retention_hours must be >= 0")
+
+        def change() -> None:
+            m = self._model
+            member = m.member(ref)
+            if member.arbiter:
+                raise ValueError(f"{member.name} is an arbiter: it has no oplog")
+            size = max_size_bytes
+            if window_ms is not None:
+                size = storage.window_bytes(m, window_ms, m.now())
+            if size is not None:
+                if size < m.entry_bytes:
+                    raise ValueError(f"an oplog holds at least one entry ({m.entry_bytes} bytes)")
+                member.oplog_max_bytes = int(size)
+            if min_retention_hours is not None:
+                member.oplog_min_retention_ms = round(min_retention_hours * 3_600_000)
+
+        self._call(change)
+
+    def set_oplog_entry_bytes(self, entry_bytes: int) -> None:
+        """How many bytes every oplog entry counts for (set-wide, history included; default 143)."""
+        if entry_bytes < 1:
+            raise ValueError("an oplog entry takes at least one byte")
+        self._call(lambda: setattr(self._model, "entry_bytes", int(entry_bytes)))
+
+    def set_commit_lag(self, ms: int | None) -> None:
+        """Hold the majority commit point at least `ms` behind the newest write (None: derive it only from what
+        the members have made durable). The commit point never moves back: after this it stays where it is until
+        the newest write is `ms` ahead of it, so advance the clock by `ms` to see it trail by exactly `ms`."""
+        if ms is not None and ms < 0:
+            raise ValueError("a commit lag is >= 0 ms")
+        self._call(lambda: setattr(self._model, "commit_lag_ms", None if ms is None else int(ms)))
+
+    def set_flow_control(self, enabled: bool | None = None, target_lag_s: int | None = None) -> None:
+        """The enableFlowControl and flowControlTargetLagSeconds parameters, on every member (4.2+ profiles).
+        Flow control engages once the commit point trails the primary's last write by half the target."""
+        if target_lag_s is not None and target_lag_s <= 0:
+            raise ValueError("flowControlTargetLagSeconds must be > 0")
+
+        def change() -> None:
+            settings = self._model.flow_settings
+            if enabled is not None:
+                settings.enabled = bool(enabled)
+            if target_lag_s is not None:
+                settings.target_lag_s = int(target_lag_s)
+
+        self._call(change)
+
+    def start_initial_sync(
+        self, ref: MemberRef, total_bytes: int, bytes_per_s: int, source: MemberRef | None = None
+    ) -> None:
+        """A secondary starts a logical initial sync of `total_bytes` at `bytes_per_s` from `source` (default:
+        its sync source, else the primary). It is STARTUP2 (the others see epoch optimes) and reports
+        initialSyncStatus until the last byte is copied, total_bytes / bytes_per_s seconds later; then it is a
+        SECONDARY again, applying with its set_lag, with an oplog that starts where the copy began."""
+        self._call(lambda: self._model.start_initial_sync(ref, total_bytes, bytes_per_s, source))
+
     # -- controls: configuration --
 
     def set_hidden(self, ref: MemberRef, hidden: bool = True) -> None:
@@ -339,11 +414,26 @@ class ReplicaSet:
         self._call(change)
 
     def set_sync_source(self, ref: MemberRef, source: MemberRef | None) -> None:
-        """Chain a secondary through another member (None: sync from the primary)."""
+        """Chain a secondary through another member (None: sync from the primary). A chained member is never
+        ahead of its source: its lag behind the primary is the larger of its own set_lag and its source's. While
+        the chosen source cannot serve (down, hung, not PRIMARY/SECONDARY) it syncs from the primary, as a real
+        member picks another source."""
 
         def change() -> None:
+            m = self._model
             member = self._data_secondary(ref)
-            member.sync_source = None if source is None else self._model.member(source).id
+            if source is None:
+                member.sync_source = None
+                return
+            chosen = m.member(source)
+            if chosen.arbiter or chosen.id == member.id:
+                raise ValueError("a sync source is another data-bearing member")
+            hop: Member | None = chosen
+            while hop is not None and hop.sync_source is not None and hop.id != m.primary_id:
+                if hop.sync_source == member.id:
+                    raise ValueError(f"{chosen.name} syncs (through others) from {member.name}: no cycles")
+                hop = m.members.get(hop.sync_source)
+            member.sync_source = chosen.id
 
         self._call(change)
 
@@ -547,7 +637,12 @@ class ReplicaSet:
     def _call(self, fn: Any, *args: Any) -> Any:
         if not self._started:
             raise RuntimeError("start() the set first: members get their ports when it starts")
-        return self._server.call(fn, *args)
+
+        def settled(*fn_args: Any) -> Any:
+            self._model.settle(self._model.now())  # what the clock did so far happened before this control
+            return fn(*fn_args)
+
+        return self._server.call(settled, *args)
 
     def _data_secondary(self, ref: MemberRef) -> Member:
         member = self._model.member(ref)
@@ -579,7 +674,7 @@ def _info(m: SetModel, x: Member) -> MemberInfo:
         priority=x.priority,
         votes=x.votes,
         delay_secs=x.delay_secs,
-        lag_ms=0 if x.arbiter or x.id == m.primary_id else x.apply_delay_ms,
+        lag_ms=0 if x.arbiter or x.id == m.primary_id else m.delay_ms(x),
         version=x.version,
     )
 

@@ -78,6 +78,9 @@ class RouterModel:
     def now(self) -> int:
         return self.clock.now_ms()
 
+    def settle(self, now: int) -> None:
+        """Nothing to fold in: a mongos has no replication of its own (commands.dispatch settles every model)."""
+
 
 Handler = Callable[[RouterModel, Session, wire.Request], dict[str, Any]]
 

@@ -35,6 +35,11 @@ AWAIT_CAPABLE = 1 << 3  # set by every mongod since 3.2
 _CODEC = bson.CodecOptions(document_class=dict)
 
 
+def append_number(n: int) -> int | bson.Int64:
+    """A count as mongod's BSONObjBuilder::appendNumber(long long) encodes it: an int32 when it fits, else a long."""
+    return n if -(2**31) <= n < 2**31 else bson.Int64(n)
+
+
 class ProtocolError(Exception):
     """The bytes are not a message this server accepts; the connection must be closed."""
 
