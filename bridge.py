@@ -1,17 +1,19 @@
 """The Zero Problem bridge: one `View` of the store in, the status document (and the /liveness answer) out.
 
-PURE: no I/O, no clock, no logging; the same view always gives the same document. Imports `kinds`, `replset`
-and `store` only. The web layer serves what this returns, and the status page reuses its wording, so the
-document, /liveness and the page can never disagree about a member.
+PURE: no I/O, no clock, no logging; the same view always gives the same document. Imports `danger` (its words),
+`kinds`, `replset`, `store` and `trend` only. The web layer serves what this returns, and the status page reuses
+its wording, so the document, /liveness and the page can never disagree about a member.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from danger import duration_words
 from kinds import NoteKind
 from replset import Member, Snapshot, Status
 from store import SetView, View
+from trend import Trend, trend_words
 
 # The consumer is configured with this id, typo included: it must not be "corrected".
 SERVICE_ID = "mhp.zeroproblem.mongo.replcationlag"
@@ -62,8 +64,23 @@ def condition(member: Member) -> str:
     return member.reason or member.state_str or f"state {member.state}"
 
 
-def member_line(member: Member, snapshot: Snapshot, prefix: str = "") -> str:
-    """One Markdown list line for one member, e.g. `- Secondary db1:27017 replication lag 1239ms`."""
+def danger_words(member: Member, trend: Trend | None) -> list[str]:
+    """For a YELLOW or RED member: which way its lag goes and when that matters, and its oplog headroom."""
+    if member.status is Status.GREEN or member.lag_ms is None:
+        return []
+    full_source = member.sync_source_full is True
+    words = [trend_words(trend, member.lag_ms, member.headroom_ms if full_source else None)] if trend else []
+    if member.headroom_ms is not None and not member.has_note(NoteKind.HEADROOM_LOW):
+        words.append(f"oplog headroom {duration_words(member.headroom_ms)}" + ("" if full_source else _NOT_FULL))
+    return words
+
+
+_NOT_FULL = " (the oplog is not full yet: not a limit)"
+
+
+def member_line(member: Member, snapshot: Snapshot, prefix: str = "", trend: Trend | None = None) -> str:
+    """One Markdown list line for one member, e.g. `- Secondary db1:27017 replication lag 1239ms`, and for a
+    YELLOW or RED member how it is going: `(rising 2.1 s/min, RED in about 4 min; oplog headroom 5 h 12 min)`."""
     words = [f"{prefix}{role(member)}", member.name]
     facts = attributes(member)
     # With a primary, the primary is obviously the reference; otherwise the reader must be told which it was.
@@ -77,7 +94,7 @@ def member_line(member: Member, snapshot: Snapshot, prefix: str = "") -> str:
         words.append(f"replication lag {lag_text(member)}")
         # Notes (an oplog lookup fallback, apply as the bottleneck) are worth the reader's eye; "N ms behind"
         # would only repeat the number, and consumers read the line as `... replication lag <N>ms`.
-        notes = [note.text for note in member.notes if note.kind is not NoteKind.BEHIND]
+        notes = danger_words(member, trend) + [n.text for n in member.notes if n.kind is not NoteKind.BEHIND]
         if notes:
             words.append(f"({'; '.join(notes)})")
     return "- " + " ".join(words)
@@ -105,8 +122,9 @@ def collection_problems(view: View | SetView) -> list[str]:
     return sentences
 
 
-def snapshot_lines(snapshot: Snapshot, *, last_known: bool = False) -> list[str]:
-    """The reference line for a set with no primary, then one line per member, primary first."""
+def snapshot_lines(snapshot: Snapshot, *, last_known: bool = False, trends: SetView | None = None) -> list[str]:
+    """The reference line for a set with no primary, one line per member (primary first), then what endangers
+    the whole set: the majority commit point, flow control, a read the user may not make."""
     lines = []
     prefix = "Last known: " if last_known else ""
     if not snapshot.has_primary:
@@ -114,8 +132,19 @@ def snapshot_lines(snapshot: Snapshot, *, last_known: bool = False) -> list[str]
             lines.append(f"- {prefix}No primary: lag measured against the freshest member {snapshot.reference_member}")
         else:
             lines.append(f"- {prefix}No primary and no healthy data-bearing member to measure lag against")
-    lines.extend(member_line(m, snapshot, prefix) for m in snapshot.members)
+    lines.extend(
+        member_line(m, snapshot, prefix, trends.trend_of(m.name) if trends is not None else None)
+        for m in snapshot.members
+    )
+    lines += [f"- {prefix}{_capital(n.text)}" for n in snapshot.notes if n.kind in _SET_DANGER]
     return lines
+
+
+_SET_DANGER = frozenset({NoteKind.MAJORITY_COMMIT_LAG, NoteKind.FLOW_CONTROL_ENGAGED, NoteKind.PRIVILEGE_MISSING})
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def action_body(view: View) -> str:
@@ -124,7 +153,7 @@ def action_body(view: View) -> str:
         return "\n".join(cluster_lines(view))
     lines = [f"- {sentence}" for sentence in collection_problems(view)]
     if view.snapshot is not None:
-        lines.extend(snapshot_lines(view.snapshot, last_known=view.current is None))
+        lines.extend(snapshot_lines(view.snapshot, last_known=view.current is None, trends=view.single))
     return "\n".join(lines)
 
 
@@ -167,7 +196,7 @@ def cluster_lines(view: View) -> list[str]:
     for each in shown:
         lines.append(f"- {each.address.label}: {each.status.name}{_draining(each)}")
         if each.snapshot is not None:
-            lines.extend(snapshot_lines(each.snapshot, last_known=each.current is None))
+            lines.extend(snapshot_lines(each.snapshot, last_known=each.current is None, trends=each))
     if len(shown) < len(view.sets):
         lines.append(_green_summary(quiet))
     return lines

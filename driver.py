@@ -227,16 +227,36 @@ class Connection:
         with pymongo.timeout(seconds):
             yield
 
-    def command(self, name: str, *, primary_only: bool = False, db: str = "admin") -> dict[str, Any]:
-        """Run `{name: 1}`: on the primary only, or PRIMARY_PREFERRED (so a set with no primary still answers).
+    def command(self, name: str, *, primary_only: bool = False, db: str = "admin", **arguments: Any) -> dict[str, Any]:
+        """Run `{name: 1, **arguments}`: on the primary only, or PRIMARY_PREFERRED (so a set with no primary still
+        answers; on a direct connection, the one member).
 
         `Database.command()` ignores the client's read preference and defaults to PRIMARY: always pass one.
         """
         preference = ReadPreference.PRIMARY if primary_only else ReadPreference.PRIMARY_PREFERRED
         try:
-            return self._client[db].command(name, read_preference=preference)
+            return self._client[db].command(name, read_preference=preference, **arguments)
         except PyMongoError as error:
             raise self._translated(error, name) from None
+
+    def oplog_end(self, *, newest: bool) -> dict[str, Any] | None:
+        """This server's oldest (or newest) oplog entry, natural order, with its `ts` and `wall`."""
+        oplog = self._client.local.get_collection("oplog.rs", read_preference=ReadPreference.PRIMARY_PREFERRED)
+        try:
+            return oplog.find_one({}, projection={"ts": 1, "wall": 1}, sort=[("$natural", -1 if newest else 1)])
+        except PyMongoError as error:
+            raise self._translated(error, "find on local.oplog.rs") from None
+
+    def oplog_storage(self) -> dict[str, Any] | None:
+        """`$collStats` storage statistics of this server's oplog (size, maxSize, count): allowed directly on a
+        shard member from 8.0, where the collStats command is not."""
+        oplog = self._client.local.get_collection("oplog.rs", read_preference=ReadPreference.PRIMARY_PREFERRED)
+        try:
+            found = list(oplog.aggregate([{"$collStats": {"storageStats": {}}}]))
+        except PyMongoError as error:
+            raise self._translated(error, "$collStats on local.oplog.rs") from None
+        stats = found[0].get("storageStats") if found else None
+        return stats if isinstance(stats, dict) else None
 
     def find(self, db: str, collection: str, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` documents of `db.collection` (PRIMARY_PREFERRED), e.g. `config.shards` on a router."""
@@ -311,12 +331,33 @@ def set_uri(
     auth_source: str | None = None,
 ) -> str:
     """The URI of one replica set behind the routers: its seeds and name, with the router URI's credentials and
-    options (TLS, authSource, mechanism, timeouts), or the given credentials instead.
+    options (TLS, authSource, mechanism, timeouts), or the given credentials instead."""
+    return derived_uri(
+        router_uri, hosts, replica_set=set_name, username=username, password=password, auth_source=auth_source
+    )
 
-    `router_uri` was accepted by the driver already, so its userinfo has no unescaped '@', '/' or '?'. A
-    `mongodb+srv://` router URI implies TLS; the set's URI is a plain `mongodb://` one and says `tls=true`.
+
+def member_uri(uri: str, host: str) -> str:
+    """A direct connection to one member, with `uri`'s credentials and options: to read the member's own oplog."""
+    return derived_uri(uri, (host,), direct=True)
+
+
+def derived_uri(
+    base_uri: str,
+    hosts: tuple[str, ...],
+    *,
+    replica_set: str | None = None,
+    direct: bool = False,
+    username: str | None = None,
+    password: str | None = None,
+    auth_source: str | None = None,
+) -> str:
+    """`base_uri` with other hosts (and a set name, or a direct connection), keeping its credentials and options.
+
+    `base_uri` was accepted by the driver already, so its userinfo has no unescaped '@', '/' or '?'. A
+    `mongodb+srv://` URI implies TLS; the derived URI is a plain `mongodb://` one and says `tls=true`.
     """
-    scheme, _, rest = router_uri.partition("://")
+    scheme, _, rest = base_uri.partition("://")
     end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     netloc, tail = rest[:end], rest[end:]
     userinfo, at, _ = netloc.rpartition("@")
@@ -330,6 +371,9 @@ def set_uri(
     if auth_source is not None:
         options = [o for o in options if o.split("=", 1)[0].lower() != "authsource"]
         options.append(f"authSource={quote(auth_source, safe='')}")
-    options.append(f"replicaSet={quote(set_name, safe='')}")
+    if replica_set is not None:
+        options.append(f"replicaSet={quote(replica_set, safe='')}")
+    if direct:
+        options.append("directConnection=true")
     credentials = f"{userinfo}@" if at else ""
     return f"mongodb://{credentials}{','.join(hosts)}/{path}?{'&'.join(options)}"

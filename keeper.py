@@ -1,5 +1,6 @@
-"""The owner of a replica set's connection: makes it, renews it when the driver forgot every seed, closes it, and
-explains a failure from the heartbeats it observed.
+"""The owner of a replica set's connections: makes the set's, renews it when the driver forgot every seed, keeps
+one direct connection per member for the reads only that member can answer (its own oplog, its initial sync),
+closes them all, and explains a failure from the heartbeats it observed.
 
 With `replicaSet=` in the URI the driver drops a seed that answers as a standalone (or for another set) and never
 looks at the URI's hosts again, so once every seed was dropped it cannot recover even when the servers are fixed.
@@ -18,11 +19,16 @@ log = logging.getLogger("replicationlag.keeper")
 
 
 class ClientKeeper:
-    """Holds one `Connection`, made by `connect` (which raises `driver.ClientError` for a URI it rejects)."""
+    """Holds the set's `Connection`, made by `connect` (which raises `driver.ClientError` for a URI it rejects),
+    and the members' direct connections, made by `connect_member(host:port)` when first needed."""
 
-    def __init__(self, connect: Callable[[], Connection]) -> None:
+    def __init__(
+        self, connect: Callable[[], Connection], connect_member: Callable[[str], Connection] | None = None
+    ) -> None:
         self._connect = connect
+        self._connect_member = connect_member
         self._connection = connect()
+        self._members: dict[str, Connection] = {}
         self._forgotten = False
         self._renewed_since_success = False
 
@@ -43,8 +49,25 @@ class ClientKeeper:
     def succeeded(self) -> None:
         self._renewed_since_success = False
 
+    def member(self, name: str) -> Connection | None:
+        """The direct connection to one member (made now if new); None when members are not read directly.
+        Raises `driver.ClientError` when the member's address makes no URI."""
+        if self._connect_member is None:
+            return None
+        if name not in self._members:
+            self._members[name] = self._connect_member(name)
+        return self._members[name]
+
+    def keep_members(self, names: set[str]) -> None:
+        """Close the direct connections of members that are no longer in the set."""
+        for name in set(self._members) - names:
+            self._members.pop(name).close_in_background()
+
     def close(self, wait_s: float) -> None:
-        """Close the connection held now, waiting at most `wait_s` for it."""
+        """Close every connection held now, waiting at most `wait_s` for the set's."""
+        for member in self._members.values():
+            member.close_in_background()
+        self._members = {}
         self._connection.close_in_background().join(wait_s)
 
     def _renew(self) -> None:

@@ -57,10 +57,16 @@ class NoteKind(StrEnum):
     # Facts beside the lag that do not change a colour.
     APPLY_BOTTLENECK = "apply_bottleneck"  # 8.0: written far less behind than applied; values: written_lag_ms
     OPLOG_FALLBACK = "oplog_fallback"  # the exact measure could not be used; values: problem, source
+    HEADROOM_LOW = "headroom_low"  # values: headroom_ms, window_ms, source
+    INITIAL_SYNC = "initial_sync"  # values: progress, remaining_ms
+    DANGER_UNREAD = "danger_unread"  # the oplog window (or initial sync) could not be read; values: why
     # Facts about the whole set.
     SEVERAL_PRIMARIES = "several_primaries"  # values: count, chosen
     CONFIG_UNREADABLE = "config_unreadable"
     NO_DATE = "no_date"
+    MAJORITY_COMMIT_LAG = "majority_commit_lag"  # values: lag_ms
+    FLOW_CONTROL_ENGAGED = "flow_control_engaged"  # values: target_rate
+    PRIVILEGE_MISSING = "privilege_missing"  # a read was refused; the text says what to grant
 
 
 class SetRole(StrEnum):

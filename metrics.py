@@ -73,6 +73,50 @@ _MEMBER_GAUGES: tuple[tuple[str, str, Callable[[Member], float | None], Callable
     ),
     ("member_health", "1 when the member is healthy, else 0", lambda m: 1 if m.healthy else 0, _every),
     ("member_status", "Member status: 0 GREEN, 1 YELLOW, 2 RED", lambda m: int(m.status), _every),
+    (
+        "oplog_window_seconds",
+        "Span of the member's own oplog: wall of its newest entry minus its oldest, ms precision",
+        lambda m: _seconds(m.oplog.window_ms) if m.oplog else None,
+        _data_bearing,
+    ),
+    (
+        "oplog_full",
+        "1 when the member's oplog has reached its configured maximum size, 0 while it is still filling "
+        "(then its window is only its age, not a limit)",
+        lambda m: None if m.oplog is None or m.oplog.full is None else int(m.oplog.full),
+        _data_bearing,
+    ),
+    (
+        "oplog_size_bytes",
+        "Size of the member's oplog",
+        lambda m: m.oplog.size_bytes if m.oplog else None,
+        _data_bearing,
+    ),
+    (
+        "oplog_max_size_bytes",
+        "Configured maximum size of the member's oplog",
+        lambda m: m.oplog.max_size_bytes if m.oplog else None,
+        _data_bearing,
+    ),
+    (
+        "headroom_seconds",
+        "How much further the member can fall behind before its sync source's oplog no longer holds what it needs "
+        "(the source's window plus the source's lag minus the member's raw lag); see oplog_full of the source",
+        lambda m: _seconds(m.headroom_ms),
+        _replicating,
+    ),
+    (
+        "initial_sync_progress_ratio",
+        "Initial sync: bytes copied of the total (5.2+), else databases cloned of the total",
+        lambda m: m.initial_sync.progress if m.initial_sync else None,
+        _data_bearing,
+    ),
+    (
+        "initial_sync_remaining_seconds",
+        "Initial sync: the server's estimate of the time left (5.2+)",
+        lambda m: _seconds(m.initial_sync.remaining_ms) if m.initial_sync else None,
+        _data_bearing,
+    ),
 )
 
 
@@ -203,6 +247,50 @@ def _set_families(family: _Families, infra: str, snapshots: list[Snapshot]) -> I
     for name, help_text, value, which in _MEMBER_GAUGES:
         samples = [([infra, s.set_name, m.name], value(m)) for s in snapshots for m in s.members if which(m)]
         yield family.gauge(name, help_text, member_labels, samples)
+    yield family.gauge(
+        "majority_commit_lag_seconds",
+        "On the primary: its last applied write minus the majority commit point (w: majority writes wait this long)",
+        ["infra", "set"],
+        [([infra, s.set_name], _seconds(s.majority_commit_lag_ms)) for s in snapshots],
+    )
+    controls = [(s.set_name, s.flow_control) for s in snapshots if s.flow_control is not None]
+    yield family.gauge(
+        "flow_control_enabled",
+        "1 when flow control is enabled on the primary (enableFlowControl)",
+        ["infra", "set"],
+        [([infra, name], int(fc.enabled)) for name, fc in controls],
+    )
+    yield family.gauge(
+        "flow_control_engaged",
+        "1 while flow control throttles writes on the primary (serverStatus flowControl.isLagged)",
+        ["infra", "set"],
+        [([infra, name], int(fc.engaged)) for name, fc in controls],
+    )
+    yield family.gauge(
+        "flow_control_target_rate",
+        "Tickets (about write operations) per second flow control allows on the primary (targetRateLimit)",
+        ["infra", "set"],
+        [([infra, name], fc.target_rate) for name, fc in controls],
+    )
+    yield family.counter(
+        "flow_control_lagged",
+        "Times the primary's flow control found the majority commit point lagging (isLaggedCount); resets when "
+        "another member becomes primary",
+        ["infra", "set"],
+        [([infra, name], fc.lagged_count) for name, fc in controls],
+    )
+    yield family.counter(
+        "flow_control_lagged_seconds",
+        "Time flow control spent lagged on the primary (isLaggedTimeMicros, counted when a lagged period ends)",
+        ["infra", "set"],
+        [([infra, name], fc.lagged_time_s) for name, fc in controls],
+    )
+    yield family.counter(
+        "flow_control_ticket_wait_seconds",
+        "Time writes on the primary waited for a flow control ticket (timeAcquiringMicros)",
+        ["infra", "set"],
+        [([infra, name], fc.acquiring_time_s) for name, fc in controls],
+    )
     yield family.gauge(
         "member_info",
         'Member attributes; precision="ms" (wall times, oplog), "s" (optimeDate fallback) or "" (no lag)',

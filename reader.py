@@ -2,18 +2,27 @@
 
 `replSetGetStatus` (PRIMARY_PREFERRED, asked once more if the connection broke under it, and asked of the primary
 when a secondary answered while a primary is up), `replSetGetConfig` only when the set's configuration changed
-(cached here), and one lookup in the primary's oplog per lagging member (docs/domain.md §6). Everything runs under
-one deadline; errors leave as `driver.DriverError`. Imports `driver`, `kinds` and `replset`.
+(cached here), and one lookup in the primary's oplog per lagging member (docs/domain.md §6): these make the poll,
+and their errors leave as `driver.DriverError`. Then the reads that say how dangerous the lag is (§12-14), each
+of which may fail alone without failing the poll: on each data-bearing member directly, its oldest and newest
+oplog entries and its oplog's storage statistics (three small reads), `replSetGetStatus` on a member in initial
+sync, and `serverStatus` on the primary for flow control. Everything runs under the one poll deadline; a member
+read gets at most a quarter of it, so a member that hangs cannot starve the others. Imports `danger`, `driver`,
+`keeper` and `replset`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from driver import UNAUTHORIZED, Connection, DriverError, wall_ms
-from replset import OplogProbe, StatusReport, config_is_stale, read_status
+from danger import Evidence, MemberEvidence
+from driver import UNAUTHORIZED, ClientError, Connection, DriverError, wall_ms
+from keeper import ClientKeeper
+from replset import PRIMARY, RECOVERING, SECONDARY, STARTUP2, OplogProbe, StatusReport, config_is_stale, read_status
 
 log = logging.getLogger("replicationlag.reader")
 
@@ -25,6 +34,7 @@ class SetDocuments:
     status: StatusReport
     config: dict[str, Any] | None
     probes: dict[str, OplogProbe]
+    evidence: Evidence = field(default_factory=Evidence)
 
 
 class SetReader:
@@ -35,15 +45,18 @@ class SetReader:
         self._config: dict[str, Any] | None = None
         self._config_key: tuple[str, ...] | None = None
 
-    def read(self, connection: Connection) -> SetDocuments:
-        """Ask the set once, within the deadline. Raises `DriverError`."""
+    def read(self, keeper: ClientKeeper) -> SetDocuments:
+        """Ask the set once, within the deadline. Raises `DriverError` when the status cannot be read."""
+        connection = keeper.connection
+        deadline = time.monotonic() + self._timeout_s
         with connection.deadline(self._timeout_s):
             status = read_status(self._replset_get_status(connection))
             if not status.answered_by_primary and status.reports_a_healthy_primary:
                 status = self._ask_the_primary(connection) or status
             config = self._config_for(connection, status)
             probes = self._probe_oplog(connection, status)
-        return SetDocuments(status, config, probes)
+            evidence = _EvidenceReader(keeper, deadline, self._timeout_s / 4).read(status)
+        return SetDocuments(status, config, probes, evidence)
 
     def _replset_get_status(self, connection: Connection) -> dict[str, Any]:
         """replSetGetStatus, asked once more if the connection broke under it (the member went down or hung and
@@ -118,3 +131,85 @@ def _probe_from_entry(entry: dict[str, Any] | None) -> OplogProbe:
     if wall is None:
         return OplogProbe(error="the oplog entry has no wall time (server older than 4.2?)")
     return OplogProbe(oldest_unapplied_wall_ms=wall)
+
+
+# Members whose own oplog says how far back they can serve (a RECOVERING member still holds its oplog).
+_OPLOG_STATES = frozenset({PRIMARY, SECONDARY, RECOVERING})
+# serverStatus sections left out: flow control is all that is read, and these are the large ones.
+_SERVER_STATUS_LEFT_OUT = {"wiredTiger": 0, "metrics": 0, "locks": 0, "tcmalloc": 0, "repl": 0, "opcounters": 0}
+_FIND, _STATS = "find on local.oplog.rs", "$collStats on local.oplog.rs"
+_GRANTS = {
+    "find on local.oplog.rs": "oplog windows need read on the local database: grant the monitoring user read on local",
+    "$collStats on local.oplog.rs": "oplog sizes need the collStats privilege on local.oplog.rs: grant clusterMonitor",
+    "serverStatus": "flow control needs serverStatus: grant the monitoring user clusterMonitor",
+    "replSetGetStatus": "initial-sync progress needs replSetGetStatus on that member: grant clusterMonitor",
+}
+
+
+class _EvidenceReader:
+    """The danger reads of one poll; each failure becomes words, never an exception."""
+
+    def __init__(self, keeper: ClientKeeper, deadline: float, member_budget_s: float) -> None:
+        self._keeper = keeper
+        self._deadline = deadline
+        self._member_budget_s = member_budget_s
+        self._denied: dict[str, str] = {}  # command -> what to grant, once per poll
+
+    def read(self, status: StatusReport) -> Evidence:
+        members = status.members or ()
+        self._keeper.keep_members({m.name for m in members})
+        found = {m.name: self._member(m.name, m.state) for m in members if m.healthy and m.state in _READ_STATES}
+        server_status = self._primary_server_status() if status.reports_a_healthy_primary else None
+        return Evidence(found, server_status, tuple(dict.fromkeys(self._denied.values())))
+
+    def _member(self, name: str, state: int | None) -> MemberEvidence:
+        try:
+            connection = self._keeper.member(name)
+        except ClientError as error:
+            return MemberEvidence(unread=str(error))
+        if connection is None:
+            return MemberEvidence()
+        budget = min(self._member_budget_s, self._deadline - time.monotonic())
+        if budget <= 0:
+            return MemberEvidence(unread="no time left in the poll to read its oplog")
+        reads: dict[str, Any] = {}
+        problems: list[str] = []
+        with connection.deadline(budget):
+            if state == STARTUP2:
+                reads["own_status"] = self._try(
+                    "replSetGetStatus", problems, lambda: connection.command("replSetGetStatus")
+                )
+            if state in _OPLOG_STATES:
+                reads["oldest"] = self._try(_FIND, problems, lambda: connection.oplog_end(newest=False))
+                reads["newest"] = self._try(_FIND, problems, lambda: connection.oplog_end(newest=True))
+                reads["stats"] = self._try(_STATS, problems, connection.oplog_storage)
+        return MemberEvidence(unread="; ".join(dict.fromkeys(problems)), **reads)
+
+    def _try(self, command: str, problems: list[str], call: Callable[[], Any]) -> Any:
+        """`call()`, or None with the reason kept: a refusal once per poll (what to grant), else in `problems`."""
+        if command in self._denied:
+            return None
+        try:
+            return call()
+        except DriverError as error:
+            if error.code == UNAUTHORIZED:
+                self._denied[command] = _GRANTS[command]
+            elif error.timeout:
+                problems.append("its oplog could not be read in time")
+            else:
+                problems.append(f"{command} failed: {error.message}")
+            return None
+
+    def _primary_server_status(self) -> dict[str, Any] | None:
+        if self._deadline - time.monotonic() <= 0:
+            return None
+        connection = self._keeper.connection
+        try:
+            return connection.command("serverStatus", primary_only=True, **_SERVER_STATUS_LEFT_OUT)
+        except DriverError as error:
+            if error.code == UNAUTHORIZED:
+                self._denied["serverStatus"] = _GRANTS["serverStatus"]
+            return None
+
+
+_READ_STATES = _OPLOG_STATES | {STARTUP2}

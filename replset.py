@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
@@ -45,7 +45,7 @@ STATE_NAMES = {
     9: "ROLLBACK",
     10: "REMOVED",
 }
-PRIMARY, SECONDARY, ARBITER = 1, 2, 7
+PRIMARY, SECONDARY, RECOVERING, STARTUP2, ARBITER = 1, 2, 3, 5, 7
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,50 @@ class OplogProbe:
 
 
 @dataclass(frozen=True)
+class OplogWindow:
+    """The span a member's oplog holds (docs/domain.md §12), from its own oldest and newest entries."""
+
+    window_ms: int  # wall of the newest entry - wall of the oldest, exact ms
+    full: bool | None  # size reached its configured maximum; None when the sizes could not be read
+    size_bytes: int | None = None
+    max_size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class InitialSync:
+    """A member's initial sync as its own replSetGetStatus tells it (docs/domain.md §14); None where untold."""
+
+    elapsed_ms: int | None = None
+    copied_bytes: int | None = None  # 5.2+
+    total_bytes: int | None = None  # 5.2+
+    remaining_ms: int | None = None  # 5.2+: the server's own estimate
+    databases_cloned: int | None = None
+    databases_total: int | None = None
+    failed_attempts: int | None = None
+
+    @property
+    def progress(self) -> float | None:
+        """Bytes copied of the total (0..1), else databases cloned of the total, else None."""
+        if self.copied_bytes is not None and self.total_bytes:
+            return min(1.0, self.copied_bytes / self.total_bytes)
+        if self.databases_cloned is not None and self.databases_total:
+            return min(1.0, self.databases_cloned / self.databases_total)
+        return None
+
+
+@dataclass(frozen=True)
+class FlowControl:
+    """The primary's `serverStatus().flowControl` (docs/domain.md §13); counters are cumulative."""
+
+    enabled: bool
+    engaged: bool  # isLagged: the primary throttles writes now
+    target_rate: int | None = None  # targetRateLimit: tickets (about ops) per second while engaged
+    lagged_count: int | None = None  # isLaggedCount
+    lagged_time_s: float | None = None  # isLaggedTimeMicros, in seconds
+    acquiring_time_s: float | None = None  # timeAcquiringMicros, in seconds
+
+
+@dataclass(frozen=True)
 class Member:
     """One member of the set as the engine judged it."""
 
@@ -109,6 +153,11 @@ class Member:
     ping_ms: int | None = None
     status: Status = Status.GREEN
     notes: tuple[Note, ...] = ()  # why the member is not fine, and facts beside its lag (an oplog fallback)
+    # How dangerous the lag is (danger.py fills these in from the extra reads of a poll).
+    oplog: OplogWindow | None = None
+    headroom_ms: int | None = None  # the sync source's window minus the raw lag (docs/domain.md §12)
+    sync_source_full: bool | None = None  # whether that window is a limit yet (a not-yet-full oplog is not)
+    initial_sync: InitialSync | None = None
 
     @property
     def reason(self) -> str:
@@ -145,6 +194,9 @@ class Snapshot:
     members: tuple[Member, ...]  # primary first, then by _id
     collected_at_ms: int  # the status document's `date`, ms since the epoch
     notes: tuple[Note, ...] = field(default=())  # facts that do not change the status (e.g. oplog fallback)
+    majority_commit_lag_ms: int | None = None  # on the primary: applied minus majority-committed wall time
+    flow_control: FlowControl | None = None
+    problems: tuple[str, ...] = ()  # what could not be read in the document (each makes the set RED)
 
     @property
     def max_lag_ms(self) -> int | None:
@@ -364,6 +416,7 @@ class StatusReport:
     reference: _Reported | None
     reference_kind: Reference
     primaries_reported: int  # members that report PRIMARY (more than one right after an election)
+    majority_commit_lag_ms: int | None = None  # the answering member's applied minus its last committed wall
 
     @property
     def answered_by(self) -> _Reported | None:
@@ -402,6 +455,7 @@ def read_status(status_doc: Any) -> StatusReport:
     members, problems = _read_members(status_doc)
     reference, kind, primaries = _choose_reference(members) if members else (None, Reference.NONE, 0)
     return StatusReport(
+        majority_commit_lag_ms=_commit_lag(doc.get("optimes")),
         set_name=_text(doc.get("set")),
         date_ms=_date_ms(doc.get("date")),
         members=tuple(members) if members is not None else None,
@@ -410,6 +464,22 @@ def read_status(status_doc: Any) -> StatusReport:
         reference_kind=kind,
         primaries_reported=primaries,
     )
+
+
+def _commit_lag(optimes: Any) -> int | None:
+    """`optimes.lastAppliedWallTime - optimes.lastCommittedWallTime` (4.2+), 0 when both optimes are the same."""
+    if not isinstance(optimes, Mapping):
+        return None
+    applied, committed = _optime(optimes.get("appliedOpTime")), _optime(optimes.get("lastCommittedOpTime"))
+    if applied is not None and committed is not None and applied.same_as(committed):
+        return 0
+    applied_ms, committed_ms = (
+        _date_ms(optimes.get("lastAppliedWallTime")),
+        _date_ms(optimes.get("lastCommittedWallTime")),
+    )
+    if applied_ms is None or committed_ms is None:
+        return None
+    return max(0, applied_ms - committed_ms)
 
 
 def _report(status: StatusReport | Any) -> StatusReport:
@@ -690,10 +760,7 @@ def build_snapshot(
     # Primary first, then by _id; the document order breaks ties so equal ids stay put.
     members = tuple(m for _, m in sorted(judged, key=lambda pair: (not pair[1].is_primary, pair[1].id, pair[0])))
     has_primary = report.reports_a_healthy_primary
-    ranked: list[tuple[Status, str]] = [(Status.RED, "no primary")] if not has_primary else []
-    ranked += [(Status.RED, problem) for problem in problems]
-    ranked += [(m.status, f"{m.name}: {m.reason}") for m in members if m.status is not Status.GREEN]
-    ranked.sort(key=lambda pair: -pair[0])  # stable: equal severities keep the member order
+    status, reasons = _verdict(members, tuple(problems), has_primary)
     answered_by = report.answered_by
     return Snapshot(
         set_name=report.set_name,
@@ -701,9 +768,30 @@ def build_snapshot(
         reference=kind,
         reference_member=reference.name if reference is not None else "",
         has_primary=has_primary,
-        status=max((status for status, _ in ranked), default=Status.GREEN),
-        reasons=tuple(text for _, text in ranked),
+        status=status,
+        reasons=reasons,
+        problems=tuple(problems),
         members=members,
         collected_at_ms=date_ms or 0,
         notes=tuple(notes),
+        # Only the primary's commit point is the set's (a secondary's view trails by a heartbeat).
+        majority_commit_lag_ms=report.majority_commit_lag_ms if report.answered_by_primary else None,
     )
+
+
+def _verdict(
+    members: tuple[Member, ...], problems: tuple[str, ...], has_primary: bool
+) -> tuple[Status, tuple[str, ...]]:
+    """The set's status and its reasons, worst first: no primary, unreadable parts, then each member not GREEN."""
+    ranked: list[tuple[Status, str]] = [(Status.RED, "no primary")] if not has_primary else []
+    ranked += [(Status.RED, problem) for problem in problems]
+    ranked += [(m.status, f"{m.name}: {m.reason}") for m in members if m.status is not Status.GREEN]
+    ranked.sort(key=lambda pair: -pair[0])  # stable: equal severities keep the member order
+    return max((status for status, _ in ranked), default=Status.GREEN), tuple(text for _, text in ranked)
+
+
+def rejudged(snapshot: Snapshot, members: tuple[Member, ...], **changes: Any) -> Snapshot:
+    """The snapshot with these members (e.g. with their oplog headroom judged) and its status and reasons
+    recomputed from them by the same rule as `build_snapshot`."""
+    status, reasons = _verdict(members, snapshot.problems, snapshot.has_primary)
+    return replace(snapshot, members=members, status=status, reasons=reasons, **changes)

@@ -19,7 +19,7 @@ import metrics
 import web
 from cluster import ShardedSource
 from config import Settings
-from driver import Connection, set_uri
+from driver import Connection, member_uri, set_uri
 from keeper import ClientKeeper
 from kinds import SetRole
 from poller import Poller, PollScheduler
@@ -34,6 +34,9 @@ MAX_BODY_BYTES = httpserver.DEFAULT_MAX_BODY_BYTES  # the same cap for the app a
 # member): a cluster of 100 sets costs little between polls. Elections are still followed at poll time: a command
 # that meets a stale view makes the driver look again at once.
 CLUSTER_HEARTBEAT_MS = 10_000
+# The direct connections to single members are used once a poll (their own oplog): their monitor need not look
+# more often than that.
+MEMBER_HEARTBEAT_MS = 60_000
 
 
 @dataclass
@@ -79,12 +82,15 @@ def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.m
     def replica_set(keeper: ClientKeeper) -> ReplicaSetSource:
         return ReplicaSetSource(keeper, SetReader(settings.timeout_s))
 
+    def connect_member(host: str) -> Connection:
+        return _member_connection(settings, settings.uri, host)
+
     def sharded(router: ClientKeeper) -> ShardedSource:
         return ShardedSource(
             router, lambda address: _set_source(settings, address), settings.timeout_s, infra=settings.infra_label
         )
 
-    source = DetectingSource(ClientKeeper(connect), replica_set, sharded)
+    source = DetectingSource(ClientKeeper(connect, connect_member), replica_set, sharded)
     store = SnapshotStore(settings.infra_label, settings.interval_s, monotonic=monotonic)
     registry = metrics.build_registry(store)
     app = web.create_app(
@@ -126,4 +132,19 @@ def _set_source(settings: Settings, address: SetAddress) -> ReplicaSetSource:
             polled_heartbeats=True,
         )
 
-    return ReplicaSetSource(ClientKeeper(connect), SetReader(settings.timeout_s))
+    def connect_member(host: str) -> Connection:
+        return _member_connection(settings, uri, host)
+
+    return ReplicaSetSource(ClientKeeper(connect, connect_member), SetReader(settings.timeout_s))
+
+
+def _member_connection(settings: Settings, set_uri_: str, host: str) -> Connection:
+    """A direct connection to one member, for what only it can answer: its own oplog, its initial sync."""
+    return Connection(
+        member_uri(set_uri_, host),
+        settings.timeout_s,
+        settings.scrub,
+        interval_s=settings.interval_s,
+        heartbeat_ms=MEMBER_HEARTBEAT_MS,
+        polled_heartbeats=True,
+    )

@@ -3,7 +3,7 @@ engine), and the source that decides at the first handshake whether the URI name
 
 `ReplicaSetSource.collect()` asks the set once (the reader bounds every command by the poll deadline) and returns
 one `Snapshot` or one `Failure` in words; it raises only on a bug, which the poller turns into a failure.
-Imports `driver`, `keeper`, `reader`, `replset` and `store` (its clock and the cluster result type).
+Imports `danger`, `driver`, `keeper`, `reader`, `replset` and `store` (its clock and the cluster result type).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from danger import assess
 from driver import DriverError
 from keeper import ClientKeeper
 from reader import SetReader
@@ -28,12 +29,12 @@ class ReplicaSetSource:
 
     def collect(self) -> Snapshot | Failure:
         try:
-            documents = self._reader.read(self._keeper.connection)
+            documents = self._reader.read(self._keeper)
         except DriverError as error:
             kind, message = self._keeper.explain(error)
             return Failure(kind, message, self._now_ms())
         self._keeper.succeeded()
-        return build_snapshot(documents.status, documents.config, documents.probes)
+        return assess(build_snapshot(documents.status, documents.config, documents.probes), documents.evidence)
 
     def close(self, wait_s: float) -> None:
         self._keeper.close(wait_s)

@@ -5,7 +5,8 @@ names a replica set, a `ClusterResult` (the shard map and one result per set) wh
 Readers take a `View`, an immutable value with the data ages computed from an injected monotonic clock. Each set
 keeps its last good snapshot beside its latest failure, so readers can say "failed 40 s ago; last known: ...".
 A set that leaves the shard map is dropped: memory is one record per set of the current map. Nothing here does
-I/O and nothing is written to disk: the user asked for memory only. Imports `kinds`, `replset` and `shardmap`.
+I/O and nothing is written to disk: the user asked for memory only (each member's lag history is bounded: see
+`history`). Imports `history`, `kinds`, `replset`, `shardmap` and `trend`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from history import LagHistory
 from kinds import FailureKind, SetRole
 from replset import Failure, Snapshot, Status
 from shardmap import SetAddress, ShardMap
+from trend import WINDOW_S as TREND_WINDOW_S
+from trend import Trend, trend
 
 FRESHNESS_LIMIT_S = 180  # data older than 3 minutes is stale: RED in the document, 503 on /liveness
 
@@ -53,6 +57,10 @@ class SetView:
     age_s: float | None  # seconds since the last success, None before the first success
     last_success_wall_s: float | None  # wall clock of the last success
     freshness_limit_s: float = FRESHNESS_LIMIT_S
+    trends: tuple[tuple[str, Trend], ...] = ()  # member -> its lag's trend over the last minutes, when known
+
+    def trend_of(self, member: str) -> Trend | None:
+        return dict(self.trends).get(member)
 
     @property
     def is_stale(self) -> bool:
@@ -94,6 +102,7 @@ class View:
     map_source: str = ""  # sharded: getShardMap, listShards or config.shards
     config_watched: bool = True  # sharded: False when the config server set is not in the map
     routers: tuple[RouterState, ...] = ()
+    history: LagHistory | None = None  # every member's lag at every poll for 24 h (the page's charts)
 
     # --- One replica set (the URI named a set): the readers of issue 5 read these. ---------------------------
 
@@ -172,6 +181,7 @@ class _SetRecord:
     failure: Failure | None = None
     success_mono: float | None = None
     success_wall: float | None = None
+    trends: tuple[tuple[str, Trend], ...] = ()
 
 
 class SnapshotStore:
@@ -203,6 +213,7 @@ class SnapshotStore:
         self._map_failure: Failure | None = None
         self._map_mono: float | None = None
         self._routers: tuple[RouterState, ...] = ()
+        self._history = LagHistory()
 
     def publish(self, result: Snapshot | Failure | ClusterResult, duration_s: float) -> None:
         now_mono, now_wall = self._monotonic(), self._wall()
@@ -224,6 +235,7 @@ class SnapshotStore:
         record = known or _SetRecord(SetAddress(name, (), SetRole.REPLICA_SET))
         record.address = SetAddress(name, (), SetRole.REPLICA_SET)
         self._sets = {name: record}
+        self._history.keep_sets([name])
         if self._record(record, result, now_mono, now_wall):
             self._success_mono, self._success_wall = now_mono, now_wall
 
@@ -244,6 +256,7 @@ class SnapshotStore:
             fresh[address.name] = record
             collected |= self._record(record, set_result, now_mono, now_wall)
         self._sets = fresh  # a set that left the map is forgotten
+        self._history.keep_sets(fresh)
         if collected:
             self._success_mono, self._success_wall = now_mono, now_wall
 
@@ -259,10 +272,23 @@ class SnapshotStore:
         if isinstance(result, Snapshot):
             record.snapshot, record.failure = result, None
             record.success_mono, record.success_wall = now_mono, now_wall
+            record.trends = self._remember(record.address.name, result)
             return True
         record.failure = result
         self._count(result)
         return False
+
+    def _remember(self, set_name: str, snapshot: Snapshot) -> tuple[tuple[str, Trend], ...]:
+        """Keep each replicating member's lag at the set's own clock (the status `date`), and say its trend."""
+        if snapshot.collected_at_ms <= 0:
+            return ()
+        at_s = snapshot.collected_at_ms / 1000
+        replicating = [m for m in snapshot.members if m.is_data_bearing and not m.is_primary]
+        self._history.record(set_name, at_s, {m.name: m.lag_ms for m in replicating})
+        found = (
+            (m.name, trend(self._history.points(set_name, m.name, at_s - TREND_WINDOW_S), at_s)) for m in replicating
+        )
+        return tuple((name, t) for name, t in found if t is not None)
 
     def _count(self, failure: Failure) -> None:
         self._failures[failure.kind] = self._failures.get(failure.kind, 0) + 1
@@ -282,6 +308,7 @@ class SnapshotStore:
                     age_s=age(r.success_mono),
                     last_success_wall_s=r.success_wall,
                     freshness_limit_s=self.freshness_limit_s,
+                    trends=r.trends,
                 )
                 for r in self._sets.values()
             )
@@ -301,4 +328,5 @@ class SnapshotStore:
                 map_source=self._map.source if self._map is not None else "",
                 config_watched=self._map.config_watched if self._map is not None else True,
                 routers=self._routers,
+                history=self._history,
             )

@@ -134,7 +134,11 @@ def test_every_endpoint_shows_the_colour_of_an_exact_lag(service, lag_ms, status
     assert document["status"] == status
     assert document["timestamp"] == FIXTURE_NOW_MS
     assert len(document["messages"]) == 1
-    assert member_line(document, name) == f"- Secondary {name} replication lag {lag_ms}ms"
+    line = f"- Secondary {name} replication lag {lag_ms}ms"
+    if status != "GREEN":  # a YELLOW or RED member also says how far it may still fall (the default 24 h oplog)
+        hours, minutes = divmod((24 * 3600_000 - lag_ms) // 60_000, 60)
+        line += f" (oplog headroom {hours} h{f' {minutes} min' if minutes else ''})"
+    assert member_line(document, name) == line
     assert svc.metric("mongodb_replication_lag_seconds", member=name) == lag_ms / 1000
     assert svc.metric("mongodb_replication_status", set="rs0") == {"GREEN": 0, "YELLOW": 1, "RED": 2}[status]
     assert svc.liveness()[0] == 200
@@ -152,7 +156,7 @@ def test_the_document_lists_the_primary_first_and_every_member_by_host_and_port(
     names = [f"{h}:{p}" for h, p in (svc.rs.address(i) for i in range(4))]
     assert lines[0] == f"- Primary {names[0]} replication lag 0ms"
     assert lines[1] == f"- Secondary {names[1]} replication lag 1239ms"
-    assert lines[2] == f"- Secondary {names[2]} replication lag 12486ms"
+    assert lines[2] == f"- Secondary {names[2]} replication lag 12486ms (oplog headroom 23 h 59 min)"
     assert lines[3].startswith(f"- Arbiter {names[3]}")
     assert svc.metric("mongodb_replication_lag_seconds", member=names[3]) is None
     assert svc.metric("mongodb_replication_member_state", member=names[3]) == 7
