@@ -2,7 +2,8 @@
 sharded cluster is drawn set by set, problems first.
 
 PURE: no I/O. The words come from `bridge`, so the page, the document and /liveness never disagree; every piece
-of text from outside is HTML-escaped. Imports `bridge`, `kinds`, `replset` and `store`.
+of text from outside is HTML-escaped; lag history is drawn as inline SVG by `charts`. Imports `bridge`, `charts`,
+`kinds`, `replset` and `store`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import html
 from datetime import UTC, datetime
 
 import bridge
+from charts import lag_chart
 from kinds import Reference, SetRole
 from replset import Member, Snapshot, Status
 from store import SetView, View
@@ -26,6 +28,7 @@ table { border-collapse: collapse; margin: 1em 0; } caption { text-align: left; 
 th, td { border-bottom: 1px solid #d0d7de; padding: .3em .8em; text-align: left; vertical-align: top; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .problem { color: #a40e26; font-weight: bold; } .muted { color: #656d76; }
+.charts { display: flex; flex-wrap: wrap; gap: 1em; } .charts svg { background: #f6f8fa; }
 """
 
 
@@ -53,8 +56,31 @@ def render_status_page(view: View) -> str:
     if snapshot is not None:
         parts.append(_members_table(snapshot, last_known=view.current is None))
         parts += [f'<p class="muted">{_e(note)}</p>' for note in snapshot.notes]
+        parts.append(_history_charts(view, snapshot, HISTORY_POINTS))
     parts += _footer(view)
     return "\n".join(parts)
+
+
+HISTORY_POINTS = 240  # per member and chart: a 24 h chart at the default interval keeps every sixth poll's peak
+HISTORY_POINTS_FOLDED = 60  # a GREEN set of a large cluster, folded away, draws fewer
+_HISTORY_NOTE = (
+    "Lag history, kept in memory only (up to 24 h, at most 2 880 polls per member): it starts again when the "
+    "exporter restarts."
+)
+
+
+def _history_charts(view: View, snapshot: Snapshot, max_points: int) -> str:
+    """The set's replicating members over the last hour and the last 24 hours, against the 5 s and 30 s lines."""
+    if view.history is None or snapshot.collected_at_ms <= 0:
+        return ""
+    now_s = snapshot.collected_at_ms / 1000
+    members = [m.name for m in snapshot.members if m.is_data_bearing and not m.is_primary]
+    charts = []
+    for title, span_s in (("last hour", 3600), ("last 24 h", 86400)):
+        lines = [(name, view.history.points(snapshot.set_name, name, now_s - span_s)) for name in members]
+        label = f"{snapshot.set_name}: replication lag, {title}"
+        charts.append(lag_chart(label, lines, now_s - span_s, now_s, max_points=max_points))
+    return f'<div class="charts">{"".join(charts)}</div><p class="muted">{_e(_HISTORY_NOTE)}</p>'
 
 
 def _footer(view: View) -> list[str]:
@@ -86,7 +112,9 @@ def _cluster_body(view: View) -> list[str]:
         if each.snapshot is None:
             continue
         table = _members_table(each.snapshot, last_known=each.current is None, caption=each.address.label)
-        if each.status is Status.GREEN:
+        folded = each.status is Status.GREEN
+        table += _history_charts(view, each.snapshot, HISTORY_POINTS_FOLDED if folded else HISTORY_POINTS)
+        if folded:
             table = f"<details><summary>{_e(each.address.label)}: GREEN</summary>{table}</details>"
         parts.append(f'<section id="set-{_e(each.name)}">{table}</section>')
     return parts

@@ -1,0 +1,219 @@
+"""How dangerous the lag is, end to end: the service as exporter.py builds it, real pymongo over TCP against a
+simulated set whose oplogs, commit point, flow control and initial syncs are known exactly; every number read back
+through /metrics, the Zero Problem document and the status page."""
+
+from __future__ import annotations
+
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from ops_util import promtool
+from prometheus_client.parser import text_string_to_metric_families
+
+import bridge
+import metrics
+import page
+import service as service_module
+from config import load_settings
+from mongosim import ManualClock, MemberSpec, ReplicaSet
+
+FIXTURE_NOW_MS = 1_723_763_174_512
+HOUR_MS = 3_600_000
+
+
+@dataclass
+class Watched:
+    rs: ReplicaSet
+    built: service_module.Service
+
+    def poll(self) -> None:
+        self.built.poll()
+
+    def exposition(self) -> str:
+        body, _ = metrics.render(self.built.registry, None)
+        return body.decode()
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        found = [
+            s.value
+            for f in text_string_to_metric_families(self.exposition())
+            for s in f.samples
+            if s.name == name and labels.items() <= s.labels.items()
+        ]
+        assert len(found) <= 1
+        return found[0] if found else None
+
+    def body(self) -> str:
+        return bridge.status_document(self.built.store.view())[bridge.SERVICE_ID]["messages"][0]["actionBody"]
+
+    def line(self, name: str) -> str:
+        return next(line for line in self.body().splitlines() if f" {name} " in line)
+
+    def page(self) -> str:
+        return page.render_status_page(self.built.store.view())
+
+    def name(self, member: int) -> str:
+        host, port = self.rs.address(member)
+        return f"{host}:{port}"
+
+
+@pytest.fixture
+def watch() -> Iterator[Callable[..., Watched]]:
+    started: list[Watched] = []
+
+    def start(members: Any = 3, *, credentials: str = "", **options: Any) -> Watched:
+        options.setdefault("clock", ManualClock(FIXTURE_NOW_MS))
+        rs = ReplicaSet(members, **options).start()
+        uri = rs.uri.replace("mongodb://", f"mongodb://{credentials}@") if credentials else rs.uri
+        flags = ["--mongodb.uri", uri, "--collect.timeout", "2", "--web.listen-address", "127.0.0.1:0"]
+        built = service_module.build_service(load_settings(flags, env={}))
+        started.append(Watched(rs, built))
+        return started[-1]
+
+    yield start
+    for watched in started:
+        watched.built.stop()
+        watched.rs.stop()
+
+
+def test_each_member_s_oplog_window_is_read_from_its_own_oplog_in_exact_ms(watch):
+    w = watch(3)
+    w.rs.set_oplog(0, window_ms=2 * HOUR_MS + 7)
+    w.rs.set_oplog(1, window_ms=HOUR_MS + 123)
+    w.rs.set_lag(1, 4_000)
+    w.poll()
+    assert w.metric("mongodb_replication_oplog_window_seconds", member=w.name(0)) == (2 * HOUR_MS + 7) / 1000
+    assert w.metric("mongodb_replication_oplog_window_seconds", member=w.name(1)) == (HOUR_MS + 123) / 1000
+    assert w.metric("mongodb_replication_oplog_full", member=w.name(0)) == 1
+    # Direct replication: the primary's window minus the member's raw lag.
+    assert w.metric("mongodb_replication_headroom_seconds", member=w.name(1)) == (2 * HOUR_MS + 7 - 4_000) / 1000
+    assert w.metric("mongodb_replication_headroom_seconds", member=w.name(0)) is None  # the primary has none
+
+
+def test_a_not_yet_full_oplog_is_its_age_and_raises_no_alarm_whatever_the_headroom(watch):
+    w = watch(3, initiated_ago_ms=20_000)  # a fresh set: the oplog holds 20 s of writes and is far from full
+    w.rs.set_lag(1, 15_000)
+    w.poll()
+    assert w.metric("mongodb_replication_oplog_full", member=w.name(0)) == 0
+    assert w.metric("mongodb_replication_oplog_window_seconds", member=w.name(0)) == 20
+    assert w.metric("mongodb_replication_headroom_seconds", member=w.name(1)) == 5
+    line = w.line(w.name(1))
+    assert line.endswith("(oplog headroom 5 s (the oplog is not full yet: not a limit))")
+    assert w.metric("mongodb_replication_member_status", member=w.name(1)) == 1  # YELLOW by its lag only
+
+
+def test_a_member_chained_behind_a_secondary_with_a_small_oplog_is_red_by_its_headroom(watch):
+    w = watch(3)
+    w.rs.set_oplog(1, window_ms=20_000)
+    w.rs.set_sync_source(2, 1)
+    w.rs.set_lag(1, 1_000)
+    w.rs.set_lag(2, 19_500)
+    w.poll()
+    assert w.metric("mongodb_replication_headroom_seconds", member=w.name(2)) == 1.5
+    assert w.metric("mongodb_replication_member_status", member=w.name(2)) == 2
+    assert f"oplog headroom 1 s, 7% of {w.name(1)}'s 20 s window" in w.line(w.name(2))
+
+
+def test_a_delayed_member_needs_a_window_longer_than_its_delay(watch):
+    delayed = MemberSpec("secondary", hidden=True, priority=0, delay_secs=3600)
+    w = watch([MemberSpec("primary"), MemberSpec("secondary"), delayed])
+    w.rs.set_oplog(0, window_ms=HOUR_MS + 300_000)  # five minutes more than the delay
+    w.poll()
+    assert w.metric("mongodb_replication_headroom_seconds", member=w.name(2)) == 300
+    assert w.metric("mongodb_replication_member_status", member=w.name(2)) == 2
+    assert "oplog headroom 5 min, 7% of the primary's 1 h 5 min window" in w.line(w.name(2))
+
+
+def test_the_majority_commit_lag_and_engaged_flow_control_are_exported_and_stated(watch):
+    w = watch(3)
+    w.rs.set_commit_lag(12_000)
+    w.rs.clock.advance(12_000)
+    w.poll()
+    assert w.metric("mongodb_replication_majority_commit_lag_seconds", set="rs0") == 12.0
+    assert w.metric("mongodb_replication_flow_control_engaged", set="rs0") == 1
+    body = w.body()
+    assert '- Majority commit point 12000ms behind the primary\'s last write: w: "majority" writes wait' in body
+    assert "- Flow control is throttling writes on the primary" in body
+    types = {f.name: f.type for f in text_string_to_metric_families(w.exposition())}
+    assert types["mongodb_replication_flow_control_lagged"] == "counter"
+    assert types["mongodb_replication_flow_control_ticket_wait_seconds"] == "counter"
+    assert types["mongodb_replication_flow_control_engaged"] == "gauge"
+
+
+@pytest.mark.prometheus
+def test_the_exposition_with_every_danger_family_passes_promtool(watch):
+    w = watch(3)
+    w.rs.set_commit_lag(6_000)
+    w.rs.clock.advance(6_000)
+    w.rs.start_initial_sync(2, total_bytes=512_000, bytes_per_s=1_000)
+    w.rs.clock.advance(128_000)
+    w.poll()
+    checked = subprocess.run(
+        [promtool(), "check", "metrics"], input=w.exposition(), capture_output=True, text=True, timeout=30, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_member_in_initial_sync_shows_its_progress_and_estimate(watch):
+    w = watch(3)
+    w.rs.start_initial_sync(2, total_bytes=512_000_000, bytes_per_s=1_000_000)
+    w.rs.clock.advance(128_000)
+    w.poll()
+    assert w.line(w.name(2)) == f"- Secondary {w.name(2)} STARTUP2: initial sync 25%, about 6 min left"
+    assert w.metric("mongodb_replication_initial_sync_progress_ratio", member=w.name(2)) == 0.25
+    assert w.metric("mongodb_replication_initial_sync_remaining_seconds", member=w.name(2)) == 384
+
+
+def test_without_read_on_local_everything_else_works_and_the_document_says_once_what_to_grant(watch):
+    w = watch(3, users=[("monitor", "s3cret", ["clusterMonitor"])], credentials="monitor:s3cret")
+    w.rs.set_lag(1, 1_239)
+    w.poll()
+    body = w.body()
+    assert f"- Secondary {w.name(1)} replication lag 1239ms" in body  # the naive measure still works
+    grant = "- Oplog windows need read on the local database: grant the monitoring user read on local"
+    assert body.count(grant) == 1
+    assert w.metric("mongodb_replication_oplog_window_seconds", member=w.name(0)) is None
+    assert w.metric("mongodb_replication_flow_control_enabled", set="rs0") == 1  # clusterMonitor is enough there
+
+
+def test_a_rising_lag_says_how_fast_and_when_it_turns_red(watch):
+    w = watch(3)
+    for lag in (10_000, 12_000, 14_000, 16_000, 18_000):
+        w.rs.set_lag(1, lag)
+        w.poll()
+        w.rs.clock.advance(60_000)
+    line = w.line(w.name(1))
+    assert line.startswith(f"- Secondary {w.name(1)} replication lag 18000ms (rising 2.0 s/min, RED in about 6 min; ")
+
+
+def test_a_falling_lag_says_when_it_will_have_caught_up(watch):
+    w = watch(3)
+    for lag in (30_000, 25_000, 20_000, 15_000):
+        w.rs.set_lag(1, lag)
+        w.poll()
+        w.rs.clock.advance(60_000)
+    assert "(falling 5.0 s/min, caught up in about 3 min; " in w.line(w.name(1))
+
+
+def test_the_status_page_draws_each_member_s_history_as_inline_svg(watch):
+    w = watch(3)
+    for lag in (1_000, 6_000, 40_000):
+        w.rs.set_lag(1, lag)
+        w.rs.set_lag(2, lag // 2)
+        w.poll()
+        w.rs.clock.advance(60_000)
+    html = w.page()
+    charts = [chunk.split("</svg>")[0] + "</svg>" for chunk in html.split("<svg ")[1:]]
+    assert len(charts) == 2  # the last hour and the last 24 h
+    for chart in charts:
+        svg = ET.fromstring("<svg " + chart)
+        texts = " ".join(t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text"))
+        assert w.name(1) in texts and w.name(2) in texts
+        assert "5 s" in texts and "30 s" in texts
+        assert len(list(svg.iter("{http://www.w3.org/2000/svg}polyline"))) == 2
+    assert "<script" not in html and "src=" not in html
+    assert "kept in memory only" in html
