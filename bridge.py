@@ -238,6 +238,16 @@ def data_timestamp_ms(view: View) -> int:
     return 0
 
 
+def document_key(view: View) -> tuple:
+    """What the document shows that changes between polls: the poll, the colour, and the sentences that print an
+    age. Two views with the same key give the same document, so it is rendered once per key (web.py)."""
+    if view.sharded:
+        moving = [*cluster_problems(view), *(p for each in view.sets for p in collection_problems(each))]
+    else:
+        moving = collection_problems(view)
+    return (view.polls, view.status, tuple(moving))
+
+
 def status_document(view: View) -> dict[str, Any]:
     """The document Zero Problem expects: status, timestamp and exactly one message, in every state."""
     return {

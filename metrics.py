@@ -13,6 +13,8 @@ Sample exposition::
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -121,10 +123,15 @@ _MEMBER_GAUGES: tuple[tuple[str, str, Callable[[Member], float | None], Callable
 
 
 class ReplicationCollector:
-    """Yields the replication metrics from the store's current view; never touches MongoDB."""
+    """Yields the replication metrics from the store's current view; never touches MongoDB.
 
-    def __init__(self, store: SnapshotStore) -> None:
+    `ReplicationCollector(store)` yields what changes only when a poll publishes (or data turns stale): render it
+    once per poll. `ReplicationCollector(store, ages=True)` yields the data ages, which change every second.
+    """
+
+    def __init__(self, store: SnapshotStore, *, ages: bool = False) -> None:
         self._store = store
+        self._families = _age_families if ages else _families
 
     def describe(self) -> list[Metric]:
         # Which series exist depends on the data; an empty describe keeps registration from calling collect().
@@ -132,10 +139,35 @@ class ReplicationCollector:
 
     def collect(self) -> Iterator[Metric]:
         view = self._store.view()
-        for metric in _families(view):
+        for metric in self._families(view):
             # A family with no series (e.g. written lag before 8.0) would only add HELP/TYPE noise.
             if metric.samples:
                 yield metric
+
+
+def _age_families(view: View) -> Iterator[Metric]:
+    """How old the data is: the only families that change between two polls."""
+    family = _Families(view)
+    infra = view.infra
+    yield family.gauge(
+        "snapshot_age_seconds",
+        f"Seconds since the last successful collection (stale from {view.freshness_limit_s:g} s)",
+        ["infra"],
+        [([infra], view.age_s)],
+    )
+    yield family.gauge(
+        "set_snapshot_age_seconds",
+        "Seconds since the set's last successful poll",
+        ["infra", "set"],
+        [([infra, each.name], each.age_s) for each in view.sets if each.name],
+    )
+    if view.sharded:
+        yield family.gauge(
+            "shard_map_age_seconds",
+            "Seconds since the shard map was last read through the routers",
+            ["infra"],
+            [([infra], view.map_age_s)],
+        )
 
 
 def _families(view: View) -> Iterator[Metric]:
@@ -170,12 +202,6 @@ def _families(view: View) -> Iterator[Metric]:
         [([infra, each.name], 1 if each.current is not None else 0) for each in view.sets if each.name],
     )
     yield family.gauge(
-        "set_snapshot_age_seconds",
-        "Seconds since the set's last successful poll",
-        ["infra", "set"],
-        [([infra, each.name], each.age_s) for each in view.sets if each.name],
-    )
-    yield family.gauge(
         "collection_duration_seconds",
         "How long the last collection took",
         ["infra"],
@@ -186,12 +212,6 @@ def _families(view: View) -> Iterator[Metric]:
         "Wall-clock time of the last successful collection",
         ["infra"],
         [([infra], view.last_success_wall_s)],
-    )
-    yield family.gauge(
-        "snapshot_age_seconds",
-        f"Seconds since the last successful collection (stale from {view.freshness_limit_s:g} s)",
-        ["infra"],
-        [([infra], view.age_s)],
     )
     # Every kind at 0 from the start, so that rate() and increase() see the first failure of each kind.
     failures = dict.fromkeys(FailureKind, 0) | dict(view.failures_by_kind)
@@ -214,12 +234,6 @@ def _cluster_families(family: _Families, view: View) -> Iterator[Metric]:
         "1 when the mongos router answered its last heartbeat, else 0",
         ["infra", "router"],
         [([infra, router.address], 1 if router.reachable else 0) for router in view.routers],
-    )
-    yield family.gauge(
-        "shard_map_age_seconds",
-        "Seconds since the shard map was last read through the routers",
-        ["infra"],
-        [([infra], view.map_age_s)],
     )
     yield family.gauge(
         "shard_draining",
@@ -323,17 +337,61 @@ def _fill(metric, samples: list[tuple[list[str], float | None]]):
     return metric
 
 
-def build_registry(store: SnapshotStore) -> CollectorRegistry:
-    """A fresh registry with our collector and the process/platform collectors; never the global REGISTRY."""
-    registry = CollectorRegistry()
-    registry.register(ReplicationCollector(store))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    return registry
+class ReplicationRegistry(CollectorRegistry):
+    """Every family of the exporter: the data, its ages, and prometheus-client's process and platform collectors.
+
+    Read like any registry (`get_sample_value`), and rendered by `render_cached`: the data families from bytes
+    rendered once per published poll (and again only when data turns stale), in each format when first asked
+    for; the ages, process and platform families (about 20 lines) from bytes at most `LIVE_FOR_S` old, so
+    `process_cpu_seconds_total` and the ages stay live while a burst of scrapes renders them once a second. A
+    scrape's cost no longer grows with the cluster.
+    """
+
+    def __init__(self, store: SnapshotStore) -> None:
+        super().__init__()
+        self._store = store
+        data, ages = ReplicationCollector(store), ReplicationCollector(store, ages=True)
+        process, platform = ProcessCollector(registry=None), PlatformCollector(registry=None)
+        self._data, self._live = CollectorRegistry(), CollectorRegistry()
+        self._data.register(data)
+        for collector in (data, ages, process, platform):
+            self.register(collector)
+        for collector in (ages, process, platform):
+            self._live.register(collector)
+        self._rendered: dict[str, tuple[tuple, bytes]] = {}  # content type -> (freshness key, bytes)
+        self._live_rendered: dict[str, tuple[float, bytes]] = {}  # content type -> (monotonic time, bytes)
+        self._lock = threading.Lock()
+
+    def render_cached(self, accept_header: str | None) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept_header or "")
+        key = self._store.freshness_key()
+        now = time.monotonic()
+        with self._lock:
+            cached = self._rendered.get(content_type)
+            if cached is None or cached[0] != key:
+                # OpenMetrics ends with "# EOF": only the live part, which comes last, keeps it.
+                cached = (key, encoder(self._data).removesuffix(_EOF))
+                self._rendered[content_type] = cached
+            live = self._live_rendered.get(content_type)
+            if live is None or now - live[0] >= LIVE_FOR_S:
+                live = (now, encoder(self._live))
+                self._live_rendered[content_type] = live
+        return cached[1] + live[1], content_type
+
+
+_EOF = b"# EOF\n"
+LIVE_FOR_S = 1.0  # the process, platform and age families are at most this old
+
+
+def build_registry(store: SnapshotStore) -> ReplicationRegistry:
+    """A fresh registry with our collectors and the process/platform collectors; never the global REGISTRY."""
+    return ReplicationRegistry(store)
 
 
 def render(registry: CollectorRegistry, accept_header: str | None) -> tuple[bytes, str]:
     """The exposition and its content type: OpenMetrics when the scraper asks for it, else text 0.0.4."""
+    if isinstance(registry, ReplicationRegistry):
+        return registry.render_cached(accept_header)
     encoder, content_type = choose_encoder(accept_header or "")
     return encoder(registry), content_type
 

@@ -83,6 +83,13 @@ def _history_charts(view: View, snapshot: Snapshot, max_points: int) -> str:
     return f'<div class="charts">{"".join(charts)}</div><p class="muted">{_e(_HISTORY_NOTE)}</p>'
 
 
+def page_key(view: View) -> tuple:
+    """What the page shows that changes between polls: the poll, the colour and every age it prints (whole
+    seconds). Two views with the same key give the same page, so it is rendered once per key (web.py)."""
+    ages = tuple(None if s.age_s is None else int(s.age_s) for s in view.sets)
+    return (view.polls, view.status, None if view.age_s is None else int(view.age_s), ages, bridge.document_key(view))
+
+
 def _footer(view: View) -> list[str]:
     return [
         f'<p class="muted">{_e(_collection_sentence(view))}</p>',

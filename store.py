@@ -293,6 +293,18 @@ class SnapshotStore:
     def _count(self, failure: Failure) -> None:
         self._failures[failure.kind] = self._failures.get(failure.kind, 0) + 1
 
+    def freshness_key(self) -> tuple:
+        """Changes exactly when what readers show changes, ages aside: at each publish, and when data turns stale.
+        Cheaper than a view: renderers key the bytes they keep by it."""
+        now, limit = self._monotonic(), self.freshness_limit_s
+
+        def stale(since: float | None) -> bool:
+            return since is None or now - since >= limit
+
+        with self._lock:
+            sets = tuple(stale(r.success_mono) for r in self._sets.values())
+            return (self._polls, stale(self._success_mono), stale(self._map_mono), sets)
+
     def view(self) -> View:
         now = self._monotonic()
 

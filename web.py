@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Callable, Collection
 from http import HTTPStatus
 
@@ -26,7 +27,7 @@ import bottle
 import bridge
 from httpserver import DEFAULT_MAX_BODY_BYTES
 from metrics import render
-from page import ZERO_PROBLEM_PATH, render_status_page
+from page import ZERO_PROBLEM_PATH, page_key, render_status_page
 from store import SnapshotStore
 
 READ = ["GET", "HEAD"]  # listed explicitly so that a 405's Allow header names HEAD too
@@ -62,6 +63,7 @@ def create_app(
     so without credentials even an unknown path or a wrong method says nothing more than 401.
     """
     app = bottle.Bottle()
+    kept = _Rendered()
 
     if auth is not None:
         unauthenticated = frozenset(open_paths)
@@ -89,9 +91,11 @@ def create_app(
         _set_common_headers()
 
     @app.route(ZERO_PROBLEM_PATH, method=["PUT", *READ])
-    def zero_problem() -> str:
+    def zero_problem() -> bytes:
         # The consumer PUTs to ask for the status; what it sends is neither read nor stored.
-        return _json(bridge.status_document(store.view()))
+        view = store.view()
+        bottle.response.content_type = "application/json"
+        return kept.get("document", bridge.document_key(view), lambda: _json(bridge.status_document(view)).encode())
 
     @app.route("/liveness", method=READ)
     def liveness() -> str:
@@ -106,13 +110,31 @@ def create_app(
         return body
 
     @app.route("/", method=READ)
-    def status_page() -> str:
+    def status_page() -> bytes:
         bottle.response.content_type = "text/html; charset=utf-8"
         bottle.response.set_header("Content-Security-Policy", _PAGE_CSP)
-        return render_status_page(store.view())
+        view = store.view()
+        return kept.get("page", page_key(view), lambda: render_status_page(view).encode())
 
     app.default_error_handler = _error_document
     return app
+
+
+class _Rendered:
+    """Bytes rendered once per key and served to every request until the key changes. A key holds what the
+    answer shows that changes: the poll it shows (a new one at each publish), and the ages it prints."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[object, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, key: object, render: Callable[[], bytes]) -> bytes:
+        with self._lock:
+            kept = self._kept.get(name)
+            if kept is None or kept[0] != key:
+                kept = (key, render())
+                self._kept[name] = kept
+            return kept[1]
 
 
 def basic_credentials(header: str) -> tuple[str, str] | None:
