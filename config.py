@@ -2,12 +2,13 @@
 
 Every problem found is listed in one `ConfigError`, so a user fixes them all at once. The password of a
 MongoDB URI never leaves this module in clear: `Settings.redacted_uri` and `Settings.scrub()` are what the
-rest of the program prints. Standard library only; imports nothing of ours.
+rest of the program prints. Standard library only; imports `kinds` (the freshness limit the poll cycle must keep).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import stat
@@ -16,11 +17,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus, unquote
 
+from kinds import FRESHNESS_LIMIT_S
+
 DEFAULT_LABEL = "clusterKeeper"
 DEFAULT_LISTEN = ":9218"
 DEFAULT_INTERVAL_S = 60.0
 DEMO_INTERVAL_S = 5.0  # the demo set's lag cycles in about 3 minutes; a minute between polls would hide it
 MAX_DEFAULT_TIMEOUT_S = 10.0
+MIN_INTERVAL_S = 0.2  # so that the default deadline (half the interval) is never below MIN_TIMEOUT_S
+MIN_TIMEOUT_S = 0.1  # the driver waits at least 100 ms for anything (driver.Connection); a shorter deadline is a lie
+# Between two healthy polls the data ages by one interval plus the next poll's duration (at most its deadline);
+# this much more is left for scheduling and a loaded machine. The sum must stay under FRESHNESS_LIMIT_S.
+CYCLE_SLACK_S = 5.0
+MAX_CONFIG_BYTES = 1 << 20
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 LOG_FORMATS = ("text", "json")
 URI_SCHEMES = ("mongodb://", "mongodb+srv://")
@@ -154,9 +163,13 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
 
     uri = raw["mongodb.uri"] or ""
     if raw["config.file"]:
+        before = len(problems)
         file_uri = _uri_from_file(raw["config.file"], label, problems, warnings)
         uri = uri or file_uri
-    if not uri and not demo:
+        file_failed = len(problems) > before
+    else:
+        file_failed = False
+    if not uri and not demo and not file_failed:  # a file that could not be read already said why there is none
         problems.append(
             f"no MongoDB URI for infra label {label!r}: set --mongodb.uri, MONGODB_URI or "
             f'[infra.{label}] uri = "..." in --config.file'
@@ -165,16 +178,21 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         problems.extend(_uri_problems(uri))
 
     host, port = _listen_address(raw["web.listen-address"] or DEFAULT_LISTEN, problems)
+    interval_text, timeout_text = raw["collect.interval"] or "", raw["collect.timeout"] or ""
     default_interval = DEMO_INTERVAL_S if demo and not uri else DEFAULT_INTERVAL_S
-    interval = _seconds("collect.interval", raw["collect.interval"], default_interval, problems)
-    default_timeout = min(MAX_DEFAULT_TIMEOUT_S, interval / 2) if interval > 0 else MAX_DEFAULT_TIMEOUT_S
-    timeout = _seconds("collect.timeout", raw["collect.timeout"], default_timeout, problems)
-    if interval > 0 and timeout > 0 and timeout >= interval:
-        # Workable (a poll still running when the next is due is skipped and reported), but rarely meant.
-        warnings.append(
-            f"--collect.timeout {timeout:g} s is not less than --collect.interval {interval:g} s: "
-            "a slow poll will make the next one be skipped"
-        )
+    interval = _seconds("collect.interval", interval_text, default_interval, MIN_INTERVAL_S, problems)
+    default_timeout = min(MAX_DEFAULT_TIMEOUT_S, (interval or DEFAULT_INTERVAL_S) / 2)
+    timeout = _seconds("collect.timeout", timeout_text, default_timeout, MIN_TIMEOUT_S, problems)
+    if interval is not None and timeout is not None:
+        cycle_problem = _cycle_problem(interval, timeout, interval_text, timeout_text)
+        if cycle_problem:
+            problems.append(cycle_problem)
+        elif timeout >= interval:
+            # Workable (a poll still running when the next is due is skipped and reported), but rarely meant.
+            warnings.append(
+                f"--collect.timeout {timeout:g} s is not less than --collect.interval {interval:g} s: "
+                "a slow poll will make the next one be skipped"
+            )
 
     level = (raw["log.level"] or "info").lower()
     if level not in LOG_LEVELS:
@@ -191,8 +209,8 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         infra_label=label,
         listen_host=host,
         listen_port=port,
-        interval_s=interval,
-        timeout_s=timeout,
+        interval_s=interval or default_interval,
+        timeout_s=timeout or default_timeout,
         log_level="warning" if level == "warn" else level,
         log_format=log_format,
         demo=demo,
@@ -202,21 +220,50 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     )
 
 
-def _uri_from_file(path: str, label: str, problems: list[str], warnings: list[str]) -> str:
+def _read_toml(path: str, problems: list[str]) -> tuple[dict, int] | None:
+    """The document of a TOML file and its mode; None (and a problem in words) when it cannot be had."""
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            problems.append(f"--config.file {path}: not a regular file")
+            return None
         with open(path, "rb") as handle:
-            document = tomllib.load(handle)
-        mode = os.stat(path).st_mode
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         problems.append(f"--config.file {path}: no such file")
-        return ""
+        return None
     except OSError as error:
-        problems.append(f"--config.file {path}: cannot read it ({error.strerror})")
-        return ""
+        problems.append(f"--config.file {path}: cannot read it ({error.strerror or type(error).__name__})")
+        return None
+    if len(data) > MAX_CONFIG_BYTES:
+        problems.append(f"--config.file {path}: larger than 1 MiB; is it the right file?")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        problems.append(
+            f"--config.file {path}: not UTF-8 (byte 0x{data[error.start]:02x} at line {line}, column {column}): "
+            "save it as UTF-8"
+        )
+        return None
+    try:
+        # A byte-order mark (some editors write one) is still UTF-8: read past it.
+        return tomllib.loads(text.removeprefix("\ufeff")), info.st_mode
     except tomllib.TOMLDecodeError as error:
         # The decoder's message names a line and column, never the file's content.
         problems.append(f"--config.file {path}: not valid TOML ({error})")
+    except RecursionError:
+        problems.append(f"--config.file {path}: not valid TOML (nested too deeply)")
+    return None
+
+
+def _uri_from_file(path: str, label: str, problems: list[str], warnings: list[str]) -> str:
+    read = _read_toml(path, problems)
+    if read is None:
         return ""
+    document, mode = read
     clusters = document.get("infra")
     if not isinstance(clusters, dict) or not clusters:
         problems.append(f'--config.file {path}: no [infra.<label>] section (e.g. [infra.{label}] uri = "...")')
@@ -258,9 +305,10 @@ def _listen_address(value: str, problems: list[str]) -> tuple[str, int]:
     return host, int(match.group(2))
 
 
-def _seconds(name: str, value: str | None, default: float, problems: list[str]) -> float:
-    """Seconds from a plain number ("60", "0.5") or a Go-style duration ("90s", "1m30s", "500ms")."""
-    if value is None or value == "":
+def _seconds(name: str, value: str, default: float, minimum: float, problems: list[str]) -> float | None:
+    """Seconds from a plain number ("60", "0.5") or a Go-style duration ("90s", "1m30s", "500ms"); the default when
+    not set; None (and a problem naming the setting) when it is not a number of at least `minimum` seconds."""
+    if not value:
         return default
     text = str(value).strip()
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
@@ -271,7 +319,34 @@ def _seconds(name: str, value: str | None, default: float, problems: list[str]) 
             seconds = float(text)
     except ValueError:
         problems.append(f"--{name} {value!r}: not a number of seconds (or a duration such as 90s, 1m, 500ms)")
-        return default
-    if not seconds > 0 or seconds == float("inf"):
+        return None
+    if not (seconds > 0 and math.isfinite(seconds)):
         problems.append(f"--{name} {value!r}: must be a positive number of seconds")
+        return None
+    if seconds < minimum:
+        problems.append(f"--{name} {value!r}: must be at least {minimum:g} s")
+        return None
     return seconds
+
+
+def _cycle_problem(interval: float, timeout: float, interval_text: str, timeout_text: str) -> str | None:
+    """Why this interval and deadline would let a healthy set's data go stale, naming the settings given; None if
+    they cannot. Data ages by one interval, then by the next poll's duration (at most its deadline) before it is
+    renewed; the limit is the user's rule for /liveness and RED, so it does not bend to the interval."""
+    budget = FRESHNESS_LIMIT_S - CYCLE_SLACK_S
+    if interval + timeout <= budget:
+        return None
+    if interval_text and timeout_text:
+        setting, fix = (
+            f"--collect.interval {interval_text!r} with --collect.timeout {timeout_text!r}",
+            f"keep interval + deadline within {budget:g} s",
+        )
+    elif timeout_text:
+        setting, fix = f"--collect.timeout {timeout_text!r}", f"use at most {budget - interval:g} s"
+    else:
+        setting, fix = f"--collect.interval {interval_text!r}", f"use at most {budget - timeout:g} s"
+    return (
+        f"{setting}: a poll every {interval:g} s with a {timeout:g} s deadline leaves data up to "
+        f"{interval + timeout:g} s old, but data older than {FRESHNESS_LIMIT_S} s is stale (RED, /liveness 503), "
+        f"so a healthy set would turn RED before every poll; {fix}"
+    )

@@ -1,5 +1,5 @@
-"""The contracts every module shares, as enums: why a poll failed, what lag is measured against, and the kinds of
-facts the engine hands its readers.
+"""The contracts every module shares: why a poll failed, what lag is measured against, the kinds of facts the
+engine hands its readers (enums), and how old data may be before it is stale.
 
 PURE and imports nothing of ours. Adding a failure kind is one edit here: its liveness meaning travels with it,
 metrics zero-initialise every kind, and /liveness judges every kind by that meaning (tests/test_kinds.py).
@@ -8,6 +8,10 @@ metrics zero-initialise every kind, and /liveness judges every kind by that mean
 from __future__ import annotations
 
 from enum import StrEnum
+
+# Data older than 3 minutes is stale: RED in the document, 503 on /liveness. The user's rule; `config` refuses a
+# poll interval that could not keep a healthy set's data younger than this.
+FRESHNESS_LIMIT_S = 180
 
 
 class FailureKind(StrEnum):

@@ -12,16 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kinds import FailureKind
+from kinds import FRESHNESS_LIMIT_S, FailureKind
 from replset import Failure, Snapshot, Status
 
 
 def wall_now_ms() -> int:
     """The wall clock in ms since the epoch: when a failure happened."""
     return time.time_ns() // 1_000_000
-
-
-FRESHNESS_LIMIT_S = 180  # data older than 3 minutes is stale: RED in the document, 503 on /liveness
 
 
 @dataclass(frozen=True)

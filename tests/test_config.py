@@ -4,8 +4,11 @@ import os
 import stat
 
 import pytest
+from view_factory import healthy_set, make_store
 
+from bridge import liveness_document
 from config import ConfigError, load_settings, redact_uri, scrub, uri_secrets
+from store import FRESHNESS_LIMIT_S
 
 URI = "mongodb://monitor:s3cr%40t-pw@db0:27017,db1:27017/?replicaSet=rs0"
 
@@ -138,3 +141,107 @@ def test_a_deadline_longer_than_the_interval_is_allowed_with_a_warning():
     settings = load_settings(["--mongodb.uri", URI, "--collect.interval", "5", "--collect.timeout", "5"], env={})
     assert settings.timeout_s == 5
     assert any("not less than --collect.interval" in warning for warning in settings.warnings)
+
+
+# -- issue 17 item 1: an interval whose data would go stale between two healthy polls ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--collect.interval", "200"], "--collect.interval '200'"),
+        (["--collect.interval", "3m"], "--collect.interval '3m'"),
+        (["--collect.interval", "166"], "--collect.interval '166'"),  # + the default 10 s deadline: 176 s
+        (["--collect.timeout", "288h"], "--collect.timeout '288h'"),
+        (["--collect.interval", "100", "--collect.timeout", "90"], "--collect.interval '100' with --collect.timeout"),
+    ],
+)
+def test_a_poll_cycle_that_cannot_keep_the_data_fresh_is_refused_naming_the_setting(flags, named):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(["--mongodb.uri", URI, *flags], env={})
+    [line] = str(caught.value).splitlines()
+    assert line.startswith(named)
+    assert f"{FRESHNESS_LIMIT_S} s" in line
+
+
+def test_the_longest_accepted_interval_keeps_a_healthy_set_fresh_until_its_next_poll_ends():
+    settings = load_settings(["--mongodb.uri", URI, "--collect.interval", "2m45s"], env={})
+    assert (settings.interval_s, settings.timeout_s) == (165, 10)
+    store, clock = make_store(healthy_set(0), interval_s=settings.interval_s)
+    # The next poll starts one interval after this one ended and may use its whole deadline before publishing.
+    clock.advance(settings.interval_s + settings.timeout_s)
+    status, answer = liveness_document(store.view())
+    assert (status, answer["cluster_status"]) == (200, "GREEN")
+
+
+# -- issue 17 items 3 and 4: every bad value is one line naming the setting, never a traceback or the URI -------
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("collect.interval", "1e308", "--collect.interval '1e308'"),
+        ("collect.interval", "1e400", "--collect.interval '1e400': must be a positive"),
+        ("collect.interval", "nan", "--collect.interval 'nan': must be a positive"),
+        ("collect.interval", "100h", "--collect.interval '100h'"),
+        ("collect.interval", "0.0003", "--collect.interval '0.0003': must be at least 0.2 s"),
+        ("collect.timeout", "0.0003", "--collect.timeout '0.0003': must be at least 0.1 s"),
+        ("collect.timeout", "1e308", "--collect.timeout '1e308'"),
+    ],
+)
+def test_out_of_range_durations_are_blamed_on_their_setting(flag, value, message):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(["--mongodb.uri", URI, f"--{flag}", value], env={})
+    [line] = str(caught.value).splitlines()
+    assert line.startswith(message)
+    assert "URI" not in line
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_naming_the_file_and_the_byte(tmp_path):
+    path = tmp_path / "infra.toml"
+    path.write_bytes(b'# cl\xe9\n[infra.clusterKeeper]\nuri = "mongodb://127.0.0.1:1/"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(["--config.file", str(path)], env={})
+    [line] = str(caught.value).splitlines()
+    assert line.startswith(f"--config.file {path}: not UTF-8")
+    assert "0xe9 at line 1" in line
+
+
+def test_a_utf8_config_file_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "infra.toml"
+    path.write_bytes(f'\ufeff[infra.clusterKeeper]\nuri = "{URI}"\n'.encode())
+    path.chmod(0o600)
+    assert load_settings(["--config.file", str(path)], env={}).uri == URI
+
+
+def test_a_config_file_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path):
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_settings(["--config.file", str(tmp_path)], env={})
+
+
+def test_a_huge_config_file_is_refused_without_reading_it_all(tmp_path):
+    path = tmp_path / "infra.toml"
+    path.write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):
+        load_settings(["--config.file", str(path)], env={})
+
+
+def test_a_deeply_nested_config_file_is_one_line(tmp_path):
+    path = tmp_path / "infra.toml"
+    path.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(["--config.file", str(path)], env={})
+    [line] = str(caught.value).splitlines()
+    assert line.startswith(f"--config.file {path}: not valid TOML")
+
+
+# -- issue 17 item 10: a config-file problem is not followed by a sentence that only repeats it ---------------------
+
+
+def test_a_config_file_problem_is_the_only_sentence_about_the_missing_uri(tmp_path):
+    path = tmp_path / "infra.toml"
+    path.write_text("[infra.clusterKeeper\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(["--config.file", str(path)], env={})
+    assert "not valid TOML" in str(caught.value)
+    assert "no MongoDB URI" not in str(caught.value)
