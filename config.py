@@ -1,8 +1,9 @@
 """Settings from flags, environment and the config file, validated once into a frozen value; URI redaction.
 
 Every problem found is listed in one `ConfigError`, so a user fixes them all at once. The password of a
-MongoDB URI never leaves this module in clear: `Settings.redacted_uri` and `Settings.scrub()` are what the
-rest of the program prints. Standard library only; imports `kinds` (the freshness limit the poll cycle must keep).
+MongoDB URI never leaves this module in clear: `Settings.redacted_uri` and `Settings.redact()` (a `Secrets`
+value that redacts where credentials occur) are what the rest of the program prints. Standard library only;
+imports `kinds` (the freshness limit the poll cycle must keep).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 from kinds import FRESHNESS_LIMIT_S
 
@@ -70,6 +71,50 @@ class ConfigError(Exception):
     """Invalid settings; the text lists every problem, one per line, with no credential in it."""
 
 
+# A secret at least this long is also replaced wherever a text holds it verbatim; a shorter one is not searched
+# for in free text: starring "e", "lag" or "27017" inside ordinary words makes the log unreadable and spells it out.
+VERBATIM_MIN_CHARS = 16
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_URI_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_SECRET_OPTIONS = re.compile(r"(?i)([?&;](?:password|authmechanismproperties)=)[^&;]*")
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The credentials this process holds, and `redact()`, which keeps them out of any text it shows.
+
+    Redaction works where credentials occur, never by searching whole lines for a password's text: every URI in a
+    text loses its userinfo's password and its password-bearing options, however malformed it is (`redact_uri`),
+    and a secret of VERBATIM_MIN_CHARS or more is also replaced wherever a text quotes it bare. More credentials
+    (a shard's, a config server's) join with `Secrets.of(...) | ...`; nothing else changes.
+    """
+
+    values: tuple[str, ...] = field(default=(), repr=False)  # every spelling of every secret, longest first
+
+    @classmethod
+    def of(cls, *, uris: Iterable[str] = (), passwords: Iterable[str] = ()) -> Secrets:
+        """The secrets of these URIs (their passwords, in every spelling) and of these bare passwords."""
+        found = {p for p in passwords if p}
+        for uri in uris:
+            found.update(uri_passwords(uri))
+        spellings: set[str] = set()
+        for secret in found:
+            for plain in (secret, unquote(secret), unquote_plus(secret)):
+                spellings.update({plain, quote(plain, safe=""), quote_plus(plain)})
+        return cls(tuple(sorted((s for s in spellings if s), key=lambda s: (-len(s), s))))
+
+    def __or__(self, other: Secrets) -> Secrets:
+        return Secrets(tuple(sorted(set(self.values) | set(other.values), key=lambda s: (-len(s), s))))
+
+    def redact(self, text: str) -> str:
+        """`text` with every URI's password and every long secret replaced by ***; nothing else touched."""
+        text = _URI_IN_TEXT.sub(lambda match: redact_uri(match.group(0)), text)
+        for secret in self.values:
+            if len(secret) >= VERBATIM_MIN_CHARS:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
 @dataclass(frozen=True)
 class Settings:
     uri: str = field(repr=False)
@@ -82,48 +127,52 @@ class Settings:
     log_format: str
     demo: bool
     warnings: tuple[str, ...] = ()
-    secrets: tuple[str, ...] = field(default=(), repr=False)
+    secrets: Secrets = field(default=Secrets(), repr=False)
     web_config_file: str = ""  # read by webconfig.load_web_config in exporter.py; empty: plain HTTP, no auth
 
     @property
     def redacted_uri(self) -> str:
         return redact_uri(self.uri)
 
-    def scrub(self, text: str) -> str:
-        """`text` with every form of the URI's password replaced, for logs and answers."""
-        return scrub(text, self.secrets)
+    def redact(self, text: str) -> str:
+        """`text` with the credentials this process holds redacted where they occur, for logs and answers."""
+        return self.secrets.redact(text)
+
+
+def _userinfo_span(uri: str) -> tuple[int, int] | None:
+    """Where the userinfo is: from the scheme (or the start) to the LAST '@'; None without an '@'.
+
+    A password that was not percent-encoded may hold '/', '?', '#' or '@'; the driver would then read part of it
+    as a host, a database or an option. Taking everything up to the last '@' errs towards hiding too much.
+    """
+    scheme = _SCHEME.match(uri)
+    start = scheme.end() if scheme else 0
+    at = uri.rfind("@", start)
+    return (start, at) if at >= 0 else None
 
 
 def redact_uri(uri: str) -> str:
-    """The URI with its password (and any `password=`-like option) replaced by ***."""
-    redacted = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^@/]*)@", _redact_userinfo, uri)
-    return re.sub(r"(?i)([?&](?:password|authmechanismproperties)=)[^&]*", rf"\1{REDACTED}", redacted)
+    """The URI with its password and password-bearing options replaced by ***, however malformed it is."""
+    span = _userinfo_span(uri)
+    if span is not None:
+        start, at = span
+        user, colon, _ = uri[start:at].partition(":")
+        if colon:
+            uri = f"{uri[:start]}{user}:{REDACTED}{uri[at:]}"
+    return _SECRET_OPTIONS.sub(rf"\1{REDACTED}", uri)
 
 
-def _redact_userinfo(match: re.Match[str]) -> str:
-    user, _, _ = match.group(2).partition(":")
-    return f"{match.group(1)}{user}:{REDACTED}@" if ":" in match.group(2) else match.group(0)
-
-
-def uri_secrets(uri: str) -> tuple[str, ...]:
-    """Every spelling of the URI's password that could show up in a message: raw, decoded and re-encoded."""
-    found: set[str] = set()
-    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^@/]*)@", uri)
-    if userinfo and ":" in userinfo.group(1):
-        found.add(userinfo.group(1).split(":", 1)[1])
-    found.update(re.findall(r"(?i)[?&]password=([^&]*)", uri))
-    spellings: set[str] = set()
-    for secret in found:
-        plain = unquote(secret)
-        spellings.update({secret, plain, quote(plain, safe=""), quote_plus(plain)})
-    # Longest first, so a password that contains another spelling is replaced whole.
-    return tuple(sorted((s for s in spellings if s), key=len, reverse=True))
-
-
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
+def uri_passwords(uri: str) -> list[str]:
+    """The passwords a URI holds as written: its userinfo's, a `password=` option's, an AWS session token."""
+    found = []
+    span = _userinfo_span(uri)
+    if span is not None:
+        _, colon, password = uri[span[0] : span[1]].partition(":")
+        if colon and password:
+            found.append(password)
+    found += re.findall(r"(?i)[?&;]password=([^&;]*)", uri)
+    found += re.findall(r"(?i)AWS_SESSION_TOKEN:([^,&;]*)", uri)
+    return [secret for secret in found if secret]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,9 +250,9 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     if log_format not in LOG_FORMATS:
         problems.append(f"--log.format {log_format!r}: use text or json")
 
-    secrets = uri_secrets(uri) if uri else ()
+    secrets = Secrets.of(uris=[uri])
     if problems:
-        raise ConfigError("\n".join(scrub(p, secrets) for p in problems))
+        raise ConfigError("\n".join(secrets.redact(p) for p in problems))
     return Settings(
         uri=uri,
         infra_label=label,
@@ -215,7 +264,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         log_format=log_format,
         demo=demo,
         web_config_file=raw["web.config.file"] or "",
-        warnings=tuple(scrub(w, secrets) for w in warnings),
+        warnings=tuple(secrets.redact(w) for w in warnings),
         secrets=secrets,
     )
 
@@ -277,22 +326,38 @@ def _uri_from_file(path: str, label: str, problems: list[str], warnings: list[st
     if not isinstance(uri, str) or not uri:
         problems.append(f'--config.file {path}: [infra.{label}] needs uri = "mongodb://..."')
         return ""
-    if uri_secrets(uri) and mode & (stat.S_IRGRP | stat.S_IROTH):
+    if uri_passwords(uri) and mode & (stat.S_IRGRP | stat.S_IROTH):
         warnings.append(f"--config.file {path} holds a password and is readable by others: chmod 600 it")
     return uri
 
 
 def _uri_problems(uri: str) -> list[str]:
-    shown = redact_uri(uri)
+    """What is wrong with the URI's shape, in words that quote no piece of a password however malformed it is: the
+    URI only redacted, and never a host's port, which is a password's tail when the '@host' part is missing."""
     if not uri.startswith(URI_SCHEMES):
-        return [f"malformed MongoDB URI {shown!r}: it must start with mongodb:// or mongodb+srv://"]
-    # The driver requires ':', '/' and '@' in credentials to be percent-encoded, so these splits are safe.
-    netloc = re.split(r"[/?]", uri.split("://", 1)[1], maxsplit=1)[0]
-    hosts = netloc.rpartition("@")[2].split(",")
-    for host in hosts:
+        scheme = _SCHEME.match(uri)
+        given = f" (not {scheme.group(0)!r})" if scheme else ""
+        return [f"malformed MongoDB URI: it must start with mongodb:// or mongodb+srv://{given}"]
+    shown = redact_uri(uri)
+    rest = uri.split("://", 1)[1]
+    authority = re.split(r"[/?]", rest, maxsplit=1)[0]
+    if "@" in rest[len(authority) :]:
+        return [
+            f"malformed MongoDB URI {shown!r}: an '@' after the host list; percent-encode '/', '?', '#', '@' and "
+            "':' in the user name and password (%2F %3F %23 %40 %3A), and an '@' in an option as %40"
+        ]
+    userinfo, at, host_list = authority.rpartition("@")
+    if at and ("@" in userinfo or userinfo.count(":") > 1 or re.search(r"%(?![0-9A-Fa-f]{2})", userinfo)):
+        return [
+            f"malformed MongoDB URI {shown!r}: percent-encode '@', ':' and '%' in the user name and password "
+            "(%40 %3A %25)"
+        ]
+    for host in host_list.split(","):
         name, colon, port = host.rpartition(":") if ":" in host.rpartition("]")[2] else (host, "", "")
-        if not name or (colon and not (port.isdigit() and 0 < int(port) < 65536)):
-            return [f"malformed MongoDB URI {shown!r}: bad host {host!r}"]
+        if not name:
+            return ["malformed MongoDB URI: an empty host in the host list"]
+        if colon and not (port.isdigit() and 0 < int(port) < 65536):
+            return [f"malformed MongoDB URI: bad host {name!r}: its port must be a number from 1 to 65535"]
     return []
 
 

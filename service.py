@@ -67,7 +67,7 @@ def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.m
     web_config = load_web_config(settings.web_config_file)
 
     def connect() -> Connection:
-        return Connection(settings.uri, settings.timeout_s, settings.scrub, interval_s=settings.interval_s)
+        return Connection(settings.uri, settings.timeout_s, settings.redact, interval_s=settings.interval_s)
 
     keeper = ClientKeeper(connect)
     source = ReplicaSetSource(keeper, SetReader(settings.timeout_s))

@@ -2,12 +2,13 @@
 
 import os
 import stat
+from urllib.parse import quote, quote_plus
 
 import pytest
 from view_factory import healthy_set, make_store
 
 from bridge import liveness_document
-from config import ConfigError, load_settings, redact_uri, scrub, uri_secrets
+from config import ConfigError, Secrets, load_settings, redact_uri
 from store import FRESHNESS_LIMIT_S
 
 URI = "mongodb://monitor:s3cr%40t-pw@db0:27017,db1:27017/?replicaSet=rs0"
@@ -81,8 +82,8 @@ def test_a_config_file_with_a_password_readable_by_others_warns_without_the_pass
     [
         ([], "no MongoDB URI for infra label 'clusterKeeper'"),
         (["--mongodb.uri", "http://db0"], "must start with mongodb://"),
-        (["--mongodb.uri", "mongodb://u:hunter2@db0:99999"], "bad host 'db0:99999'"),
-        (["--mongodb.uri", "mongodb://db0,,db1"], "bad host ''"),
+        (["--mongodb.uri", "mongodb://u:hunter2@db0:99999"], "bad host 'db0': its port must be a number"),
+        (["--mongodb.uri", "mongodb://db0,,db1"], "an empty host in the host list"),
         (["--mongodb.uri", URI, "--collect.interval", "0"], "--collect.interval '0': must be a positive"),
         (["--mongodb.uri", URI, "--collect.interval", "-5"], "must be a positive"),
         (["--mongodb.uri", URI, "--collect.interval", "soon"], "not a number of seconds"),
@@ -121,10 +122,11 @@ def test_redaction_hides_the_password_and_keeps_the_rest():
     assert redact_uri("mongodb://u@db0/?authMechanism=MONGODB-X509") == "mongodb://u@db0/?authMechanism=MONGODB-X509"
 
 
-def test_scrubbing_removes_every_spelling_of_the_password():
-    secrets = uri_secrets(URI)
-    text = "failed for s3cr%40t-pw, s3cr@t-pw and s3cr%40t-pw again"
-    assert scrub(text, secrets) == "failed for ***, *** and *** again"
+def test_redaction_removes_every_spelling_of_a_long_password_wherever_it_appears():
+    password = "s3cr@t-pw/with:a-long/tail"
+    secrets = Secrets.of(uris=[f"mongodb://monitor:{quote(password, safe='')}@db0/"])
+    text = f"failed for {password}, {quote(password, safe='')} and {quote_plus(password)} again"
+    assert secrets.redact(text) == "failed for ***, *** and *** again"
 
 
 def test_the_demo_polls_often_enough_to_show_its_lag_cycle():
@@ -245,3 +247,86 @@ def test_a_config_file_problem_is_the_only_sentence_about_the_missing_uri(tmp_pa
         load_settings(["--config.file", str(path)], env={})
     assert "not valid TOML" in str(caught.value)
     assert "no MongoDB URI" not in str(caught.value)
+
+
+# -- issue 17 item 2: a password in a malformed URI is never printed, whatever characters it holds ------------------
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mongodb://user:Xy7/Qz9@127.0.0.1:1/",
+        "mongodb://user:Xy7?Qz9@127.0.0.1:1/",
+        "mongodb://user:Xy7/Qz9@127.0.0.1:1",  # the driver would read host 'user:Xy7' and database 'Qz9@...'
+        "mongodb://user:Xy7#Qz9@127.0.0.1:1/?x=Xy7?Qz9@h",
+        "mongodb://user:Xy7@Qz9@127.0.0.1:1/",
+        "mongodb://user:Xy7:Qz9@127.0.0.1:1/",
+        "mongodb://user:Xy7%Qz9@127.0.0.1:1/",
+        "mongodb://user:Xy7Qz9/",  # no '@' at all: 'Xy7Qz9' may still be the password
+        "mongodb://db0,,user:Xy7Qz9/",
+        "mongo://user:Xy7Qz9@db0/",
+        "user:Xy7/Qz9@db0",
+        "mongodb:/user:Xy7/Qz9@db0",
+    ],
+)
+def test_a_malformed_uri_is_refused_without_any_piece_of_its_password(uri):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(["--mongodb.uri", uri], env={})
+    [line] = str(caught.value).splitlines()
+    assert "malformed MongoDB URI" in line
+    assert "Xy7" not in line
+    assert "Qz9" not in line
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("mongodb://user:pa/ss@db0:27017/?replicaSet=rs0", "mongodb://user:***@db0:27017/?replicaSet=rs0"),
+        ("mongodb://user:pa?ss@db0/", "mongodb://user:***@db0/"),
+        ("mongodb://user:a@b@db0/", "mongodb://user:***@db0/"),
+        ("user:secret@db0", "user:***@db0"),
+        ("mongodb://[::1]:27017/?password=x&authMechanismProperties=AWS_SESSION_TOKEN:t", None),
+    ],
+)
+def test_redaction_treats_everything_up_to_the_last_at_sign_as_the_userinfo(uri, shown):
+    expected = shown or "mongodb://[::1]:27017/?password=***&authMechanismProperties=***"
+    assert redact_uri(uri) == expected
+
+
+# -- issue 15: redaction where secrets occur, not by substring over whole lines -------------------------------------
+
+READABLE = (
+    "serving http://127.0.0.1:9218/ for infra clusterKeeper, polling every 60 s; replica set rs0 is GREEN: "
+    "the lag is 1239ms, level info, source main, 27017 the end"
+)
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["e", "1", "lag", "127", "the", "27017", "x" * 15, "correct-horse-battery-staple-is-40-chars"],
+)
+def test_a_password_of_any_length_leaves_ordinary_text_readable_and_is_hidden_in_uris(password):
+    uri = f"mongodb://monitor:{quote(password, safe='')}@127.0.0.1:27017/?replicaSet=rs0"
+    settings = load_settings(["--mongodb.uri", uri], env={})
+    assert settings.redact(READABLE) == READABLE
+    assert settings.redacted_uri == "mongodb://monitor:***@127.0.0.1:27017/?replicaSet=rs0"
+    quoted = f"the driver said: cannot use '{uri}' (mongodb+srv://monitor:{password}@x/ too)"
+    assert settings.redact(quoted) == (
+        "the driver said: cannot use 'mongodb://monitor:***@127.0.0.1:27017/?replicaSet=rs0' "
+        "(mongodb+srv://monitor:***@x/ too)"
+    )
+
+
+def test_a_long_password_quoted_bare_by_a_driver_is_hidden_too():
+    password = "correct-horse-battery-staple-is-40-chars"
+    assert len(password) == 40
+    settings = load_settings(["--mongodb.uri", f"mongodb://monitor:{password}@db0/"], env={})
+    assert settings.redact(f"SASL said {password}.") == "SASL said ***."
+
+
+def test_secrets_from_several_sources_combine():
+    """How shard and config-server credentials from the config file will join the URI's."""
+    first = Secrets.of(uris=["mongodb://a:first-password-long-enough@db0/"])
+    combined = first | Secrets.of(passwords=["second-password-long-enough"])
+    assert combined.redact("first-password-long-enough second-password-long-enough") == "*** ***"
+    assert "password" not in repr(combined)
