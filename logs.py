@@ -1,4 +1,5 @@
-"""Logging: logfmt-like text or JSON lines on stderr, with credentials redacted where they occur.
+"""Logging: logfmt-like text or JSON lines on stderr, one line per event whoever reports it (our code, a library's
+logger, Python's warnings, a thread that dies), with credentials redacted where they occur.
 
 Imports `config` (the settings and their `Secrets`).
 """
@@ -9,7 +10,10 @@ import datetime as dt
 import json
 import logging
 import sys
+import threading
+import warnings
 from collections.abc import Callable
+from types import TracebackType
 
 from config import Settings
 
@@ -52,3 +56,26 @@ def configure_logging(settings: Settings) -> None:
     # waitress warns "Task queue depth is N" for every request that waits for a worker: under a burst of scrapes
     # that is thousands of lines a minute saying nothing the metrics do not.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    # Python prints these on stderr itself, as plain text that the redaction never sees: make them log lines.
+    warnings.showwarning = _log_warning
+    threading.excepthook = _log_thread_death
+    sys.excepthook = _log_uncaught
+
+
+def _log_warning(message: Warning | str, category: type[Warning], *_where: object) -> None:
+    # pymongo warns about DocumentDB or CosmosDB hosts, duplicate URI options, ...: one line, in the log's format.
+    logging.getLogger("py.warnings").warning("%s: %s", category.__name__, message)
+
+
+def _log_thread_death(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    log.error("thread %s stopped: %s: %s", name, args.exc_type.__name__, args.exc_value)
+
+
+def _log_uncaught(exc_type: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, value, traceback)
+        return
+    log.critical("stopped by an unexpected %s: %s", exc_type.__name__, value)

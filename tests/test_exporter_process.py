@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import service_util
 
 from mongosim import ReplicaSet
 
@@ -188,3 +189,19 @@ def test_a_burst_of_concurrent_scrapes_does_not_flood_the_log(exporters, start_s
     assert code == 0
     assert "Task queue depth" not in output
     assert len(output.splitlines()) < 10, output[-2000:]
+
+
+def test_with_json_logs_a_driver_warning_is_a_json_line_too():
+    """Issue 17 item 7: pymongo's DocumentDB warning came out as plain text, past the redaction."""
+    exporter = service_util.Exporter(
+        "--mongodb.uri", "mongodb://monitor:pw@db0.docdb.amazonaws.com:1/", "--log.format", "json"
+    )
+    try:
+        service_util.wait_until(lambda: exporter.logged("DocumentDB"), 10, "the DocumentDB warning")
+    finally:
+        status = exporter.stop()
+    assert status == 0
+    records = [json.loads(line) for line in exporter.lines()]  # every line is JSON
+    [warning] = [r for r in records if "DocumentDB" in r["msg"]]
+    assert (warning["level"], warning["source"]) == ("warn", "py.warnings")
+    assert warning["msg"].startswith("UserWarning: You appear to be connected to a DocumentDB cluster")

@@ -1,4 +1,5 @@
-"""Log lines: logfmt or JSON, with credentials redacted where they occur and nothing else touched (issue 15)."""
+"""Log lines: logfmt or JSON, one line each whoever emits them (our code, a library's logger, Python's warnings, a
+thread that dies), with credentials redacted where they occur and nothing else touched (issues 15 and 17)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,35 @@ def test_a_long_password_that_a_library_quotes_bare_is_hidden(configure, capsys)
     logging.getLogger("pymongo.client").warning("SASL said %s", LONG_PASSWORD)
     [line] = err_lines(capsys)
     assert line.endswith(' level=warn source=pymongo.client msg="SASL said ***"')
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_python_warnings_are_log_lines_in_the_chosen_format_and_redacted(configure, capsys, log_format):
+    configure(uri_with("pw"), "--log.format", log_format)
+    text = "You appear to be connected to a DocumentDB cluster (mongodb://monitor:pw@x.docdb.amazonaws.com/)"
+    warnings.warn(text, UserWarning, stacklevel=1)
+
+    [line] = err_lines(capsys)
+    message = (
+        "UserWarning: You appear to be connected to a DocumentDB cluster (mongodb://monitor:***@x.docdb.amazonaws.com/)"
+    )
+    if log_format == "json":
+        record = json.loads(line)
+        assert (record["level"], record["source"], record["msg"]) == ("warn", "py.warnings", message)
+    else:
+        assert line.endswith(f" level=warn source=py.warnings msg={json.dumps(message)}")
+
+
+def test_a_thread_that_dies_is_one_log_line_without_a_traceback(configure, capsys):
+    configure(uri_with("pw"), "--log.format", "json")
+
+    def fail() -> None:
+        raise RuntimeError("cannot use mongodb://monitor:pw@db0/")
+
+    thread = threading.Thread(target=fail, name="worker")
+    thread.start()
+    thread.join()
+    [line] = err_lines(capsys)
+    record = json.loads(line)
+    assert record["level"] == "error"
+    assert record["msg"] == "thread worker stopped: RuntimeError: cannot use mongodb://monitor:***@db0/"
