@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{text} [env {env}]",
         )
     parser.add_argument(
-        "--demo", action="store_true", help="start the built-in simulated replica set and collect from it"
+        "--demo",
+        action="store_true",
+        help="start the built-in simulated replica set and collect from it (any MongoDB URI or config file is ignored)",
     )
     return parser
 
@@ -211,13 +213,19 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         problems.append(f"--infra.label {label!r}: use letters, digits, '.', '_' or '-'")
 
     uri = raw["mongodb.uri"] or ""
-    if raw["config.file"]:
+    file_failed = False
+    if demo:
+        # A demo must never poll a real cluster: whatever names one (often an exported MONGODB_URI) is ignored.
+        for name in ("mongodb.uri", "config.file"):
+            if raw[name]:
+                source = f"--{name}" if args[name] is not None else FLAGS[name][0]
+                warnings.append(f"--demo: {source} is ignored; the demo polls its own simulated replica set")
+        uri = ""
+    elif raw["config.file"]:
         before = len(problems)
         file_uri = _uri_from_file(raw["config.file"], label, problems, warnings)
         uri = uri or file_uri
         file_failed = len(problems) > before
-    else:
-        file_failed = False
     if not uri and not demo and not file_failed:  # a file that could not be read already said why there is none
         problems.append(
             f"no MongoDB URI for infra label {label!r}: set --mongodb.uri, MONGODB_URI or "
@@ -228,7 +236,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
 
     host, port = _listen_address(raw["web.listen-address"] or DEFAULT_LISTEN, problems)
     interval_text, timeout_text = raw["collect.interval"] or "", raw["collect.timeout"] or ""
-    default_interval = DEMO_INTERVAL_S if demo and not uri else DEFAULT_INTERVAL_S
+    default_interval = DEMO_INTERVAL_S if demo else DEFAULT_INTERVAL_S
     interval = _seconds("collect.interval", interval_text, default_interval, MIN_INTERVAL_S, problems)
     default_timeout = min(MAX_DEFAULT_TIMEOUT_S, (interval or DEFAULT_INTERVAL_S) / 2)
     timeout = _seconds("collect.timeout", timeout_text, default_timeout, MIN_TIMEOUT_S, problems)

@@ -330,3 +330,23 @@ def test_secrets_from_several_sources_combine():
     combined = first | Secrets.of(passwords=["second-password-long-enough"])
     assert combined.redact("first-password-long-enough second-password-long-enough") == "*** ***"
     assert "password" not in repr(combined)
+
+
+# -- issue 17 item 6: --demo never polls a real cluster ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "source"),
+    [
+        ([], {"MONGODB_URI": URI}, "MONGODB_URI"),
+        (["--mongodb.uri", URI], {}, "--mongodb.uri"),
+        (["--config.file", "/nonexistent/replicationlag.toml"], {}, "--config.file"),
+        ([], {"CONFIG_FILE": "/nonexistent/replicationlag.toml"}, "CONFIG_FILE"),
+    ],
+)
+def test_the_demo_ignores_any_uri_it_is_given_and_says_so(flags, env, source):
+    settings = load_settings(["--demo", *flags], env=env)
+    assert (settings.demo, settings.uri, settings.interval_s) == (True, "", 5)
+    [warning] = settings.warnings
+    assert warning.startswith(f"--demo: {source} is ignored")
+    assert "s3cr" not in warning

@@ -205,3 +205,19 @@ def test_with_json_logs_a_driver_warning_is_a_json_line_too():
     [warning] = [r for r in records if "DocumentDB" in r["msg"]]
     assert (warning["level"], warning["source"]) == ("warn", "py.warnings")
     assert warning["msg"].startswith("UserWarning: You appear to be connected to a DocumentDB cluster")
+
+
+def test_the_demo_polls_its_simulator_even_with_a_uri_in_the_environment():
+    """Issue 17 item 6: with MONGODB_URI set, `--demo` polled that cluster every 60 s and started no simulator."""
+    env = {"MONGODB_URI": "mongodb://monitor:pw@127.0.0.1:1/?replicaSet=rs0"}
+    exporter = service_util.Exporter("--demo", env=env)
+    try:
+        look, _ = exporter.wait_for(lambda look: look.polls >= 1, 15, "the first poll")
+    finally:
+        status = exporter.stop()
+    assert status == 0
+    assert look.liveness["last_failure_kind"] is None
+    assert look.liveness["collection_interval_s"] == 5
+    assert look.metrics.value("mongodb_replication_up") == 1
+    assert "--demo: MONGODB_URI is ignored" in exporter.log_text
+    assert "polling the built-in simulated replica set" in exporter.log_text
