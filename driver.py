@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -39,6 +40,7 @@ POOL_IDLE_INTERVALS = 3
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 UNAUTHORIZED, AUTH_FAILED, COMMAND_NOT_FOUND, NO_REPLICATION, NOT_YET_INITIALIZED = 13, 18, 59, 76, 94
+MECHANISM_UNAVAILABLE = 334
 
 Scrub = Callable[[str], str]
 
@@ -81,6 +83,15 @@ def classify(error: BaseException, timeout_s: float, scrub: Scrub) -> tuple[Fail
             )
         if code == AUTH_FAILED:
             return FailureKind.AUTH, "authentication failed: check the user name, password and authSource"
+        if code == MECHANISM_UNAVAILABLE:
+            # "Received authentication for mechanism PLAIN which is not enabled" (or "unknown or not enabled").
+            named = re.search(r"mechanism ([A-Z0-9-]+)", str((error.details or {}).get("errmsg", "")))
+            mechanism = f"authMechanism={named.group(1)}" if named else "the URI's authMechanism"
+            return (
+                FailureKind.AUTH,
+                f"the server does not offer {mechanism} (MechanismUnavailable): remove authMechanism from the URI "
+                "to use SCRAM, the default, or enable that mechanism on the server",
+            )
         if code == NO_REPLICATION:
             return (
                 FailureKind.NOT_REPLICA_SET,
@@ -98,6 +109,14 @@ def classify(error: BaseException, timeout_s: float, scrub: Scrub) -> tuple[Fail
             )
         name = (error.details or {}).get("codeName", "")
         return FailureKind.ERROR, scrub(f"replSetGetStatus failed with code {code} {name}".strip())
+    if isinstance(error, ConfigurationError) and _failed_in_dns(error):
+        # A mongodb+srv:// URI is resolved at the first command; the driver hands DNS failures over as a
+        # ConfigurationError (PyMongo's srv_resolver), but no member can be found: unreachable, not a bad setting.
+        message = (
+            f"the SRV record of the mongodb+srv:// host could not be resolved ({scrub(str(error))}): check the host "
+            "name in the URI and that this machine's DNS can resolve it"
+        )
+        return FailureKind.UNREACHABLE, message[:400]
     if isinstance(error, ServerSelectionTimeoutError):
         detail = scrub(str(error).split(", Timeout:")[0].split(" (configured timeouts")[0])
         return FailureKind.UNREACHABLE, f"no usable member of the replica set within {timeout_s:g} s: {detail}"[:400]
@@ -108,6 +127,12 @@ def classify(error: BaseException, timeout_s: float, scrub: Scrub) -> tuple[Fail
     if isinstance(error, PyMongoError):
         return FailureKind.ERROR, scrub(f"{type(error).__name__}: {error}")[:400]
     return FailureKind.ERROR, f"unexpected {type(error).__name__} while collecting"
+
+
+def _failed_in_dns(error: BaseException) -> bool:
+    """True when a DNS lookup (dnspython, which the driver uses for SRV and TXT records) caused `error`."""
+    cause = error.__cause__
+    return cause is not None and type(cause).__module__.split(".")[0] == "dns"
 
 
 def _translated(error: PyMongoError, timeout_s: float, scrub: Scrub) -> DriverError:
