@@ -208,9 +208,40 @@ def build_registry(store: SnapshotStore) -> CollectorRegistry:
 
 
 def render(registry: CollectorRegistry, accept_header: str | None) -> tuple[bytes, str]:
-    """The exposition and its content type: OpenMetrics when the scraper asks for it, else text 0.0.4."""
-    encoder, content_type = choose_encoder(accept_header or "")
+    """The exposition and its content type: OpenMetrics when the scraper prefers it, else text 0.0.4."""
+    encoder, content_type = choose_encoder(_preferred(accept_header or ""))
     return encoder(registry), content_type
+
+
+def _preferred(accept: str) -> str:
+    """The one Accept entry to hand prometheus_client's `choose_encoder` (which takes the first entry it knows and
+    ignores q-values): the highest q first, the listed order on a tie; q=0 refuses. An OpenMetrics version we
+    cannot write is passed over; `text/*` and `*/*` mean our default, text. "" when nothing we write is asked for.
+    """
+    ranked = []
+    for index, entry in enumerate(accept.split(",")):
+        media, *params = (part.strip() for part in entry.split(";"))
+        quality, kept = 1.0, [media]
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() != "q":
+                kept.append(param)
+                continue
+            try:
+                quality = float(value)
+            except ValueError:
+                quality = 1.0  # unreadable: as if absent
+        if quality > 0:
+            ranked.append((-quality, index, media.lower(), ";".join(kept)))
+    for _, _, media, entry in sorted(ranked):
+        if media == "application/openmetrics-text":
+            if choose_encoder(entry)[1].startswith("application/openmetrics-text"):
+                return entry
+        elif media == "text/plain":
+            return entry
+        elif media in ("text/*", "*/*"):
+            return ""
+    return ""
 
 
 def _seconds(ms: int | None) -> float | None:

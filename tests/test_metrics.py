@@ -225,6 +225,27 @@ def test_a_scraper_asking_for_openmetrics_gets_valid_openmetrics():
     assert families["mongodb_replication_collection_failures"].type == "counter"
 
 
+@pytest.mark.parametrize(
+    ("accept", "openmetrics"),
+    [
+        ("application/openmetrics-text;q=0.1, text/plain;q=0.9", False),
+        ("text/plain;q=0.9, application/openmetrics-text;q=0.1", False),
+        ("application/openmetrics-text;version=1.0.0;q=0", False),
+        ("*/*;q=0.9, application/openmetrics-text;q=0.5", False),
+        ("text/plain;q=0.1, application/openmetrics-text;version=1.0.0;q=0.9", True),
+        ("application/openmetrics-text;version=0.0.1;q=0.9, application/openmetrics-text;version=1.0.0;q=0.5", True),
+        ("application/openmetrics-text;version=0.0.1", False),
+        ("application/openmetrics-text; version=1.0.0; Q=0.5, text/plain; q=0.5", True),  # a tie: as listed
+        ("application/openmetrics-text;q=bogus, text/plain;q=0.5", True),  # an unreadable q counts as 1
+    ],
+)
+def test_the_accept_header_q_values_choose_the_format(accept, openmetrics):
+    """Issue 17 item 10: `openmetrics;q=0.1, text/plain;q=0.9` still got OpenMetrics."""
+    text, content_type = render(scrape_of(healthy_set(1_239)), accept)
+    assert content_type.startswith("application/openmetrics-text") is openmetrics
+    assert text.decode().endswith("# EOF\n") is openmetrics
+
+
 @pytest.mark.prometheus
 @pytest.mark.parametrize(
     "results",
