@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import difflib
 import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pymongo
-from pymongo import MongoClient, ReadPreference
+from pymongo import MongoClient, ReadPreference, common
 from pymongo.errors import (
     ConfigurationError,
     ConnectionFailure,
@@ -192,6 +193,28 @@ def _not_a_set(message: str) -> tuple[FailureKind, str]:
     return FailureKind.NOT_REPLICA_SET, message
 
 
+def _unknown_options(uri: str) -> str:
+    """Which options of the URI the driver does not know, and the known ones they are closest to; "" if unsure.
+
+    For a URI the driver names no option: a malformed URI could put password text there (an unencoded '?' in
+    the password, then the '@' after it). Without an '@' after the host list, a key is the user's own option name.
+    """
+    rest = uri.partition("://")[2]
+    host_list_end = re.search(r"[/?]", rest)
+    if host_list_end is not None and "@" in rest[host_list_end.start() :]:
+        return ""
+    known = {*common.URI_OPTIONS_VALIDATOR_MAP, *common.URI_OPTIONS_DEPRECATION_MAP, *common.URI_OPTIONS_ALIAS_MAP}
+    keys = [part.partition("=")[0] for part in re.split("[&;]", uri.partition("?")[2]) if part]
+    unknown = [key for key in keys if key.lower() not in known and re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", key)]
+    if not unknown:
+        return ""
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(key.lower(), sorted(common.URI_OPTIONS_VALIDATOR_MAP), n=3, cutoff=0.6)
+        named.append(f"{key!r} (did you mean {' or '.join(close)}?)" if close else repr(key))
+    return f"unknown option{'s' if len(named) > 1 else ''} {', '.join(named)}"
+
+
 class Connection:
     """One long-lived client whose every wait is bounded by the poll deadline. Connects lazily, in the driver's
     threads. With `interval_s`, a pooled connection that no poll used for POOL_IDLE_INTERVALS intervals is closed.
@@ -223,7 +246,8 @@ class Connection:
                 **idle,
             )
         except (ConfigurationError, ValueError, TypeError) as error:
-            raise ClientError(f"the MongoDB URI was rejected: {scrub(str(error))}") from None
+            reason = _unknown_options(uri) if str(error).startswith("Unknown option") else ""
+            raise ClientError(f"the MongoDB URI was rejected: {scrub(reason or str(error))}") from None
 
     @contextlib.contextmanager
     def deadline(self, seconds: float) -> Iterator[None]:

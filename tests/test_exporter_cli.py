@@ -52,6 +52,11 @@ def test_help_documents_every_flag_with_its_environment_variable():
         ((), {"MONGODB_URI": f"mongodb://u:{PASSWORD}@db0", "COLLECT_INTERVAL": "0"}, "--collect.interval"),
         (("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0", "--collect.interval", "-1"), {}, "positive"),
         (("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0/?replicaSet=rs0&tls=maybe"), {}, "URI was rejected"),
+        (
+            ("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0/?replicaSet=rs0&maxPoolSzie=3"),
+            {},
+            "unknown option 'maxPoolSzie' (did you mean maxpoolsize",
+        ),
         (("--mongodb.uri", "mongodb://db0", "--infra.label", "bad label"), {}, "--infra.label"),
         # issue 17: out-of-range durations name their setting, never the URI, and never end in a traceback
         (("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0", "--collect.interval", "200"), {}, "--collect.interval '200'"),
