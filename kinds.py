@@ -64,4 +64,5 @@ class NoteKind(StrEnum):
     # Facts about the whole set.
     SEVERAL_PRIMARIES = "several_primaries"  # values: count, chosen
     CONFIG_UNREADABLE = "config_unreadable"
+    DUPLICATE_NAME = "duplicate_name"  # members report one name; values: name, shown_as
     NO_DATE = "no_date"
