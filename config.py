@@ -418,8 +418,10 @@ def _cycle_problem(interval: float, timeout: float, interval_text: str, timeout_
         setting, fix = f"--collect.timeout {timeout_text!r}", f"use at most {budget - interval:g} s"
     else:
         setting, fix = f"--collect.interval {interval_text!r}", f"use at most {budget - timeout:g} s"
+    stale = f"data is stale from {FRESHNESS_LIMIT_S} s (RED in the document, 503 on /liveness)"
+    if max(interval, timeout) >= FRESHNESS_LIMIT_S:
+        return f"{setting}: too long, {stale}; {fix}"
     return (
         f"{setting}: a poll every {interval:g} s with a {timeout:g} s deadline leaves data up to "
-        f"{interval + timeout:g} s old, but data older than {FRESHNESS_LIMIT_S} s is stale (RED, /liveness 503), "
-        f"so a healthy set would turn RED before every poll; {fix}"
+        f"{interval + timeout:g} s old; {stale}, so a healthy set could turn RED before every poll; {fix}"
     )
