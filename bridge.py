@@ -7,6 +7,7 @@ its wording, so the document, /liveness and the page can never disagree about a 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from danger import duration_words
@@ -20,6 +21,22 @@ SERVICE_ID = "mhp.zeroproblem.mongo.replcationlag"
 # A cluster of up to this many sets lists every set's members; a larger one lists the sets that are not GREEN
 # and sums the GREEN ones up in one line, so the document stays readable at 100 shards.
 FULL_LISTING_MAX_SETS = 4
+
+
+# What CommonMark (and GFM's ~ and |) would read inside a line: escapes, code, emphasis, links, images, HTML and
+# entities. An _ between letters or digits is no emphasis (docker's mongo_1:27017 stays as it is).
+_MARKDOWN = re.compile(r"[\\`*\[\]<>!&~|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_IPV6_HOST_PORT = re.compile(r"\[[0-9A-Fa-f:.]+(?:%[0-9A-Za-z._~-]+)?\]:\d+")  # brackets that are no link
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # controls, and what str.splitlines() splits on
+
+
+def markdown_name(name: str) -> str:
+    """A member name as Markdown shows it literally. host:port and [IPv6]:port come out byte for byte (consumers
+    parse those lines); a control character, which could start a line of its own, becomes U+FFFD."""
+    name = _CONTROL.sub("\ufffd", name)
+    if _IPV6_HOST_PORT.fullmatch(name):
+        return name
+    return _MARKDOWN.sub(lambda match: "\\" + match.group(0), name)
 
 
 def role(member: Member) -> str:
@@ -81,7 +98,7 @@ _NOT_FULL = " (the oplog is not full yet: not a limit)"
 def member_line(member: Member, snapshot: Snapshot, prefix: str = "", trend: Trend | None = None) -> str:
     """One Markdown list line for one member, e.g. `- Secondary db1:27017 replication lag 1239ms`, and for a
     YELLOW or RED member how it is going: `(rising 2.1 s/min, RED in about 4 min; oplog headroom 5 h 12 min)`."""
-    words = [f"{prefix}{role(member)}", member.name]
+    words = [f"{prefix}{role(member)}", markdown_name(member.name)]
     facts = attributes(member)
     # With a primary, the primary is obviously the reference; otherwise the reader must be told which it was.
     if member.name == snapshot.reference_member and not snapshot.has_primary:
@@ -129,7 +146,8 @@ def snapshot_lines(snapshot: Snapshot, *, last_known: bool = False, trends: SetV
     prefix = "Last known: " if last_known else ""
     if not snapshot.has_primary:
         if snapshot.reference_member:
-            lines.append(f"- {prefix}No primary: lag measured against the freshest member {snapshot.reference_member}")
+            reference = markdown_name(snapshot.reference_member)
+            lines.append(f"- {prefix}No primary: lag measured against the freshest member {reference}")
         else:
             lines.append(f"- {prefix}No primary and no healthy data-bearing member to measure lag against")
     lines.extend(

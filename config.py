@@ -1,26 +1,36 @@
 """Settings from flags, environment and the config file, validated once into a frozen value; URI redaction.
 
 Every problem found is listed in one `ConfigError`, so a user fixes them all at once. The password of a
-MongoDB URI never leaves this module in clear: `Settings.redacted_uri` and `Settings.scrub()` are what the
-rest of the program prints. Standard library only; imports nothing of ours.
+MongoDB URI never leaves this module in clear: `Settings.redacted_uri` and `Settings.redact()` (a `Secrets`
+value that redacts where credentials occur) are what the rest of the program prints. Standard library only;
+imports `kinds` (the freshness limit the poll cycle must keep).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
+
+from kinds import FRESHNESS_LIMIT_S
 
 DEFAULT_LABEL = "clusterKeeper"
 DEFAULT_LISTEN = ":9218"
 DEFAULT_INTERVAL_S = 60.0
 DEMO_INTERVAL_S = 5.0  # the demo set's lag cycles in about 3 minutes; a minute between polls would hide it
 MAX_DEFAULT_TIMEOUT_S = 10.0
+MIN_INTERVAL_S = 0.2  # so that the default deadline (half the interval) is never below MIN_TIMEOUT_S
+MIN_TIMEOUT_S = 0.1  # the driver waits at least 100 ms for anything (driver.Connection); a shorter deadline is a lie
+# Between two healthy polls the data ages by one interval plus the next poll's duration (at most its deadline);
+# this much more is left for scheduling and a loaded machine. The sum must stay under FRESHNESS_LIMIT_S.
+CYCLE_SLACK_S = 5.0
+MAX_CONFIG_BYTES = 1 << 20
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 LOG_FORMATS = ("text", "json")
 URI_SCHEMES = ("mongodb://", "mongodb+srv://")
@@ -61,6 +71,50 @@ class ConfigError(Exception):
     """Invalid settings; the text lists every problem, one per line, with no credential in it."""
 
 
+# A secret at least this long is also replaced wherever a text holds it verbatim; a shorter one is not searched
+# for in free text: starring "e", "lag" or "27017" inside ordinary words makes the log unreadable and spells it out.
+VERBATIM_MIN_CHARS = 16
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_URI_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_SECRET_OPTIONS = re.compile(r"(?i)([?&;](?:password|authmechanismproperties)=)[^&;]*")
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The credentials this process holds, and `redact()`, which keeps them out of any text it shows.
+
+    Redaction works where credentials occur, never by searching whole lines for a password's text: every URI in a
+    text loses its userinfo's password and its password-bearing options, however malformed it is (`redact_uri`),
+    and a secret of VERBATIM_MIN_CHARS or more is also replaced wherever a text quotes it bare. More credentials
+    (a shard's, a config server's) join with `Secrets.of(...) | ...`; nothing else changes.
+    """
+
+    values: tuple[str, ...] = field(default=(), repr=False)  # every spelling of every secret, longest first
+
+    @classmethod
+    def of(cls, *, uris: Iterable[str] = (), passwords: Iterable[str] = ()) -> Secrets:
+        """The secrets of these URIs (their passwords, in every spelling) and of these bare passwords."""
+        found = {p for p in passwords if p}
+        for uri in uris:
+            found.update(uri_passwords(uri))
+        spellings: set[str] = set()
+        for secret in found:
+            for plain in (secret, unquote(secret), unquote_plus(secret)):
+                spellings.update({plain, quote(plain, safe=""), quote_plus(plain)})
+        return cls(tuple(sorted((s for s in spellings if s), key=lambda s: (-len(s), s))))
+
+    def __or__(self, other: Secrets) -> Secrets:
+        return Secrets(tuple(sorted(set(self.values) | set(other.values), key=lambda s: (-len(s), s))))
+
+    def redact(self, text: str) -> str:
+        """`text` with every URI's password and every long secret replaced by ***; nothing else touched."""
+        text = _URI_IN_TEXT.sub(lambda match: redact_uri(match.group(0)), text)
+        for secret in self.values:
+            if len(secret) >= VERBATIM_MIN_CHARS:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
 @dataclass(frozen=True)
 class Credentials:
     """A user for the replica sets behind mongos routers, from the config file (docs/domain.md §11)."""
@@ -85,7 +139,7 @@ class Settings:
     log_format: str
     demo: bool
     warnings: tuple[str, ...] = ()
-    secrets: tuple[str, ...] = field(default=(), repr=False)
+    secrets: Secrets = field(default=Secrets(), repr=False)
     web_config_file: str = ""  # read by webconfig.load_web_config in exporter.py; empty: plain HTTP, no auth
     # Sharded clusters: who logs in directly on the shards and on the config servers (None: the router URI's user).
     shard_credentials: Credentials | None = field(default=None, repr=False)
@@ -102,51 +156,45 @@ class Settings:
     def redacted_uri(self) -> str:
         return redact_uri(self.uri)
 
-    def scrub(self, text: str) -> str:
-        """`text` with every form of the URI's password replaced, for logs and answers."""
-        return scrub(text, self.secrets)
+    def redact(self, text: str) -> str:
+        """`text` with the credentials this process holds redacted where they occur, for logs and answers."""
+        return self.secrets.redact(text)
+
+
+def _userinfo_span(uri: str) -> tuple[int, int] | None:
+    """Where the userinfo is: from the scheme (or the start) to the LAST '@'; None without an '@'.
+
+    A password that was not percent-encoded may hold '/', '?', '#' or '@'; the driver would then read part of it
+    as a host, a database or an option. Taking everything up to the last '@' errs towards hiding too much.
+    """
+    scheme = _SCHEME.match(uri)
+    start = scheme.end() if scheme else 0
+    at = uri.rfind("@", start)
+    return (start, at) if at >= 0 else None
 
 
 def redact_uri(uri: str) -> str:
-    """The URI with its password (and any `password=`-like option) replaced by ***."""
-    redacted = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^@/]*)@", _redact_userinfo, uri)
-    return re.sub(r"(?i)([?&](?:password|authmechanismproperties)=)[^&]*", rf"\1{REDACTED}", redacted)
+    """The URI with its password and password-bearing options replaced by ***, however malformed it is."""
+    span = _userinfo_span(uri)
+    if span is not None:
+        start, at = span
+        user, colon, _ = uri[start:at].partition(":")
+        if colon:
+            uri = f"{uri[:start]}{user}:{REDACTED}{uri[at:]}"
+    return _SECRET_OPTIONS.sub(rf"\1{REDACTED}", uri)
 
 
-def _redact_userinfo(match: re.Match[str]) -> str:
-    user, _, _ = match.group(2).partition(":")
-    return f"{match.group(1)}{user}:{REDACTED}@" if ":" in match.group(2) else match.group(0)
-
-
-def uri_secrets(uri: str) -> tuple[str, ...]:
-    """Every spelling of the URI's password that could show up in a message: raw, decoded and re-encoded."""
-    found: set[str] = set()
-    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^@/]*)@", uri)
-    if userinfo and ":" in userinfo.group(1):
-        found.add(userinfo.group(1).split(":", 1)[1])
-    found.update(re.findall(r"(?i)[?&]password=([^&]*)", uri))
-    return _longest_first(_spellings(found, encoded=True))
-
-
-def _spellings(passwords, *, encoded: bool = False) -> set[str]:
-    """Every spelling of each password a message could carry: as given, decoded (when given percent-encoded)
-    and re-encoded."""
-    spellings: set[str] = set()
-    for secret in passwords:
-        plain = unquote(secret) if encoded else secret
-        spellings.update({secret, plain, quote(plain, safe=""), quote_plus(plain)})
-    return {s for s in spellings if s}
-
-
-def _longest_first(spellings: set[str]) -> tuple[str, ...]:
-    # Longest first, so a password that contains another spelling is replaced whole.
-    return tuple(sorted(spellings, key=len, reverse=True))
-
-
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
+def uri_passwords(uri: str) -> list[str]:
+    """The passwords a URI holds as written: its userinfo's, a `password=` option's, an AWS session token."""
+    found = []
+    span = _userinfo_span(uri)
+    if span is not None:
+        _, colon, password = uri[span[0] : span[1]].partition(":")
+        if colon and password:
+            found.append(password)
+    found += re.findall(r"(?i)[?&;]password=([^&;]*)", uri)
+    found += re.findall(r"(?i)AWS_SESSION_TOKEN:([^,&;]*)", uri)
+    return [secret for secret in found if secret]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{text} [env {env}]",
         )
     parser.add_argument(
-        "--demo", action="store_true", help="start the built-in simulated replica set and collect from it"
+        "--demo",
+        action="store_true",
+        help="start the built-in simulated replica set and collect from it (any MongoDB URI or config file is ignored)",
     )
     return parser
 
@@ -185,12 +235,21 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         problems.append(f"--infra.label {label!r}: use letters, digits, '.', '_' or '-'")
 
     uri = raw["mongodb.uri"] or ""
+    file_failed = False
     section: dict = {}
-    if raw["config.file"]:
+    if demo:
+        # A demo must never poll a real cluster: whatever names one (often an exported MONGODB_URI) is ignored.
+        for name in ("mongodb.uri", "config.file"):
+            if raw[name]:
+                source = f"--{name}" if args[name] is not None else FLAGS[name][0]
+                warnings.append(f"--demo: {source} is ignored; the demo polls its own simulated replica set")
+        uri = ""
+    elif raw["config.file"]:
+        before = len(problems)
         file_uri, section = _uri_from_file(raw["config.file"], label, problems, warnings)
         uri = uri or file_uri
-    shards, shards_by_id, config_servers = _cluster_credentials(section, label, problems)
-    if not uri and not demo:
+        file_failed = len(problems) > before
+    if not uri and not demo and not file_failed:  # a file that could not be read already said why there is none
         problems.append(
             f"no MongoDB URI for infra label {label!r}: set --mongodb.uri, MONGODB_URI or "
             f'[infra.{label}] uri = "..." in --config.file'
@@ -199,16 +258,21 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         problems.extend(_uri_problems(uri))
 
     host, port = _listen_address(raw["web.listen-address"] or DEFAULT_LISTEN, problems)
-    default_interval = DEMO_INTERVAL_S if demo and not uri else DEFAULT_INTERVAL_S
-    interval = _seconds("collect.interval", raw["collect.interval"], default_interval, problems)
-    default_timeout = min(MAX_DEFAULT_TIMEOUT_S, interval / 2) if interval > 0 else MAX_DEFAULT_TIMEOUT_S
-    timeout = _seconds("collect.timeout", raw["collect.timeout"], default_timeout, problems)
-    if interval > 0 and timeout > 0 and timeout >= interval:
-        # Workable (a poll still running when the next is due is skipped and reported), but rarely meant.
-        warnings.append(
-            f"--collect.timeout {timeout:g} s is not less than --collect.interval {interval:g} s: "
-            "a slow poll will make the next one be skipped"
-        )
+    interval_text, timeout_text = raw["collect.interval"] or "", raw["collect.timeout"] or ""
+    default_interval = DEMO_INTERVAL_S if demo else DEFAULT_INTERVAL_S
+    interval = _seconds("collect.interval", interval_text, default_interval, MIN_INTERVAL_S, problems)
+    default_timeout = min(MAX_DEFAULT_TIMEOUT_S, (interval or DEFAULT_INTERVAL_S) / 2)
+    timeout = _seconds("collect.timeout", timeout_text, default_timeout, MIN_TIMEOUT_S, problems)
+    if interval is not None and timeout is not None:
+        cycle_problem = _cycle_problem(interval, timeout, interval_text, timeout_text)
+        if cycle_problem:
+            problems.append(cycle_problem)
+        elif timeout >= interval:
+            # Workable (a poll still running when the next is due is skipped and reported), but rarely meant.
+            warnings.append(
+                f"--collect.timeout {timeout:g} s is not less than --collect.interval {interval:g} s: "
+                "a slow poll will make the next one be skipped"
+            )
 
     level = (raw["log.level"] or "info").lower()
     if level not in LOG_LEVELS:
@@ -217,22 +281,23 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     if log_format not in LOG_FORMATS:
         problems.append(f"--log.format {log_format!r}: use text or json")
 
+    shards, shards_by_id, config_servers = _cluster_credentials(section, label, problems)
     passwords = [c.password for c in (shards, config_servers, *dict(shards_by_id).values()) if c is not None]
-    secrets = _longest_first({*(uri_secrets(uri) if uri else ()), *_spellings(passwords)})
+    secrets = Secrets.of(uris=[uri], passwords=passwords)
     if problems:
-        raise ConfigError("\n".join(scrub(p, secrets) for p in problems))
+        raise ConfigError("\n".join(secrets.redact(p) for p in problems))
     return Settings(
         uri=uri,
         infra_label=label,
         listen_host=host,
         listen_port=port,
-        interval_s=interval,
-        timeout_s=timeout,
+        interval_s=interval or default_interval,
+        timeout_s=timeout or default_timeout,
         log_level="warning" if level == "warn" else level,
         log_format=log_format,
         demo=demo,
         web_config_file=raw["web.config.file"] or "",
-        warnings=tuple(scrub(w, secrets) for w in warnings),
+        warnings=tuple(secrets.redact(w) for w in warnings),
         secrets=secrets,
         shard_credentials=shards,
         shard_credentials_by_id=shards_by_id,
@@ -240,21 +305,51 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     )
 
 
-def _uri_from_file(path: str, label: str, problems: list[str], warnings: list[str]) -> tuple[str, dict]:
+def _read_toml(path: str, problems: list[str]) -> tuple[dict, int] | None:
+    """The document of a TOML file and its mode; None (and a problem in words) when it cannot be had."""
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            problems.append(f"--config.file {path}: not a regular file")
+            return None
         with open(path, "rb") as handle:
-            document = tomllib.load(handle)
-        mode = os.stat(path).st_mode
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         problems.append(f"--config.file {path}: no such file")
-        return "", {}
+        return None
     except OSError as error:
-        problems.append(f"--config.file {path}: cannot read it ({error.strerror})")
-        return "", {}
+        problems.append(f"--config.file {path}: cannot read it ({error.strerror or type(error).__name__})")
+        return None
+    if len(data) > MAX_CONFIG_BYTES:
+        problems.append(f"--config.file {path}: larger than 1 MiB; is it the right file?")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        problems.append(
+            f"--config.file {path}: not UTF-8 (byte 0x{data[error.start]:02x} at line {line}, column {column}): "
+            "save it as UTF-8"
+        )
+        return None
+    try:
+        # A byte-order mark (some editors write one) is still UTF-8: read past it.
+        return tomllib.loads(text.removeprefix("\ufeff")), info.st_mode
     except tomllib.TOMLDecodeError as error:
         # The decoder's message names a line and column, never the file's content.
         problems.append(f"--config.file {path}: not valid TOML ({error})")
+    except RecursionError:
+        problems.append(f"--config.file {path}: not valid TOML (nested too deeply)")
+    return None
+
+
+def _uri_from_file(path: str, label: str, problems: list[str], warnings: list[str]) -> tuple[str, dict]:
+    """The infra label's URI and its whole section (which may hold shard and config-server credentials)."""
+    read = _read_toml(path, problems)
+    if read is None:
         return "", {}
+    document, mode = read
     clusters = document.get("infra")
     if not isinstance(clusters, dict) or not clusters:
         problems.append(f'--config.file {path}: no [infra.<label>] section (e.g. [infra.{label}] uri = "...")')
@@ -268,7 +363,7 @@ def _uri_from_file(path: str, label: str, problems: list[str], warnings: list[st
     if not isinstance(uri, str) or not uri:
         problems.append(f'--config.file {path}: [infra.{label}] needs uri = "mongodb://..."')
         return "", {}
-    holds_password = uri_secrets(uri) or any(isinstance(v, dict) for v in section.values())
+    holds_password = uri_passwords(uri) or any(isinstance(v, dict) for v in section.values())
     if holds_password and mode & (stat.S_IRGRP | stat.S_IROTH):
         warnings.append(f"--config.file {path} holds a password and is readable by others: chmod 600 it")
     return uri, section
@@ -319,16 +414,32 @@ def _credentials(table: dict, where: str, problems: list[str]) -> Credentials | 
 
 
 def _uri_problems(uri: str) -> list[str]:
-    shown = redact_uri(uri)
+    """What is wrong with the URI's shape, in words that quote no piece of a password however malformed it is: the
+    URI only redacted, and never a host's port, which is a password's tail when the '@host' part is missing."""
     if not uri.startswith(URI_SCHEMES):
-        return [f"malformed MongoDB URI {shown!r}: it must start with mongodb:// or mongodb+srv://"]
-    # The driver requires ':', '/' and '@' in credentials to be percent-encoded, so these splits are safe.
-    netloc = re.split(r"[/?]", uri.split("://", 1)[1], maxsplit=1)[0]
-    hosts = netloc.rpartition("@")[2].split(",")
-    for host in hosts:
+        scheme = _SCHEME.match(uri)
+        given = f" (not {scheme.group(0)!r})" if scheme else ""
+        return [f"malformed MongoDB URI: it must start with mongodb:// or mongodb+srv://{given}"]
+    shown = redact_uri(uri)
+    rest = uri.split("://", 1)[1]
+    authority = re.split(r"[/?]", rest, maxsplit=1)[0]
+    if "@" in rest[len(authority) :]:
+        return [
+            f"malformed MongoDB URI {shown!r}: an '@' after the host list; percent-encode '/', '?', '#', '@' and "
+            "':' in the user name and password (%2F %3F %23 %40 %3A), and an '@' in an option as %40"
+        ]
+    userinfo, at, host_list = authority.rpartition("@")
+    if at and ("@" in userinfo or userinfo.count(":") > 1 or re.search(r"%(?![0-9A-Fa-f]{2})", userinfo)):
+        return [
+            f"malformed MongoDB URI {shown!r}: percent-encode '@', ':' and '%' in the user name and password "
+            "(%40 %3A %25)"
+        ]
+    for host in host_list.split(","):
         name, colon, port = host.rpartition(":") if ":" in host.rpartition("]")[2] else (host, "", "")
-        if not name or (colon and not (port.isdigit() and 0 < int(port) < 65536)):
-            return [f"malformed MongoDB URI {shown!r}: bad host {host!r}"]
+        if not name:
+            return ["malformed MongoDB URI: an empty host in the host list"]
+        if colon and not (port.isdigit() and 0 < int(port) < 65536):
+            return [f"malformed MongoDB URI: bad host {name!r}: its port must be a number from 1 to 65535"]
     return []
 
 
@@ -341,9 +452,10 @@ def _listen_address(value: str, problems: list[str]) -> tuple[str, int]:
     return host, int(match.group(2))
 
 
-def _seconds(name: str, value: str | None, default: float, problems: list[str]) -> float:
-    """Seconds from a plain number ("60", "0.5") or a Go-style duration ("90s", "1m30s", "500ms")."""
-    if value is None or value == "":
+def _seconds(name: str, value: str, default: float, minimum: float, problems: list[str]) -> float | None:
+    """Seconds from a plain number ("60", "0.5") or a Go-style duration ("90s", "1m30s", "500ms"); the default when
+    not set; None (and a problem naming the setting) when it is not a number of at least `minimum` seconds."""
+    if not value:
         return default
     text = str(value).strip()
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
@@ -354,7 +466,36 @@ def _seconds(name: str, value: str | None, default: float, problems: list[str]) 
             seconds = float(text)
     except ValueError:
         problems.append(f"--{name} {value!r}: not a number of seconds (or a duration such as 90s, 1m, 500ms)")
-        return default
-    if not seconds > 0 or seconds == float("inf"):
+        return None
+    if not (seconds > 0 and math.isfinite(seconds)):
         problems.append(f"--{name} {value!r}: must be a positive number of seconds")
+        return None
+    if seconds < minimum:
+        problems.append(f"--{name} {value!r}: must be at least {minimum:g} s")
+        return None
     return seconds
+
+
+def _cycle_problem(interval: float, timeout: float, interval_text: str, timeout_text: str) -> str | None:
+    """Why this interval and deadline would let a healthy set's data go stale, naming the settings given; None if
+    they cannot. Data ages by one interval, then by the next poll's duration (at most its deadline) before it is
+    renewed; the limit is the user's rule for /liveness and RED, so it does not bend to the interval."""
+    budget = FRESHNESS_LIMIT_S - CYCLE_SLACK_S
+    if interval + timeout <= budget:
+        return None
+    if interval_text and timeout_text:
+        setting, fix = (
+            f"--collect.interval {interval_text!r} with --collect.timeout {timeout_text!r}",
+            f"keep interval + deadline within {budget:g} s",
+        )
+    elif timeout_text:
+        setting, fix = f"--collect.timeout {timeout_text!r}", f"use at most {budget - interval:g} s"
+    else:
+        setting, fix = f"--collect.interval {interval_text!r}", f"use at most {budget - timeout:g} s"
+    stale = f"data is stale from {FRESHNESS_LIMIT_S} s (RED in the document, 503 on /liveness)"
+    if max(interval, timeout) >= FRESHNESS_LIMIT_S:
+        return f"{setting}: too long, {stale}; {fix}"
+    return (
+        f"{setting}: a poll every {interval:g} s with a {timeout:g} s deadline leaves data up to "
+        f"{interval + timeout:g} s old; {stale}, so a healthy set could turn RED before every poll; {fix}"
+    )

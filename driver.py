@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import difflib
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pymongo
-from pymongo import MongoClient, ReadPreference
+from pymongo import MongoClient, ReadPreference, common
 from pymongo.errors import (
     ConfigurationError,
     ConnectionFailure,
@@ -40,6 +42,7 @@ POOL_IDLE_INTERVALS = 3
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 UNAUTHORIZED, AUTH_FAILED, COMMAND_NOT_FOUND, NO_REPLICATION, NOT_YET_INITIALIZED = 13, 18, 59, 76, 94
+MECHANISM_UNAVAILABLE = 334
 
 Scrub = Callable[[str], str]
 
@@ -88,6 +91,15 @@ def classify(
             )
         if code == AUTH_FAILED:
             return FailureKind.AUTH, "authentication failed: check the user name, password and authSource"
+        if code == MECHANISM_UNAVAILABLE:
+            # "Received authentication for mechanism PLAIN which is not enabled" (or "unknown or not enabled").
+            named = re.search(r"mechanism ([A-Z0-9-]+)", str((error.details or {}).get("errmsg", "")))
+            mechanism = f"authMechanism={named.group(1)}" if named else "the URI's authMechanism"
+            return (
+                FailureKind.AUTH,
+                f"the server does not offer {mechanism} (MechanismUnavailable): remove authMechanism from the URI "
+                "to use SCRAM, the default, or enable that mechanism on the server",
+            )
         if code == NO_REPLICATION:
             return (
                 FailureKind.NOT_REPLICA_SET,
@@ -105,6 +117,14 @@ def classify(
             )
         name = (error.details or {}).get("codeName", "")
         return FailureKind.ERROR, scrub(f"{command} failed with code {code} {name}".strip())
+    if isinstance(error, ConfigurationError) and _failed_in_dns(error):
+        # A mongodb+srv:// URI is resolved at the first command; the driver hands DNS failures over as a
+        # ConfigurationError (PyMongo's srv_resolver), but no member can be found: unreachable, not a bad setting.
+        message = (
+            f"the SRV record of the mongodb+srv:// host could not be resolved ({scrub(str(error))}): check the host "
+            "name in the URI and that this machine's DNS can resolve it"
+        )
+        return FailureKind.UNREACHABLE, message[:400]
     if isinstance(error, ServerSelectionTimeoutError):
         detail = scrub(str(error).split(", Timeout:")[0].split(" (configured timeouts")[0])
         servers = "no usable member of the replica set" if replica_set else "none of the URI's servers answered"
@@ -116,6 +136,12 @@ def classify(
     if isinstance(error, PyMongoError):
         return FailureKind.ERROR, scrub(f"{type(error).__name__}: {error}")[:400]
     return FailureKind.ERROR, f"unexpected {type(error).__name__} while collecting"
+
+
+def _failed_in_dns(error: BaseException) -> bool:
+    """True when a DNS lookup (dnspython, which the driver uses for SRV and TXT records) caused `error`."""
+    cause = error.__cause__
+    return cause is not None and type(cause).__module__.split(".")[0] == "dns"
 
 
 def _translated(error: PyMongoError, timeout_s: float, scrub: Scrub, command: str, *, replica_set: bool) -> DriverError:
@@ -175,6 +201,28 @@ def _not_a_set(message: str) -> tuple[FailureKind, str]:
     return FailureKind.NOT_REPLICA_SET, message
 
 
+def _unknown_options(uri: str) -> str:
+    """Which options of the URI the driver does not know, and the known ones they are closest to; "" if unsure.
+
+    For a URI the driver names no option: a malformed URI could put password text there (an unencoded '?' in
+    the password, then the '@' after it). Without an '@' after the host list, a key is the user's own option name.
+    """
+    rest = uri.partition("://")[2]
+    host_list_end = re.search(r"[/?]", rest)
+    if host_list_end is not None and "@" in rest[host_list_end.start() :]:
+        return ""
+    known = {*common.URI_OPTIONS_VALIDATOR_MAP, *common.URI_OPTIONS_DEPRECATION_MAP, *common.URI_OPTIONS_ALIAS_MAP}
+    keys = [part.partition("=")[0] for part in re.split("[&;]", uri.partition("?")[2]) if part]
+    unknown = [key for key in keys if key.lower() not in known and re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", key)]
+    if not unknown:
+        return ""
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(key.lower(), sorted(common.URI_OPTIONS_VALIDATOR_MAP), n=3, cutoff=0.6)
+        named.append(f"{key!r} (did you mean {' or '.join(close)}?)" if close else repr(key))
+    return f"unknown option{'s' if len(named) > 1 else ''} {', '.join(named)}"
+
+
 class Connection:
     """One long-lived client whose every wait is bounded by the poll deadline. Connects lazily, in the driver's
     threads. With `interval_s`, a pooled connection that no poll used for POOL_IDLE_INTERVALS intervals is closed.
@@ -219,7 +267,8 @@ class Connection:
                 **monitoring,
             )
         except (ConfigurationError, ValueError, TypeError) as error:
-            raise ClientError(f"the MongoDB URI was rejected: {scrub(str(error))}") from None
+            reason = _unknown_options(uri) if str(error).startswith("Unknown option") else ""
+            raise ClientError(f"the MongoDB URI was rejected: {scrub(reason or str(error))}") from None
 
     @contextlib.contextmanager
     def deadline(self, seconds: float) -> Iterator[None]:

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(warning)
 
     stop_demo = None
-    if settings.demo and not settings.uri:
+    if settings.demo:  # config ignores any URI given with --demo, and says so
         from mongosim.demo import start_demo_set  # the product imports the simulator only here
 
         demo_set, stop_demo = start_demo_set()

@@ -1,5 +1,5 @@
-"""The contracts every module shares, as enums: why a poll failed, what lag is measured against, and the kinds of
-facts the engine hands its readers.
+"""The contracts every module shares: why a poll failed, what lag is measured against, the kinds of facts the
+engine hands its readers (enums), and how old data may be before it is stale.
 
 PURE and imports nothing of ours. Adding a failure kind is one edit here: its liveness meaning travels with it,
 metrics zero-initialise every kind, and /liveness judges every kind by that meaning (tests/test_kinds.py).
@@ -8,6 +8,10 @@ metrics zero-initialise every kind, and /liveness judges every kind by that mean
 from __future__ import annotations
 
 from enum import StrEnum
+
+# Data older than 3 minutes is stale: RED in the document, 503 on /liveness. The user's rule; `config` refuses a
+# poll interval that could not keep a healthy set's data younger than this.
+FRESHNESS_LIMIT_S = 180
 
 
 class FailureKind(StrEnum):
@@ -63,6 +67,7 @@ class NoteKind(StrEnum):
     # Facts about the whole set.
     SEVERAL_PRIMARIES = "several_primaries"  # values: count, chosen
     CONFIG_UNREADABLE = "config_unreadable"
+    DUPLICATE_NAME = "duplicate_name"  # members report one name; values: name, shown_as
     NO_DATE = "no_date"
     MAJORITY_COMMIT_LAG = "majority_commit_lag"  # values: lag_ms
     FLOW_CONTROL_ENGAGED = "flow_control_engaged"  # values: target_rate

@@ -359,11 +359,11 @@ class ReplicationRegistry(CollectorRegistry):
         for collector in (ages, process, platform):
             self._live.register(collector)
         self._rendered: dict[str, tuple[tuple, bytes]] = {}  # content type -> (freshness key, bytes)
-        self._live_rendered: dict[str, tuple[float, bytes]] = {}  # content type -> (monotonic time, bytes)
+        self._live_rendered: dict[str, tuple[tuple, float, bytes]] = {}  # content type -> (key, time, bytes)
         self._lock = threading.Lock()
 
     def render_cached(self, accept_header: str | None) -> tuple[bytes, str]:
-        encoder, content_type = choose_encoder(accept_header or "")
+        encoder, content_type = choose_encoder(_preferred(accept_header or ""))
         key = self._store.freshness_key()
         now = time.monotonic()
         with self._lock:
@@ -373,10 +373,10 @@ class ReplicationRegistry(CollectorRegistry):
                 cached = (key, encoder(self._data).removesuffix(_EOF))
                 self._rendered[content_type] = cached
             live = self._live_rendered.get(content_type)
-            if live is None or now - live[0] >= LIVE_FOR_S:
-                live = (now, encoder(self._live))
+            if live is None or live[0] != key or now - live[1] >= LIVE_FOR_S:
+                live = (key, now, encoder(self._live))  # a publish renders the ages again too (sets come and go)
                 self._live_rendered[content_type] = live
-        return cached[1] + live[1], content_type
+        return cached[1] + live[2], content_type
 
 
 _EOF = b"# EOF\n"
@@ -389,11 +389,42 @@ def build_registry(store: SnapshotStore) -> ReplicationRegistry:
 
 
 def render(registry: CollectorRegistry, accept_header: str | None) -> tuple[bytes, str]:
-    """The exposition and its content type: OpenMetrics when the scraper asks for it, else text 0.0.4."""
+    """The exposition and its content type: OpenMetrics when the scraper prefers it, else text 0.0.4."""
     if isinstance(registry, ReplicationRegistry):
         return registry.render_cached(accept_header)
-    encoder, content_type = choose_encoder(accept_header or "")
+    encoder, content_type = choose_encoder(_preferred(accept_header or ""))
     return encoder(registry), content_type
+
+
+def _preferred(accept: str) -> str:
+    """The one Accept entry to hand prometheus_client's `choose_encoder` (which takes the first entry it knows and
+    ignores q-values): the highest q first, the listed order on a tie; q=0 refuses. An OpenMetrics version we
+    cannot write is passed over; `text/*` and `*/*` mean our default, text. "" when nothing we write is asked for.
+    """
+    ranked = []
+    for index, entry in enumerate(accept.split(",")):
+        media, *params = (part.strip() for part in entry.split(";"))
+        quality, kept = 1.0, [media]
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() != "q":
+                kept.append(param)
+                continue
+            try:
+                quality = float(value)
+            except ValueError:
+                quality = 1.0  # unreadable: as if absent
+        if quality > 0:
+            ranked.append((-quality, index, media.lower(), ";".join(kept)))
+    for _, _, media, entry in sorted(ranked):
+        if media == "application/openmetrics-text":
+            if choose_encoder(entry)[1].startswith("application/openmetrics-text"):
+                return entry
+        elif media == "text/plain":
+            return entry
+        elif media in ("text/*", "*/*"):
+            return ""
+    return ""
 
 
 def _seconds(ms: int | None) -> float | None:

@@ -385,6 +385,41 @@ def _read_members(status_doc: Any) -> tuple[list[_Reported] | None, list[str]]:
     return members, problems
 
 
+def _unique_names(members: list[_Reported]) -> tuple[list[_Reported], tuple[Note, ...]]:
+    """The members with a name each: a name several members report becomes `name#_id` for each of them.
+
+    A server forbids two members with one host:port, but a broken reconfig or a proxy can still show it, and every
+    reader keys members by name (series labels, oplog lookups, document lines).
+    """
+    counts: dict[str, int] = {}
+    for member in members:
+        counts[member.name] = counts.get(member.name, 0) + 1
+    if all(count == 1 for count in counts.values()):
+        return members, ()
+    taken, shown_as = set(counts), {}
+    unique = []
+    for member in members:
+        if counts[member.name] > 1:
+            name = f"{member.name}#{member.id}"
+            while name in taken:  # the same _id twice too, or a real name that looks like this
+                name += f"#{member.index}"
+            taken.add(name)
+            shown_as.setdefault(member.name, []).append(name)
+            unique.append(replace(member, name=name))
+        else:
+            unique.append(member)
+    notes = tuple(
+        Note(
+            NoteKind.DUPLICATE_NAME,
+            f"{len(names)} members report the name {name} (a server forbids it: a broken reconfig or a proxy?); "
+            f"shown as {' and '.join(names)}",
+            values=(("name", name), ("shown_as", tuple(names))),
+        )
+        for name, names in shown_as.items()
+    )
+    return unique, notes
+
+
 def _choose_reference(members: list[_Reported]) -> tuple[_Reported | None, Reference, int]:
     """(reference member, its kind, how many members report PRIMARY) following docs/domain.md §4."""
     usable = [m for m in members if m.usable]
@@ -417,6 +452,7 @@ class StatusReport:
     reference_kind: Reference
     primaries_reported: int  # members that report PRIMARY (more than one right after an election)
     majority_commit_lag_ms: int | None = None  # the answering member's applied minus its last committed wall
+    notes: tuple[Note, ...] = ()  # facts about the document itself, e.g. two members reporting one name
 
     @property
     def answered_by(self) -> _Reported | None:
@@ -453,6 +489,7 @@ def read_status(status_doc: Any) -> StatusReport:
     """Read a replSetGetStatus document once. Pure and never raises on any shape a server can produce."""
     doc: Mapping[str, Any] = status_doc if isinstance(status_doc, Mapping) else {}
     members, problems = _read_members(status_doc)
+    members, name_notes = _unique_names(members) if members else (members, ())
     reference, kind, primaries = _choose_reference(members) if members else (None, Reference.NONE, 0)
     return StatusReport(
         majority_commit_lag_ms=_commit_lag(doc.get("optimes")),
@@ -463,6 +500,7 @@ def read_status(status_doc: Any) -> StatusReport:
         reference=reference,
         reference_kind=kind,
         primaries_reported=primaries,
+        notes=name_notes,
     )
 
 
@@ -713,7 +751,7 @@ def build_snapshot(
     """
     report = _report(status)
     date_ms = report.date_ms
-    notes: list[Note] = []
+    notes: list[Note] = list(report.notes)
     if date_ms is None:
         notes.append(Note(NoteKind.NO_DATE, "the status document has no usable date; collected_at_ms is 0"))
     reported, problems = report.members, list(report.problems)

@@ -77,7 +77,7 @@ def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.m
     web_config = load_web_config(settings.web_config_file)
 
     def connect() -> Connection:
-        return Connection(settings.uri, settings.timeout_s, settings.scrub, interval_s=settings.interval_s)
+        return Connection(settings.uri, settings.timeout_s, settings.redact, interval_s=settings.interval_s)
 
     def replica_set(keeper: ClientKeeper) -> ReplicaSetSource:
         return ReplicaSetSource(keeper, SetReader(settings.timeout_s))
@@ -126,7 +126,7 @@ def _set_source(settings: Settings, address: SetAddress) -> ReplicaSetSource:
         return Connection(
             uri,
             settings.timeout_s,
-            settings.scrub,
+            settings.redact,
             interval_s=settings.interval_s,
             heartbeat_ms=CLUSTER_HEARTBEAT_MS,
             polled_heartbeats=True,
@@ -143,7 +143,7 @@ def _member_connection(settings: Settings, set_uri_: str, host: str) -> Connecti
     return Connection(
         member_uri(set_uri_, host),
         settings.timeout_s,
-        settings.scrub,
+        settings.redact,
         interval_s=settings.interval_s,
         heartbeat_ms=MEMBER_HEARTBEAT_MS,
         polled_heartbeats=True,

@@ -17,13 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from history import LagHistory
-from kinds import FailureKind, SetRole
+from kinds import FRESHNESS_LIMIT_S, FailureKind, SetRole
 from replset import Failure, Snapshot, Status
 from shardmap import SetAddress, ShardMap
 from trend import WINDOW_S as TREND_WINDOW_S
 from trend import Trend, trend
-
-FRESHNESS_LIMIT_S = 180  # data older than 3 minutes is stale: RED in the document, 503 on /liveness
 
 
 def wall_now_ms() -> int:

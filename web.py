@@ -107,6 +107,7 @@ def create_app(
     def prometheus_metrics() -> bytes:
         body, content_type = render(registry, bottle.request.get_header("Accept"))
         bottle.response.content_type = content_type
+        bottle.response.set_header("Vary", "Accept")  # the format follows Accept: a cache must not mix them
         return body
 
     @app.route("/", method=READ)

@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": {"kinds", "replset", "store"},
     "httpserver": set(),
     "web": {"bridge", "httpserver", "metrics", "page", "store"},
-    "config": set(),
+    "config": {"kinds"},
     "webconfig": set(),
     "logs": {"config"},
     "driver": {"kinds"},

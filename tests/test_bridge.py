@@ -307,3 +307,39 @@ def test_the_engines_whole_second_fallback_is_marked_on_every_member():
     view = view_of(fixture_snapshot("replSetGetStatus-4.0-primary.json"))
 
     assert all(line.endswith("~0ms, whole seconds: server has no wall times") for line in lines(view))
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        # Names as consumers parse them today stay byte for byte.
+        ("db1:27017", "db1:27017"),
+        ("db-1.example.net:27017", "db-1.example.net:27017"),
+        ("mongo_1:27017", "mongo_1:27017"),  # docker's service names: an intraword _ is no emphasis
+        ("[::1]:27017", "[::1]:27017"),
+        ("[fe80::1%eth0]:27017", "[fe80::1%eth0]:27017"),
+        ("db1:27017#3", "db1:27017#3"),  # the engine's name for one of two members reporting one name
+        # What Markdown would read is escaped.
+        ("*db*:27017", r"\*db\*:27017"),
+        ("_db_:27017", r"\_db\_:27017"),
+        ("`db`:27017", r"\`db\`:27017"),
+        ("[click](https://evil.example):1", r"\[click\](https://evil.example):1"),
+        ("<img src=x onerror=alert(1)>:1", r"\<img src=x onerror=alert(1)\>:1"),
+        ("a&amp;b:1", r"a\&amp;b:1"),
+        ("~~db~~:1", r"\~\~db\~\~:1"),
+        ("db|x:1", r"db\|x:1"),
+        ("![x](y):1", r"\!\[x\](y):1"),
+        ("back\\slash:1", r"back\\slash:1"),
+        ("two\nlines:1", "two\ufffdlines:1"),  # a line break would start a line of its own
+        ("two\u2028lines\x85:1", "two\ufffdlines\ufffd:1"),  # so would these, for str.splitlines()
+    ],
+)
+def test_member_names_are_escaped_where_markdown_would_read_them(name, shown):
+    """Issue 17 item 9: a member name went raw into actionBody."""
+    view = view_of(snapshot(primary(), member(name, lag_ms=1_239)))
+    assert lines(view) == ["- Primary db0:27017 replication lag 0ms", f"- Secondary {shown} replication lag 1239ms"]
+
+
+def test_the_reference_member_of_a_set_without_primary_is_escaped_too():
+    view = view_of(snapshot(member("*ref*:1"), member("db2:27017", lag_ms=10)))
+    assert lines(view)[0] == r"- No primary: lag measured against the freshest member \*ref\*:1"

@@ -2,10 +2,14 @@
 
 import os
 import stat
+from urllib.parse import quote, quote_plus
 
 import pytest
+from view_factory import healthy_set, make_store
 
-from config import ConfigError, load_settings, redact_uri, scrub, uri_secrets
+from bridge import liveness_document
+from config import ConfigError, Secrets, load_settings, redact_uri
+from store import FRESHNESS_LIMIT_S
 
 URI = "mongodb://monitor:s3cr%40t-pw@db0:27017,db1:27017/?replicaSet=rs0"
 
@@ -78,8 +82,8 @@ def test_a_config_file_with_a_password_readable_by_others_warns_without_the_pass
     [
         ([], "no MongoDB URI for infra label 'clusterKeeper'"),
         (["--mongodb.uri", "http://db0"], "must start with mongodb://"),
-        (["--mongodb.uri", "mongodb://u:hunter2@db0:99999"], "bad host 'db0:99999'"),
-        (["--mongodb.uri", "mongodb://db0,,db1"], "bad host ''"),
+        (["--mongodb.uri", "mongodb://u:hunter2@db0:99999"], "bad host 'db0': its port must be a number"),
+        (["--mongodb.uri", "mongodb://db0,,db1"], "an empty host in the host list"),
         (["--mongodb.uri", URI, "--collect.interval", "0"], "--collect.interval '0': must be a positive"),
         (["--mongodb.uri", URI, "--collect.interval", "-5"], "must be a positive"),
         (["--mongodb.uri", URI, "--collect.interval", "soon"], "not a number of seconds"),
@@ -110,6 +114,8 @@ def test_a_toml_syntax_error_is_reported_without_the_file_content(tmp_path):
         load_settings(["--config.file", str(path)], env={})
     assert "not valid TOML" in str(caught.value)
     assert "hunter2" not in str(caught.value)
+    # Issue 17 item 10: not followed by a sentence that only repeats it.
+    assert "no MongoDB URI" not in str(caught.value)
 
 
 def test_redaction_hides_the_password_and_keeps_the_rest():
@@ -118,10 +124,11 @@ def test_redaction_hides_the_password_and_keeps_the_rest():
     assert redact_uri("mongodb://u@db0/?authMechanism=MONGODB-X509") == "mongodb://u@db0/?authMechanism=MONGODB-X509"
 
 
-def test_scrubbing_removes_every_spelling_of_the_password():
-    secrets = uri_secrets(URI)
-    text = "failed for s3cr%40t-pw, s3cr@t-pw and s3cr%40t-pw again"
-    assert scrub(text, secrets) == "failed for ***, *** and *** again"
+def test_redaction_removes_every_spelling_of_a_long_password_wherever_it_appears():
+    password = "s3cr@t-pw/with:a-long/tail"
+    secrets = Secrets.of(uris=[f"mongodb://monitor:{quote(password, safe='')}@db0/"])
+    text = f"failed for {password}, {quote(password, safe='')} and {quote_plus(password)} again"
+    assert secrets.redact(text) == "failed for ***, *** and *** again"
 
 
 def test_the_demo_polls_often_enough_to_show_its_lag_cycle():
@@ -138,3 +145,198 @@ def test_a_deadline_longer_than_the_interval_is_allowed_with_a_warning():
     settings = load_settings(["--mongodb.uri", URI, "--collect.interval", "5", "--collect.timeout", "5"], env={})
     assert settings.timeout_s == 5
     assert any("not less than --collect.interval" in warning for warning in settings.warnings)
+
+
+# -- issue 17 item 1: an interval whose data would go stale between two healthy polls ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--collect.interval", "200"], "--collect.interval '200'"),
+        (["--collect.interval", "3m"], "--collect.interval '3m'"),
+        (["--collect.interval", "166"], "--collect.interval '166'"),  # + the default 10 s deadline: 176 s
+        (["--collect.timeout", "288h"], "--collect.timeout '288h'"),
+        (["--collect.interval", "100", "--collect.timeout", "90"], "--collect.interval '100' with --collect.timeout"),
+    ],
+)
+def test_a_poll_cycle_that_cannot_keep_the_data_fresh_is_refused_naming_the_setting(flags, named):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(["--mongodb.uri", URI, *flags], env={})
+    [line] = str(caught.value).splitlines()
+    assert line.startswith(named)
+    assert f"{FRESHNESS_LIMIT_S} s" in line
+
+
+def test_the_longest_accepted_interval_keeps_a_healthy_set_fresh_until_its_next_poll_ends():
+    settings = load_settings(["--mongodb.uri", URI, "--collect.interval", "2m45s"], env={})
+    assert (settings.interval_s, settings.timeout_s) == (165, 10)
+    store, clock = make_store(healthy_set(0), interval_s=settings.interval_s)
+    # The next poll starts one interval after this one ended and may use its whole deadline before publishing.
+    clock.advance(settings.interval_s + settings.timeout_s)
+    status, answer = liveness_document(store.view())
+    assert (status, answer["cluster_status"]) == (200, "GREEN")
+
+
+# -- issue 17 items 3 and 4: every bad value is one line naming the setting, never a traceback or the URI -------
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("collect.interval", "1e308", "--collect.interval '1e308'"),
+        ("collect.interval", "1e400", "--collect.interval '1e400': must be a positive"),
+        ("collect.interval", "nan", "--collect.interval 'nan': must be a positive"),
+        ("collect.interval", "100h", "--collect.interval '100h'"),
+        ("collect.interval", "0.0003", "--collect.interval '0.0003': must be at least 0.2 s"),
+        ("collect.timeout", "0.0003", "--collect.timeout '0.0003': must be at least 0.1 s"),
+        ("collect.timeout", "1e308", "--collect.timeout '1e308'"),
+    ],
+)
+def test_out_of_range_durations_are_blamed_on_their_setting(flag, value, message):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(["--mongodb.uri", URI, f"--{flag}", value], env={})
+    [line] = str(caught.value).splitlines()
+    assert line.startswith(message)
+    assert "URI" not in line
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_naming_the_file_and_the_byte(tmp_path):
+    path = tmp_path / "infra.toml"
+    path.write_bytes(b'# cl\xe9\n[infra.clusterKeeper]\nuri = "mongodb://127.0.0.1:1/"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(["--config.file", str(path)], env={})
+    [line] = str(caught.value).splitlines()
+    assert line.startswith(f"--config.file {path}: not UTF-8")
+    assert "0xe9 at line 1" in line
+
+
+def test_a_utf8_config_file_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "infra.toml"
+    path.write_bytes(f'\ufeff[infra.clusterKeeper]\nuri = "{URI}"\n'.encode())
+    path.chmod(0o600)
+    assert load_settings(["--config.file", str(path)], env={}).uri == URI
+
+
+def test_a_config_file_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path):
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_settings(["--config.file", str(tmp_path)], env={})
+
+
+def test_a_huge_config_file_is_refused_without_reading_it_all(tmp_path):
+    path = tmp_path / "infra.toml"
+    path.write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):
+        load_settings(["--config.file", str(path)], env={})
+
+
+def test_a_deeply_nested_config_file_is_one_line(tmp_path):
+    path = tmp_path / "infra.toml"
+    path.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(["--config.file", str(path)], env={})
+    [line] = str(caught.value).splitlines()
+    assert line.startswith(f"--config.file {path}: not valid TOML")
+
+
+# -- issue 17 item 2: a password in a malformed URI is never printed, whatever characters it holds ------------------
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mongodb://user:Xy7/Qz9@127.0.0.1:1/",
+        "mongodb://user:Xy7?Qz9@127.0.0.1:1/",
+        "mongodb://user:Xy7/Qz9@127.0.0.1:1",  # the driver would read host 'user:Xy7' and database 'Qz9@...'
+        "mongodb://user:Xy7#Qz9@127.0.0.1:1/?x=Xy7?Qz9@h",
+        "mongodb://user:Xy7@Qz9@127.0.0.1:1/",
+        "mongodb://user:Xy7:Qz9@127.0.0.1:1/",
+        "mongodb://user:Xy7%Qz9@127.0.0.1:1/",
+        "mongodb://user:Xy7Qz9/",  # no '@' at all: 'Xy7Qz9' may still be the password
+        "mongodb://db0,,user:Xy7Qz9/",
+        "mongo://user:Xy7Qz9@db0/",
+        "user:Xy7/Qz9@db0",
+        "mongodb:/user:Xy7/Qz9@db0",
+    ],
+)
+def test_a_malformed_uri_is_refused_without_any_piece_of_its_password(uri):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(["--mongodb.uri", uri], env={})
+    [line] = str(caught.value).splitlines()
+    assert "malformed MongoDB URI" in line
+    assert "Xy7" not in line
+    assert "Qz9" not in line
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("mongodb://user:pa/ss@db0:27017/?replicaSet=rs0", "mongodb://user:***@db0:27017/?replicaSet=rs0"),
+        ("mongodb://user:pa?ss@db0/", "mongodb://user:***@db0/"),
+        ("mongodb://user:a@b@db0/", "mongodb://user:***@db0/"),
+        ("user:secret@db0", "user:***@db0"),
+        ("mongodb://[::1]:27017/?password=x&authMechanismProperties=AWS_SESSION_TOKEN:t", None),
+    ],
+)
+def test_redaction_treats_everything_up_to_the_last_at_sign_as_the_userinfo(uri, shown):
+    expected = shown or "mongodb://[::1]:27017/?password=***&authMechanismProperties=***"
+    assert redact_uri(uri) == expected
+
+
+# -- issue 15: redaction where secrets occur, not by substring over whole lines -------------------------------------
+
+READABLE = (
+    "serving http://127.0.0.1:9218/ for infra clusterKeeper, polling every 60 s; replica set rs0 is GREEN: "
+    "the lag is 1239ms, level info, source main, 27017 the end"
+)
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["e", "1", "lag", "127", "the", "27017", "x" * 15, "correct-horse-battery-staple-is-40-chars"],
+)
+def test_a_password_of_any_length_leaves_ordinary_text_readable_and_is_hidden_in_uris(password):
+    uri = f"mongodb://monitor:{quote(password, safe='')}@127.0.0.1:27017/?replicaSet=rs0"
+    settings = load_settings(["--mongodb.uri", uri], env={})
+    assert settings.redact(READABLE) == READABLE
+    assert settings.redacted_uri == "mongodb://monitor:***@127.0.0.1:27017/?replicaSet=rs0"
+    quoted = f"the driver said: cannot use '{uri}' (mongodb+srv://monitor:{password}@x/ too)"
+    assert settings.redact(quoted) == (
+        "the driver said: cannot use 'mongodb://monitor:***@127.0.0.1:27017/?replicaSet=rs0' "
+        "(mongodb+srv://monitor:***@x/ too)"
+    )
+
+
+def test_a_long_password_quoted_bare_by_a_driver_is_hidden_too():
+    password = "correct-horse-battery-staple-is-40-chars"
+    assert len(password) == 40
+    settings = load_settings(["--mongodb.uri", f"mongodb://monitor:{password}@db0/"], env={})
+    assert settings.redact(f"SASL said {password}.") == "SASL said ***."
+
+
+def test_secrets_from_several_sources_combine():
+    """How shard and config-server credentials from the config file will join the URI's."""
+    first = Secrets.of(uris=["mongodb://a:first-password-long-enough@db0/"])
+    combined = first | Secrets.of(passwords=["second-password-long-enough"])
+    assert combined.redact("first-password-long-enough second-password-long-enough") == "*** ***"
+    assert "password" not in repr(combined)
+
+
+# -- issue 17 item 6: --demo never polls a real cluster ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "source"),
+    [
+        ([], {"MONGODB_URI": URI}, "MONGODB_URI"),
+        (["--mongodb.uri", URI], {}, "--mongodb.uri"),
+        (["--config.file", "/nonexistent/replicationlag.toml"], {}, "--config.file"),
+        ([], {"CONFIG_FILE": "/nonexistent/replicationlag.toml"}, "CONFIG_FILE"),
+    ],
+)
+def test_the_demo_ignores_any_uri_it_is_given_and_says_so(flags, env, source):
+    settings = load_settings(["--demo", *flags], env=env)
+    assert (settings.demo, settings.uri, settings.interval_s) == (True, "", 5)
+    [warning] = settings.warnings
+    assert warning.startswith(f"--demo: {source} is ignored")
+    assert "s3cr" not in warning

@@ -6,6 +6,7 @@ fault matrix, tests/test_faults.py, also greps its whole log and every answer fo
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -134,3 +135,23 @@ def test_a_config_file_without_a_password_draws_no_warning_whoever_can_read_it(s
     exporter.wait_for(lambda look: look.status == "GREEN", WAIT_S, "GREEN")
     assert exporter.stop() == 0
     assert "readable by others" not in exporter.log_text
+
+
+@pytest.mark.parametrize("password", ["e", "127", "lag", "correct-horse-battery-staple-is-40-chars"])
+def test_a_password_of_any_length_leaves_the_whole_log_readable_and_unrevealed(start_set, exporters, password):
+    """Issue 15: with the password `e`, every line read `l***v***l=info sourc***=main msg="s***rving ..."`."""
+    rs = start_set(3, users=[(USER, password)])
+    exporter = exporters("--mongodb.uri", uri_with_credentials(rs.uri, USER, password), "--log.level", "debug")
+    exporter.wait_for(lambda look: look.status == "GREEN", WAIT_S, "GREEN")
+    rs.take_down(2)
+    exporter.wait_for(lambda look: "DOWN" in look.action_body, WAIT_S, "a member down")
+    assert exporter.stop() == 0
+
+    for line in exporter.lines():
+        assert re.fullmatch(r'ts=\S+ level=(debug|info|warn|error) source=[a-z.]+ msg=".*"', line), line
+    text = exporter.log_text
+    assert text.count("***") == text.count(f"{USER}:***@")  # starred only where the password was
+    assert 'msg="serving http://127.0.0.1:' in text
+    assert "replica set rs0 is RED: 127.0.0.1:" in text
+    if len(password) > 3:
+        assert password not in text

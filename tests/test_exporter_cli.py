@@ -52,7 +52,18 @@ def test_help_documents_every_flag_with_its_environment_variable():
         ((), {"MONGODB_URI": f"mongodb://u:{PASSWORD}@db0", "COLLECT_INTERVAL": "0"}, "--collect.interval"),
         (("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0", "--collect.interval", "-1"), {}, "positive"),
         (("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0/?replicaSet=rs0&tls=maybe"), {}, "URI was rejected"),
+        (
+            ("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0/?replicaSet=rs0&maxPoolSzie=3"),
+            {},
+            "unknown option 'maxPoolSzie' (did you mean maxpoolsize",
+        ),
         (("--mongodb.uri", "mongodb://db0", "--infra.label", "bad label"), {}, "--infra.label"),
+        # issue 17: out-of-range durations name their setting, never the URI, and never end in a traceback
+        (("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0", "--collect.interval", "200"), {}, "--collect.interval '200'"),
+        (("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0", "--collect.interval", "1e308"), {}, "--collect.interval"),
+        (("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0", "--collect.interval", "100h"), {}, "--collect.interval"),
+        (("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0", "--collect.interval", "0.0003"), {}, "--collect.interval"),
+        (("--mongodb.uri", f"mongodb://u:{PASSWORD}@db0", "--collect.timeout", "288h"), {}, "--collect.timeout"),
     ],
 )
 def test_bad_settings_exit_non_zero_with_one_clear_line_and_no_password(args, env, expected):
@@ -91,3 +102,32 @@ def test_a_port_in_use_is_refused_before_anything_starts():
     assert "Address already in use" in result.stderr
     assert "collection failed" not in result.stderr
     assert PASSWORD not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'# cl\xe9\n[infra.clusterKeeper]\nuri = "mongodb://db0/"\n', "not UTF-8 (byte 0xe9 at line 1, column 5)"),
+        (b"[infra.clusterKeeper\n", "not valid TOML"),
+        (b"x = " + b"[" * 50_000 + b"]" * 50_000 + b"\n", "not valid TOML"),
+    ],
+    ids=["latin-1", "syntax", "nested"],
+)
+def test_a_bad_config_file_is_one_line_naming_the_file(tmp_path, content, expected):
+    config = tmp_path / "infra.toml"
+    config.write_bytes(content)
+    result = run_exporter("--config.file", str(config))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line == f"replicationlag: error: --config.file {config}: {line.split(': ', 3)[3]}"
+    assert expected in line
+
+
+def test_a_config_file_with_a_byte_order_mark_is_read_like_any_utf8_file(tmp_path):
+    config = tmp_path / "infra.toml"
+    config.write_bytes('\ufeff[infra.clusterKeeper]\nuri = "mongodb://db0:27017/"\n'.encode())
+    result = run_exporter("--config.file", str(config), "--web.listen-address", "127.0.0.1:99999")
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    # The file was read: only the address is wrong.
+    assert line.startswith("replicationlag: error: --web.listen-address")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import service_util
 
 from mongosim import ReplicaSet
 
@@ -188,3 +189,35 @@ def test_a_burst_of_concurrent_scrapes_does_not_flood_the_log(exporters, start_s
     assert code == 0
     assert "Task queue depth" not in output
     assert len(output.splitlines()) < 10, output[-2000:]
+
+
+def test_with_json_logs_a_driver_warning_is_a_json_line_too():
+    """Issue 17 item 7: pymongo's DocumentDB warning came out as plain text, past the redaction."""
+    exporter = service_util.Exporter(
+        "--mongodb.uri", "mongodb://monitor:pw@db0.docdb.amazonaws.com:1/", "--log.format", "json"
+    )
+    try:
+        service_util.wait_until(lambda: exporter.logged("DocumentDB"), 10, "the DocumentDB warning")
+    finally:
+        status = exporter.stop()
+    assert status == 0
+    records = [json.loads(line) for line in exporter.lines()]  # every line is JSON
+    [warning] = [r for r in records if "DocumentDB" in r["msg"]]
+    assert (warning["level"], warning["source"]) == ("warn", "py.warnings")
+    assert warning["msg"].startswith("UserWarning: You appear to be connected to a DocumentDB cluster")
+
+
+def test_the_demo_polls_its_simulator_even_with_a_uri_in_the_environment():
+    """Issue 17 item 6: with MONGODB_URI set, `--demo` polled that cluster every 60 s and started no simulator."""
+    env = {"MONGODB_URI": "mongodb://monitor:pw@127.0.0.1:1/?replicaSet=rs0"}
+    exporter = service_util.Exporter("--demo", env=env)
+    try:
+        look, _ = exporter.wait_for(lambda look: look.polls >= 1, 15, "the first poll")
+    finally:
+        status = exporter.stop()
+    assert status == 0
+    assert look.liveness["last_failure_kind"] is None
+    assert look.liveness["collection_interval_s"] == 5
+    assert look.metrics.value("mongodb_replication_up") == 1
+    assert "--demo: MONGODB_URI is ignored" in exporter.log_text
+    assert "polling the built-in simulated replica set" in exporter.log_text

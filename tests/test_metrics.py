@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 
 import pytest
+from bson import Timestamp
 from prometheus_client import REGISTRY
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.parser import text_string_to_metric_families as prometheus_text
 from view_factory import failure, healthy_set, make_store, member, primary, snapshot
 
 from metrics import build_registry, render
-from replset import ARBITER, PRIMARY, SECONDARY
+from replset import ARBITER, PRIMARY, SECONDARY, build_snapshot
 from store import FRESHNESS_LIMIT_S
 
 SET = {"infra": "clusterKeeper", "set": "rs0"}
@@ -225,6 +228,27 @@ def test_a_scraper_asking_for_openmetrics_gets_valid_openmetrics():
     assert families["mongodb_replication_collection_failures"].type == "counter"
 
 
+@pytest.mark.parametrize(
+    ("accept", "openmetrics"),
+    [
+        ("application/openmetrics-text;q=0.1, text/plain;q=0.9", False),
+        ("text/plain;q=0.9, application/openmetrics-text;q=0.1", False),
+        ("application/openmetrics-text;version=1.0.0;q=0", False),
+        ("*/*;q=0.9, application/openmetrics-text;q=0.5", False),
+        ("text/plain;q=0.1, application/openmetrics-text;version=1.0.0;q=0.9", True),
+        ("application/openmetrics-text;version=0.0.1;q=0.9, application/openmetrics-text;version=1.0.0;q=0.5", True),
+        ("application/openmetrics-text;version=0.0.1", False),
+        ("application/openmetrics-text; version=1.0.0; Q=0.5, text/plain; q=0.5", True),  # a tie: as listed
+        ("application/openmetrics-text;q=bogus, text/plain;q=0.5", True),  # an unreadable q counts as 1
+    ],
+)
+def test_the_accept_header_q_values_choose_the_format(accept, openmetrics):
+    """Issue 17 item 10: `openmetrics;q=0.1, text/plain;q=0.9` still got OpenMetrics."""
+    text, content_type = render(scrape_of(healthy_set(1_239)), accept)
+    assert content_type.startswith("application/openmetrics-text") is openmetrics
+    assert text.decode().endswith("# EOF\n") is openmetrics
+
+
 @pytest.mark.prometheus
 @pytest.mark.parametrize(
     "results",
@@ -252,3 +276,30 @@ def test_the_exposition_passes_promtool_check_metrics(results):
 
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
     assert checked.stdout.decode() + checked.stderr.decode() == ""
+
+
+def test_two_members_reporting_one_name_never_give_one_label_set_twice():
+    """Issue 17 item 9: duplicate series with identical labels make Prometheus reject the whole scrape."""
+    wall = dt.datetime(2024, 8, 15, 23, 6, 13, 941_000, tzinfo=dt.UTC)
+
+    def entry(member_id: int, state: int, name: str, behind_ms: int) -> dict:
+        at = wall - dt.timedelta(milliseconds=behind_ms)
+        optime = {"ts": Timestamp(int(at.timestamp()), at.microsecond // 1000 + 1), "t": 3}
+        return {
+            "_id": member_id,
+            "name": name,
+            "health": 1.0,
+            "state": state,
+            "optime": optime,
+            "lastAppliedWallTime": at,
+            "self": member_id == 0,
+        }
+
+    members = [entry(0, 1, "db0:27017", 0), entry(1, 2, "db1:27017", 1_000), entry(2, 2, "db1:27017", 2_000)]
+    store, _ = make_store(build_snapshot({"set": "rs0", "date": wall, "members": members}))
+    text, _ = render(build_registry(store), None)
+
+    samples = [(s.name, tuple(sorted(s.labels.items()))) for f in prometheus_text(text.decode()) for s in f.samples]
+    assert len(samples) == len(set(samples))
+    lags = {dict(labels)["member"] for name, labels in samples if name == "mongodb_replication_lag_seconds"}
+    assert lags == {"db1:27017#1", "db1:27017#2"}

@@ -14,6 +14,7 @@ import pytest
 from bson import Int64, Timestamp, json_util
 from bson.json_util import JSONOptions
 
+from kinds import NoteKind
 from replset import (
     ARBITER,
     PRIMARY,
@@ -620,3 +621,24 @@ def test_numbers_arrive_as_int64_or_double_and_read_the_same():
     as_int64 = status(primary(health=Int64(1)), entry(1, behind_ms=1_239, health=Int64(1), pingMs=Int64(3)))
     as_double = status(primary(health=1.0), entry(1, behind_ms=1_239, health=1.0, pingMs=3.0))
     assert build_snapshot(as_int64) == build_snapshot(as_double)
+
+
+def test_two_members_reporting_one_name_get_names_that_tell_them_apart():
+    """Issue 17 item 9: a real server forbids it, but a broken reconfig or a proxy can show one name twice; every
+    reader keys members by name (series, oplog lookups, lines), so the engine makes them unique and says why."""
+    twin = "db1.example.net:27017"
+    doc = status(primary(), entry(1, behind_ms=1_000), entry(2, behind_ms=2_000, name=twin))
+
+    assert len(members_needing_oplog_probe(doc)) == 2
+    snapshot = build_snapshot(doc)
+    assert [(m.name, m.lag_ms) for m in snapshot.members] == [
+        ("db0.example.net:27017", 0),
+        (f"{twin}#1", 1_000),
+        (f"{twin}#2", 2_000),
+    ]
+    [note] = [n for n in snapshot.notes if n.kind is NoteKind.DUPLICATE_NAME]
+    assert (
+        note.text == f"2 members report the name {twin} (a server forbids it: a broken reconfig or a proxy?); "
+        f"shown as {twin}#1 and {twin}#2"
+    )
+    assert snapshot.status is GREEN

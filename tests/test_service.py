@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import bridge
 import poller
 import service as service_module
 from config import load_settings
@@ -94,12 +95,14 @@ def service() -> Iterator[Callable[..., Service]]:
         members: int | list[MemberSpec] = 3,
         *,
         credentials: str = "",
+        uri_options: str = "",
         timeout_s: float = 1.5,
         **set_options: Any,
     ) -> Service:
         set_options.setdefault("clock", ManualClock(FIXTURE_NOW_MS))
         rs = ReplicaSet(members, **set_options).start()
         uri = rs.uri.replace("mongodb://", f"mongodb://{credentials}@") if credentials else rs.uri
+        uri += f"&{uri_options}" if uri_options else ""
         flags = ["--mongodb.uri", uri, "--collect.interval", "60", "--collect.timeout", f"{timeout_s:g}"]
         settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
         monotonic = FakeMonotonic()
@@ -235,6 +238,34 @@ def test_a_wrong_password_is_a_red_document_and_a_failing_liveness(service):
     assert svc.metric("mongodb_replication_up", infra="clusterKeeper") == 0
     assert svc.metric("mongodb_replication_collection_failures_total", kind="auth") == 1
     assert "wrong-password" not in json.dumps(document) + json.dumps(answer)
+
+
+def test_a_mechanism_the_server_does_not_offer_is_an_auth_failure_that_says_what_to_fix(service):
+    """Issue 17 item 8: the server's MechanismUnavailable (code 334) was kind `error`, 'failed with code 334'."""
+    users = [("monitor", "pw", ("clusterMonitor", "read@local"))]
+    svc = service(3, users=users, credentials="monitor:pw", uri_options="authMechanism=PLAIN")
+    svc.poll()
+
+    status, answer = svc.liveness()
+    assert (status, answer["last_failure_kind"]) == (503, "auth")
+    assert "authMechanism=PLAIN" in answer["last_failure"]
+    assert "remove authMechanism" in answer["last_failure"]
+    assert svc.metric("mongodb_replication_collection_failures_total", kind="auth") == 1
+
+
+def test_an_srv_name_that_does_not_resolve_is_unreachable_and_says_what_to_check():
+    """Issue 17 item 8: a failed SRV lookup was kind `error`; no member can be reached, so liveness fails at once."""
+    flags = ["--mongodb.uri", "mongodb+srv://monitor:pw@no-such-cluster.invalid/", "--collect.timeout", "1"]
+    built = service_module.build_service(load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={}))
+    try:
+        built.poll()
+        status, answer = bridge.liveness_document(built.store.view())
+    finally:
+        built.stop()
+    assert (status, answer["last_failure_kind"]) == (503, "unreachable")
+    assert "SRV record of the mongodb+srv:// host could not be resolved" in answer["last_failure"]
+    assert "check the host name" in answer["last_failure"]
+    assert "pw" not in answer["last_failure"]
 
 
 def test_a_user_without_cluster_monitor_is_told_which_role_is_missing(service):

@@ -377,13 +377,21 @@ def test_the_router_password_never_shows_anywhere(watch):
         assert PASSWORD not in text and quote(PASSWORD, safe="") not in text
 
 
-def test_the_shard_credentials_never_show_in_the_settings_repr(tmp_path):
+def settings_of(path: Path):
+    return load_settings(["--config.file", str(path)], env={})
+
+
+def test_the_shard_credentials_never_show_in_the_settings_repr_nor_in_redacted_texts(tmp_path):
     path = Path(tmp_path) / "c.toml"
     path.write_text(
         '[infra.clusterKeeper]\nuri = "mongodb://r:27017/"\n'
         f'[infra.clusterKeeper.config_servers]\nusername = "cfg"\npassword = "{SHARD_PASSWORD}"\n'
     )
     os.chmod(path, 0o600)
-    settings = load_settings(["--config.file", str(path)], env={})
+    settings = settings_of(path)
     assert SHARD_PASSWORD not in repr(settings)
-    assert settings.scrub(f"x {SHARD_PASSWORD} y") == "x *** y"
+    leaked = f"connection to mongodb://cfg:{SHARD_PASSWORD}@c1:27019/?replicaSet=configRepl failed"
+    assert SHARD_PASSWORD not in settings.redact(leaked)
+    long_password = "a-shard-password-of-24ch"
+    path.write_text(path.read_text().replace(SHARD_PASSWORD, long_password))
+    assert settings_of(path).redact(f"x {long_password} y") == "x *** y"  # a long one is redacted even bare

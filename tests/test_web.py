@@ -233,6 +233,14 @@ def test_metrics_default_to_prometheus_text_and_follow_the_accept_header():
     assert openmetrics.text.endswith("# EOF\n")
 
 
+def test_metrics_answers_say_that_they_vary_with_accept_so_caches_keep_them_apart():
+    """Issue 17 item 10: /metrics chose its format by Accept but sent no `Vary: Accept`."""
+    app, _ = app_of(healthy_set(1_239))
+    for headers in ({}, {"Accept": "application/openmetrics-text; version=1.0.0"}):
+        for method in ("GET", "HEAD"):
+            assert call(app, method, "/metrics", headers=headers).headers["Vary"] == "Accept"
+
+
 def test_the_status_page_lists_every_member_with_role_state_lag_delay_and_reason():
     app, _ = app_of(
         snapshot(
