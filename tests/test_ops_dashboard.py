@@ -1,5 +1,6 @@
-"""The Grafana dashboard and its provisioning: structure, datasource variable, metric names, thresholds, and every
-query parsed and (for the key panels) evaluated by promtool on a simulated replica set.
+"""The Grafana dashboard and its provisioning: structure, the datasource, infra, shard, set and top variables,
+metric names, thresholds, and every query parsed and (for the key panels) evaluated by promtool on simulated plain
+replica sets and a simulated sharded cluster, with a shard picked as Grafana sends it (`ops_util.grafana_regex`).
 
 There is no Grafana here; a later test runs `ops_util.dashboard_queries()` against a real Prometheus."""
 
