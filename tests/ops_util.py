@@ -27,11 +27,15 @@ DASHBOARD = REPO / "grafana" / "dashboards" / "replicationlag.json"
 METRICS_DOC = REPO / "docs" / "metrics.md"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 
-# What the dashboard's variables stand for when nothing else is asked: every infra and set (the variables'
-# allValue), and Grafana's interval variables for a 15 s scrape interval over the last hour.
+# What the dashboard's variables stand for when nothing else is asked: every infra, shard and set (the set
+# variable has no allValue: Grafana sends the regex of the sets it lists, see `grafana_regex`; ".*" is what that
+# regex matches when every set is listed), the member panels' default top 10, and Grafana's interval variables for
+# a 15 s scrape interval over the last hour.
 DEFAULT_VARIABLES: Mapping[str, str] = {
     "infra": ".*",
+    "shard": ".*",
     "set": ".*",
+    "top": "10",
     "__rate_interval": "1m",
     "__interval": "15s",
     "__interval_ms": "15000",
@@ -131,6 +135,16 @@ def substitute(expr: str, variables: Mapping[str, str]) -> str:
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)", value, expr)
 
 
+def grafana_regex(values: list[str]) -> str:
+    """What Grafana's Prometheus datasource puts for a multi-value variable (All without a custom all value is
+    every listed value): one value escaped, several as `(a|b|c)`, none as `()` (which matches only ""). Escaped as
+    its prometheusSpecialRegexEscape does, for a regex inside a PromQL string: `a.b` becomes `a\\\\.b`."""
+    escaped = [
+        re.sub(r"[$^*{}\[\]'+?.()|]", lambda m: "\\\\" + m.group(0), value.replace("\\", "\\" * 4)) for value in values
+    ]
+    return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+
+
 def dashboard_queries(dashboard: dict | None = None, **values: str) -> list[DashboardQuery]:
     """Every panel target's query with variables substituted (DEFAULT_VARIABLES, overridden by `values`)."""
     dashboard = load_dashboard() if dashboard is None else dashboard
@@ -167,8 +181,9 @@ def metric_names(expr: str) -> set[str]:
     text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
     text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges and subqueries
     text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    # Grafana variables ($top in topk($top, ...)) are not metrics: the lookbehind below skips `$name`.
     names = set()
-    for match in re.finditer(r"(?<![\w.:])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()", text):
+    for match in re.finditer(r"(?<![\w.:$])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()", text):
         word = match.group(1)
         if word.lower() not in PROMQL_KEYWORDS:
             names.add(word)

@@ -1,5 +1,6 @@
-"""The Grafana dashboard and its provisioning: structure, datasource variable, metric names, thresholds, and every
-query parsed and (for the key panels) evaluated by promtool on a simulated replica set.
+"""The Grafana dashboard and its provisioning: structure, the datasource, infra, shard, set and top variables,
+metric names, thresholds, and every query parsed and (for the key panels) evaluated by promtool on simulated plain
+replica sets and a simulated sharded cluster, with a shard picked as Grafana sends it (`ops_util.grafana_regex`).
 
 There is no Grafana here; a later test runs `ops_util.dashboard_queries()` against a real Prometheus."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import yaml
@@ -14,6 +16,7 @@ from ops_util import (
     DASHBOARD,
     REPO,
     dashboard_queries,
+    grafana_regex,
     iter_panels,
     load_dashboard,
     metric_names,
@@ -73,11 +76,75 @@ def test_every_panel_and_target_takes_the_datasource_variable():
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for name in ("infra", "set"):
+    for name in ("infra", "shard", "set"):
         assert variables[name]["type"] == "query"
         assert variables[name]["datasource"] == DATASOURCE
-    assert variable_queries(dashboard)["infra"].startswith("label_values(")
-    assert variable_queries(dashboard)["set"].startswith("label_values(")
+        assert variable_queries(dashboard)[name].startswith("label_values(")
+
+
+def test_the_set_variable_lists_the_sets_of_the_selected_shards_and_all_means_exactly_those():
+    dashboard = load_dashboard()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", "infra", "shard", "set", "top"]
+    queries = variable_queries(dashboard)
+    assert queries["shard"] == 'label_values(mongodb_replication_set_info{infra=~"$infra"}, shard)'
+    assert queries["set"] == 'label_values(mongodb_replication_set_info{infra=~"$infra", shard=~"$shard"}, set)'
+    # A plain replica set has shard "" (no label in Prometheus): the shard list is empty and only All, ".*",
+    # matches it. A set's All must not be ".*", which would ignore the shard chosen: without a custom all value
+    # Grafana sends the regex of the sets it listed for that shard.
+    assert variables["shard"]["includeAll"] and variables["shard"]["allValue"] == ".*"
+    assert variables["set"]["includeAll"] and variables["set"].get("allValue") in (None, "")
+    for name in ("shard", "set"):
+        assert variables[name]["multi"] and variables[name]["current"]["value"] == ["$__all"]
+
+
+def test_member_level_panels_show_the_worst_members_only_so_a_hundred_shards_stay_readable():
+    dashboard = load_dashboard()
+    top = {v["name"]: v for v in dashboard["templating"]["list"]}["top"]
+    assert top["type"] == "custom" and top["current"]["value"] == "10"
+    assert [o["value"] for o in top["options"]] == top["query"].split(",")
+    for title, selector in [
+        ("Effective replication lag per member", "topk($top, mongodb_replication_lag_seconds{"),
+        ("Member status", "topk($top, mongodb_replication_member_status{"),
+        ("Member state", "topk($top, mongodb_replication_member_status{"),
+        ("Set data age", "topk($top, mongodb_replication_set_snapshot_age_seconds{"),
+    ]:
+        (target,) = panel(dashboard, title)["targets"]
+        assert selector in target["expr"], title
+        assert "{{set}}" in target["legendFormat"], title
+    # The "Now" tiles are one per infra whatever the number of sets: the worst of the selection.
+    for title in ("Cluster status", "Primary", "Members down or unhealthy", "Largest effective lag"):
+        (target,) = panel(dashboard, title)["targets"]
+        assert target["expr"].startswith(("max by (infra) (", "min by (infra) (", "sum by (infra) (")), title
+        assert target["legendFormat"] == "{{infra}}", title
+
+
+def test_the_sharded_row_has_its_panels_and_every_set_query_follows_the_set_variable():
+    dashboard = load_dashboard()
+    titles = [p.get("title") for p in dashboard["panels"]]
+    row = titles.index("Sharded cluster: sets, routers, shard map")
+    assert titles[row + 1 : row + 7] == [
+        "Worst lag by shard",
+        "Sets collected",
+        "Routers",
+        "Draining shards",
+        "Shard map age",
+        "Set data age",
+    ]
+    worst = panel(dashboard, "Worst lag by shard")
+    assert worst["type"] == "table"
+    assert worst["options"]["sortBy"] == [{"displayName": "worst lag", "desc": True}]
+    assert worst["targets"][0]["expr"].startswith("sort_desc(max by (infra, set) (mongodb_replication_lag_seconds{")
+    assert "group_left (shard, role)" in worst["targets"][0]["expr"]
+    # Every query reading a per-set family is filtered by both variables (no panel ignores a chosen shard).
+    per_set = {"set_info", "set_up", "set_snapshot_age_seconds", "shard_draining", "lag_seconds", "status"}
+    for query in dashboard_queries(dashboard):
+        for name in metric_names(query.raw_expr):
+            if name.removeprefix("mongodb_replication_") in per_set:
+                selectors = re.findall(re.escape(name) + r"\{([^}]*)\}", query.raw_expr)
+                assert selectors, (query.panel_title, name)
+                for selector in selectors:
+                    assert 'infra=~"$infra"' in selector and 'set=~"$set"' in selector, (query.panel_title, name)
 
 
 def test_the_datasource_check_flags_a_hard_wired_datasource():
@@ -176,92 +243,8 @@ def test_promtool_rejects_a_dashboard_query_that_does_not_parse(tmp_path):
     assert "parse error" in result.stdout + result.stderr
 
 
-# A scrape of the exporter as Prometheus stores it (job and instance added), for two sets of infra clusterKeeper:
-# rs0 with a primary, a secondary 0.25 s behind, a member delayed by one hour and 0.8 s behind its delay, a DOWN
-# member and an arbiter; rs1 all healthy. The exporter restarted twice; Prometheus's own process restarts often.
-SCRAPED = 'job="replicationlag", instance="exporter:9218", infra="clusterKeeper"'
-SIMULATED_SERIES = [
-    ("mongodb_replication_up", "", "1x40"),
-    ("mongodb_replication_status", 'set="rs0"', "2x40"),
-    ("mongodb_replication_status", 'set="rs1"', "0x40"),
-    *[
-        ("mongodb_replication_member_state", f'set="rs0", member="{m}"', f"{s}x40")
-        for m, s in [
-            ("mongo1:27017", 1),
-            ("mongo2:27017", 2),
-            ("mongo3:27017", 2),
-            ("mongo4:27017", 8),
-            ("arbiter:27017", 7),
-        ]
-    ],
-    *[
-        ("mongodb_replication_member_health", f'set="rs0", member="{m}"', f"{h}x40")
-        for m, h in [
-            ("mongo1:27017", 1),
-            ("mongo2:27017", 1),
-            ("mongo3:27017", 1),
-            ("mongo4:27017", 0),
-            ("arbiter:27017", 1),
-        ]
-    ],
-    ("mongodb_replication_lag_seconds", 'set="rs0", member="mongo2:27017"', "0.25x40"),
-    ("mongodb_replication_lag_seconds", 'set="rs0", member="mongo3:27017"', "0.8x40"),
-    ("mongodb_replication_raw_lag_seconds", 'set="rs0", member="mongo2:27017"', "0.25x40"),
-    ("mongodb_replication_raw_lag_seconds", 'set="rs0", member="mongo3:27017"', "3600.8x40"),
-    *[
-        ("mongodb_replication_member_delay_seconds", f'set="rs0", member="{m}"', f"{d}x40")
-        for m, d in [("mongo1:27017", 0), ("mongo2:27017", 0), ("mongo3:27017", 3600), ("mongo4:27017", 0)]
-    ],
-    ("mongodb_replication_member_state", 'set="rs1", member="a:27017"', "1x40"),
-    ("mongodb_replication_member_state", 'set="rs1", member="b:27017"', "2x40"),
-    ("mongodb_replication_member_health", 'set="rs1", member="a:27017"', "1x40"),
-    ("mongodb_replication_member_health", 'set="rs1", member="b:27017"', "1x40"),
-    ("mongodb_replication_lag_seconds", 'set="rs1", member="b:27017"', "1.5x40"),
-]
-RESTARTS = [
-    ('process_start_time_seconds{job="replicationlag", instance="exporter:9218"}', "100x13 300x13 500x13"),
-    ('process_start_time_seconds{job="prometheus", instance="localhost:9090"}', "0+10x40"),
-]
-EVAL_TIME_S = 600
-RS0 = 'infra="clusterKeeper", set="rs0"'
-RS1 = 'infra="clusterKeeper", set="rs1"'
-MONGO3 = f'{{instance="exporter:9218", job="replicationlag", member="mongo3:27017", {RS0}}}'
-OURS = '{instance="exporter:9218", job="replicationlag"}'
-EXPECTED = {
-    ("Cluster status", "A"): [
-        (f"mongodb_replication_status{{instance='exporter:9218', job='replicationlag', {RS0}}}", 2),
-        (f"mongodb_replication_status{{instance='exporter:9218', job='replicationlag', {RS1}}}", 0),
-    ],
-    ("Members down or unhealthy", "A"): [(f"{{{RS0}}}", 1), (f"{{{RS1}}}", 0)],
-    ("Largest effective lag", "A"): [(f"{{{RS0}}}", 0.8), (f"{{{RS1}}}", 1.5)],
-    ("Delayed members: raw lag against configured delay", "A"): [
-        (f"mongodb_replication_raw_lag_seconds{MONGO3}", 3600.8)
-    ],
-    ("Delayed members: raw lag against configured delay", "B"): [
-        (f"mongodb_replication_member_delay_seconds{MONGO3}", 3600)
-    ],
-    ("Delayed members: raw lag against configured delay", "C"): [(f"mongodb_replication_lag_seconds{MONGO3}", 0.8)],
-    ("Exporter restarts (24 h)", "A"): [(OURS, 2)],
-    ("Exporter uptime", "A"): [(OURS, EVAL_TIME_S - 500)],
-}
-
-
-def test_the_key_panels_answer_right_on_a_simulated_replica_set(tmp_path):
-    queries = {(q.panel_title, q.ref_id): q.expr for q in dashboard_queries(infra="clusterKeeper", set=".*")}
-    assert set(EXPECTED) <= set(queries)
-    series = [
-        {"series": f"{name}{{{SCRAPED}{', ' if extra else ''}{extra}}}", "values": values}
-        for name, extra, values in SIMULATED_SERIES
-    ]
-    series += [{"series": name, "values": values} for name, values in RESTARTS]
-    checks = [
-        {
-            "expr": queries[key],
-            "eval_time": f"{EVAL_TIME_S}s",
-            "exp_samples": [{"labels": labels.replace("'", '"'), "value": value} for labels, value in samples],
-        }
-        for key, samples in EXPECTED.items()
-    ]
+def evaluate_panels(tmp_path, series: list[dict], checks: list[dict]) -> None:
+    """Run `checks` (promtool promql_expr_test entries) on `series` (input_series, one sample per 15 s)."""
     (tmp_path / "empty_rules.yml").write_text("groups: []\n")
     test_file = tmp_path / "dashboard_test.yml"
     test_file.write_text(
@@ -276,6 +259,264 @@ def test_the_key_panels_answer_right_on_a_simulated_replica_set(tmp_path):
     )
     result = run_promtool("test", "rules", test_file)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def scraped(series: list[tuple[str, str, str]]) -> list[dict]:
+    """(name, labels, values) as Prometheus stores a scrape of the exporter: with its job and instance."""
+    return [
+        {"series": f'{name}{{job="replicationlag", instance="exporter:9218", {labels}}}', "values": values}
+        for name, labels, values in series
+    ]
+
+
+def expected_checks(queries: dict, expected: dict, eval_time_s: int) -> list[dict]:
+    """promtool checks of the panel queries `queries[key]` against `expected[key]`: (labels, value) pairs, where
+    labels use ' for " and OURS stands for the exporter's job and instance."""
+    return [
+        {
+            "expr": queries[key],
+            "eval_time": f"{eval_time_s}s",
+            "exp_samples": [
+                {"labels": labels.replace("OURS", JOB_INSTANCE).replace("'", '"'), "value": value}
+                for labels, value in samples
+            ],
+        }
+        for key, samples in expected.items()
+    ]
+
+
+JOB_INSTANCE = "instance='exporter:9218', job='replicationlag'"
+
+# Two plain replica sets, each the only set of its infra, as two exporters' scrapes: clusterKeeper's rs0 with a
+# primary, a secondary 0.25 s behind, a member delayed by one hour and 0.8 s behind its delay, a DOWN member and an
+# arbiter; billing's rs1 all healthy. The exporter restarted twice; Prometheus's own process restarts often.
+RS0 = 'infra="clusterKeeper", set="rs0"'
+RS1 = 'infra="billing", set="rs1"'
+SIMULATED_SERIES = [
+    ("mongodb_replication_up", 'infra="clusterKeeper"', "1x40"),
+    ("mongodb_replication_up", 'infra="billing"', "1x40"),
+    ("mongodb_replication_status", RS0, "2x40"),
+    ("mongodb_replication_status", RS1, "0x40"),
+    ("mongodb_replication_set_info", f'{RS0}, role="replica_set"', "1x40"),
+    ("mongodb_replication_set_info", f'{RS1}, role="replica_set"', "1x40"),
+    ("mongodb_replication_set_up", RS0, "1x40"),
+    ("mongodb_replication_set_up", RS1, "1x40"),
+    ("mongodb_replication_primary_present", RS0, "1x40"),
+    ("mongodb_replication_primary_present", RS1, "1x40"),
+    *[
+        ("mongodb_replication_member_state", f'{RS0}, member="{m}"', f"{s}x40")
+        for m, s in [
+            ("mongo1:27017", 1),
+            ("mongo2:27017", 2),
+            ("mongo3:27017", 2),
+            ("mongo4:27017", 8),
+            ("arbiter:27017", 7),
+        ]
+    ],
+    *[
+        ("mongodb_replication_member_health", f'{RS0}, member="{m}"', f"{h}x40")
+        for m, h in [
+            ("mongo1:27017", 1),
+            ("mongo2:27017", 1),
+            ("mongo3:27017", 1),
+            ("mongo4:27017", 0),
+            ("arbiter:27017", 1),
+        ]
+    ],
+    ("mongodb_replication_lag_seconds", f'{RS0}, member="mongo2:27017"', "0.25x40"),
+    ("mongodb_replication_lag_seconds", f'{RS0}, member="mongo3:27017"', "0.8x40"),
+    ("mongodb_replication_raw_lag_seconds", f'{RS0}, member="mongo2:27017"', "0.25x40"),
+    ("mongodb_replication_raw_lag_seconds", f'{RS0}, member="mongo3:27017"', "3600.8x40"),
+    *[
+        ("mongodb_replication_member_delay_seconds", f'{RS0}, member="{m}"', f"{d}x40")
+        for m, d in [("mongo1:27017", 0), ("mongo2:27017", 0), ("mongo3:27017", 3600), ("mongo4:27017", 0)]
+    ],
+    ("mongodb_replication_member_state", f'{RS1}, member="a:27017"', "1x40"),
+    ("mongodb_replication_member_state", f'{RS1}, member="b:27017"', "2x40"),
+    ("mongodb_replication_member_health", f'{RS1}, member="a:27017"', "1x40"),
+    ("mongodb_replication_member_health", f'{RS1}, member="b:27017"', "1x40"),
+    ("mongodb_replication_lag_seconds", f'{RS1}, member="b:27017"', "1.5x40"),
+]
+RESTARTS = [
+    ('process_start_time_seconds{job="replicationlag", instance="exporter:9218"}', "100x13 300x13 500x13"),
+    ('process_start_time_seconds{job="prometheus", instance="localhost:9090"}', "0+10x40"),
+]
+EVAL_TIME_S = 600
+MONGO3 = f"{{{JOB_INSTANCE}, member='mongo3:27017', {RS0}}}".replace('"', "'")
+OURS = "{OURS}"
+EXPECTED = {
+    # One tile per infra: the worst of its sets (a plain set is its infra's only set, so nothing changes for it).
+    ("Cluster status", "A"): [("{infra='clusterKeeper'}", 2), ("{infra='billing'}", 0)],
+    ("Primary", "A"): [("{infra='clusterKeeper'}", 1), ("{infra='billing'}", 1)],
+    ("Members down or unhealthy", "A"): [("{infra='clusterKeeper'}", 1), ("{infra='billing'}", 0)],
+    ("Largest effective lag", "A"): [("{infra='clusterKeeper'}", 0.8), ("{infra='billing'}", 1.5)],
+    # A plain set has role replica_set and no shard label.
+    ("Worst lag by shard", "A"): [
+        (f"{{{RS0}, role='replica_set'}}".replace('"', "'"), 0.8),
+        (f"{{{RS1}, role='replica_set'}}".replace('"', "'"), 1.5),
+    ],
+    ("Sets collected", "A"): [("{infra='clusterKeeper'}", 1), ("{infra='billing'}", 1)],
+    ("Sets collected", "B"): [("{infra='clusterKeeper'}", 0), ("{infra='billing'}", 0)],
+    ("Delayed members: raw lag against configured delay", "A"): [
+        (f"mongodb_replication_raw_lag_seconds{MONGO3}", 3600.8)
+    ],
+    ("Delayed members: raw lag against configured delay", "B"): [
+        (f"mongodb_replication_member_delay_seconds{MONGO3}", 3600)
+    ],
+    ("Delayed members: raw lag against configured delay", "C"): [(f"mongodb_replication_lag_seconds{MONGO3}", 0.8)],
+    ("Exporter restarts (24 h)", "A"): [(OURS, 2)],
+    ("Exporter uptime", "A"): [(OURS, EVAL_TIME_S - 500)],
+}
+
+
+def test_the_key_panels_answer_right_on_simulated_replica_sets(tmp_path):
+    queries = {(q.panel_title, q.ref_id): q.expr for q in dashboard_queries(infra=".*", set=".*")}
+    assert set(EXPECTED) <= set(queries)
+    series = scraped(SIMULATED_SERIES) + [{"series": name, "values": values} for name, values in RESTARTS]
+    evaluate_panels(tmp_path, series, expected_checks(queries, EXPECTED, EVAL_TIME_S))
+
+
+# A sharded cluster of infra orders as its exporter reports it: shard01 (set shard01) with a secondary 40 s behind
+# (RED) and one 0.5 s; shard02 (set shard02rs, draining) with one 6 s behind (YELLOW) and one 0.2 s; shard03 not
+# collected for ten minutes (no member series); the config servers (configRepl) healthy; router r2 down.
+ORDERS = 'infra="orders"'
+SETS = {"shard01": "shard01", "shard02": "shard02rs", "shard03": "shard03", "config": "configRepl"}
+SHARDED_SERIES = [
+    ("mongodb_replication_up", ORDERS, "1x40"),
+    *[
+        ("mongodb_replication_set_info", f'{ORDERS}, set="{s}", shard="{shard}", role="{role}"', "1x40")
+        for shard, s, role in [
+            ("shard01", "shard01", "shard"),
+            ("shard02", "shard02rs", "shard"),
+            ("shard03", "shard03", "shard"),
+            ("config", "configRepl", "config"),
+        ]
+    ],
+    *[
+        ("mongodb_replication_status", f'{ORDERS}, set="{s}"', f"{v}x40")
+        for s, v in [("shard01", 2), ("shard02rs", 1), ("shard03", 2), ("configRepl", 0)]
+    ],
+    *[
+        ("mongodb_replication_set_up", f'{ORDERS}, set="{s}"', f"{v}x40")
+        for s, v in [("shard01", 1), ("shard02rs", 1), ("shard03", 0), ("configRepl", 1)]
+    ],
+    *[
+        ("mongodb_replication_set_snapshot_age_seconds", f'{ORDERS}, set="{s}"', v)
+        for s, v in [("shard01", "4x40"), ("shard02rs", "5x40"), ("shard03", "0+15x40"), ("configRepl", "3x40")]
+    ],
+    *[
+        ("mongodb_replication_shard_draining", f'{ORDERS}, set="{s}"', f"{v}x40")
+        for s, v in [("shard01", 0), ("shard02rs", 1), ("shard03", 0), ("configRepl", 0)]
+    ],
+    *[
+        ("mongodb_replication_primary_present", f'{ORDERS}, set="{s}"', "1x40")
+        for s in ("shard01", "shard02rs", "configRepl")
+    ],
+    *[
+        ("mongodb_replication_lag_seconds", f'{ORDERS}, set="{s}", member="{m}"', f"{v}x40")
+        for s, m, v in [
+            ("shard01", "s1b:27018", 40),
+            ("shard01", "s1c:27018", 0.5),
+            ("shard02rs", "s2b:27018", 6),
+            ("shard02rs", "s2c:27018", 0.2),
+            ("configRepl", "c2:27019", 0.1),
+            ("configRepl", "c3:27019", 0.3),
+        ]
+    ],
+    *[
+        (family, f'{ORDERS}, set="{s}", member="{m}"', f"{v}x40")
+        for s, m, status, state in [
+            ("shard01", "s1a:27018", 0, 1),
+            ("shard01", "s1b:27018", 2, 2),
+            ("shard01", "s1c:27018", 0, 2),
+            ("shard02rs", "s2a:27018", 0, 1),
+            ("shard02rs", "s2b:27018", 1, 2),
+            ("shard02rs", "s2c:27018", 0, 2),
+            ("configRepl", "c1:27019", 0, 1),
+            ("configRepl", "c2:27019", 0, 2),
+            ("configRepl", "c3:27019", 0, 2),
+        ]
+        for family, v in [("mongodb_replication_member_status", status), ("mongodb_replication_member_state", state)]
+    ],
+    ("mongodb_replication_router_up", f'{ORDERS}, router="r1:27017"', "1x40"),
+    ("mongodb_replication_router_up", f'{ORDERS}, router="r2:27017"', "0x40"),
+    ("mongodb_replication_shard_map_age_seconds", ORDERS, "5x40"),
+]
+
+
+def sample(name: str, labels: str) -> str:
+    """A series of the exporter's scrape as promtool prints it ('-quoted): `name{job, instance, labels}`; the name
+    is "" where the query drops it."""
+    return f"{name}{{{JOB_INSTANCE}, {labels}}}"
+
+
+def member(name: str, set_name: str, member_name: str) -> str:
+    return sample(name, f"infra='orders', member='{member_name}', set='{set_name}'")
+
+
+# Every shard, top 2 members.
+SHARDED_EXPECTED = {
+    ("Cluster status", "A"): [("{infra='orders'}", 2)],
+    ("Primary", "A"): [("{infra='orders'}", 1)],
+    ("Largest effective lag", "A"): [("{infra='orders'}", 40)],
+    ("Worst lag by shard", "A"): [
+        ("{infra='orders', role='shard', set='shard01', shard='shard01'}", 40),
+        ("{infra='orders', role='shard', set='shard02rs', shard='shard02'}", 6),
+        ("{infra='orders', role='config', set='configRepl', shard='config'}", 0.3),
+    ],
+    ("Sets collected", "A"): [("{infra='orders'}", 3)],
+    ("Sets collected", "B"): [("{infra='orders'}", 1)],
+    ("Draining shards", "A"): [(sample("", "infra='orders', set='shard02rs', shard='shard02'"), 1)],
+    ("Routers", "A"): [
+        (sample("mongodb_replication_router_up", "infra='orders', router='r1:27017'"), 1),
+        (sample("mongodb_replication_router_up", "infra='orders', router='r2:27017'"), 0),
+    ],
+    ("Shard map age", "A"): [(sample("mongodb_replication_shard_map_age_seconds", "infra='orders'"), 5)],
+    ("Set data age", "A"): [
+        (sample("mongodb_replication_set_snapshot_age_seconds", "infra='orders', set='shard03'"), 600),
+        (sample("mongodb_replication_set_snapshot_age_seconds", "infra='orders', set='shard02rs'"), 5),
+    ],
+    ("Effective replication lag per member", "A"): [
+        (member("mongodb_replication_lag_seconds", "shard01", "s1b:27018"), 40),
+        (member("mongodb_replication_lag_seconds", "shard02rs", "s2b:27018"), 6),
+    ],
+    ("Member status", "A"): [
+        (member("mongodb_replication_member_status", "shard01", "s1b:27018"), 2),
+        (member("mongodb_replication_member_status", "shard02rs", "s2b:27018"), 1),
+    ],
+    ("Member state", "A"): [
+        (member("mongodb_replication_member_state", "shard01", "s1b:27018"), 2),
+        (member("mongodb_replication_member_state", "shard02rs", "s2b:27018"), 2),
+    ],
+}
+# shard02 picked: Grafana sends the set variable's All as the one set it lists for that shard. Top 3 members:
+# topk between equal values (two GREEN members for a second place) picks either.
+SHARD02_EXPECTED = {
+    ("Cluster status", "A"): [("{infra='orders'}", 1)],
+    ("Worst lag by shard", "A"): [("{infra='orders', role='shard', set='shard02rs', shard='shard02'}", 6)],
+    ("Sets collected", "A"): [("{infra='orders'}", 1)],
+    ("Sets collected", "B"): [("{infra='orders'}", 0)],
+    ("Effective replication lag per member", "A"): [
+        (member("mongodb_replication_lag_seconds", "shard02rs", "s2b:27018"), 6),
+        (member("mongodb_replication_lag_seconds", "shard02rs", "s2c:27018"), 0.2),
+    ],
+    ("Member status", "A"): [
+        (member("mongodb_replication_member_status", "shard02rs", "s2a:27018"), 0),
+        (member("mongodb_replication_member_status", "shard02rs", "s2b:27018"), 1),
+        (member("mongodb_replication_member_status", "shard02rs", "s2c:27018"), 0),
+    ],
+}
+
+
+def test_the_sharded_panels_answer_right_on_a_simulated_cluster_and_follow_the_shard_picked(tmp_path):
+    every_set = grafana_regex(list(SETS.values()))
+    assert every_set == "(shard01|shard02rs|shard03|configRepl)"
+    every = {(q.panel_title, q.ref_id): q.expr for q in dashboard_queries(infra="orders", set=every_set, top="2")}
+    shard02 = {(q.panel_title, q.ref_id): q.expr for q in dashboard_queries(infra="orders", set="shard02rs", top="3")}
+    assert set(SHARDED_EXPECTED) <= set(every) and set(SHARD02_EXPECTED) <= set(shard02)
+    checks = expected_checks(every, SHARDED_EXPECTED, EVAL_TIME_S)
+    checks += expected_checks(shard02, SHARD02_EXPECTED, EVAL_TIME_S)
+    evaluate_panels(tmp_path, scraped(SHARDED_SERIES), checks)
 
 
 def test_grafana_provisions_the_datasource_and_loads_the_dashboard_folder_compose_mounts():

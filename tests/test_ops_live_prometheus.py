@@ -1,10 +1,12 @@
 """The dashboard and the alert rules against a real Prometheus that scrapes the real exporter.
 
-One stack for the whole module: a simulated 7.0 replica set (mongosim, real clock), `exporter.py` as a subprocess
-polling it every second, and the `prometheus` server (apt) scraping the exporter every second under the job name
+One stack for the whole module: a simulated 7.0 replica set and a simulated sharded cluster (mongosim, real clock),
+one `exporter.py` subprocess for each polling it every second (infra `clusterKeeper` for the set, `orders` for the
+cluster, through its router URI), and one `prometheus` server (apt) scraping both every second under the job name
 the rules select, with the rules of prometheus/alerts.yml loaded (their `for:` shortened, see `shortened_rules`).
+Each test reads one infra, as the dashboard's infra variable does; alerts are told apart by their `infra` label.
 
-The set, as the exporter sees it from its first poll on:
+The replica set, as its exporter sees it from its first poll on:
 
     member 0  PRIMARY
     member 1  SECONDARY 40 s behind                            -> RED: MongoReplicationLagRed and ...LagYellow
@@ -13,13 +15,22 @@ The set, as the exporter sees it from its first poll on:
     member 4  DOWN                                             -> MongoReplicationMemberUnhealthy
     member 5  ARBITER
 
-Prometheus has its first sample some 5 to 6 s after it starts; the module takes about 10 s in all.
+The sharded cluster (two routers, three shards of three members, the config servers):
+
+    router 1                          down                       -> MongoReplicationRouterDown (router 0 answers)
+    shard01  member 1                 SECONDARY 40 s behind      -> MongoReplicationLagRed and ...LagYellow
+    shard02  member 2                 secondaryDelaySecs 3600, 0.5 s effective lag; shard draining  -> no alert
+    shard03  every member             DOWN: the set cannot be polled -> MongoReplicationSetNotCollected
+    configRepl                        healthy                    -> no alert
+
+Prometheus has its first sample some 5 to 6 s after it starts; the module takes about 12 s in all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -35,9 +46,9 @@ from typing import Any
 
 import pytest
 import yaml
-from ops_util import REPO, dashboard_queries, prometheus
+from ops_util import REPO, dashboard_queries, grafana_regex, load_dashboard, prometheus, substitute, variable_queries
 
-from mongosim import ReplicaSet
+from mongosim import ReplicaSet, ShardedCluster
 
 pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
 
@@ -51,6 +62,14 @@ RED_LAG_MS = 40_000
 YELLOW_LAG_MS = 6_000
 DELAY_S = 3600
 DELAYED_LAG_MS = DELAY_S * 1000 + 800
+
+SHARDED_INFRA = "orders"
+LAGGING_SHARD, DRAINING_SHARD, LOST_SHARD = "shard01", "shard02", "shard03"  # mongosim: shard id = set name
+CONFIG_SET = "configRepl"
+SHARD_RED_MEMBER = 1  # of shard01, RED_LAG_MS behind
+SHARD_DELAYED_MEMBER = 2  # of shard02, DELAY_S + 0.5 s behind
+SHARD_DELAYED_LAG_MS = DELAY_S * 1000 + 500
+DOWN_ROUTER = 1
 
 # The real rules wait `for: 90s` (two polls at the production --collect.interval 60) and their group evaluates
 # every 15 s: a test would wait minutes. Here the exporter polls every second, so 2 s still means "more than one
@@ -144,10 +163,14 @@ def start_server(processes: list[subprocess.Popen], args: list[str], log: Path, 
 
 @dataclass(frozen=True)
 class Stack:
+    """What one exporter watches, as the shared Prometheus holds it."""
+
     prometheus_url: str
+    infra: str  # the exporter's infra label: every query and alert of this stack is about it
     exporter: str  # host:port, the scrape target and so the alerts' `instance` label
-    member: dict[int, str]  # _id -> "127.0.0.1:PORT", the exporter's member label
+    member: dict[Any, str]  # _id (plain) or (set, _id) (sharded) -> "127.0.0.1:PORT", the exporter's member label
     logs: tuple[Path, ...]
+    routers: tuple[str, ...] = ()  # sharded: each mongos's "127.0.0.1:PORT", the router label
 
     def api(self, path: str, **params: Any) -> Any:
         """The `data` of a Prometheus HTTP API answer; fails on an error answer."""
@@ -163,11 +186,41 @@ class Stack:
         return "".join(tail(log) for log in self.logs)
 
 
+def start_exporter(processes: list[subprocess.Popen], uri: str, infra: str, log: Path) -> str:
+    """`exporter.py` polling `uri` every second under the infra label `infra`; returns its host:port once its
+    /liveness answers 200 (a poll succeeded, so Prometheus's first scrape already has the data)."""
+    exporter = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, str(REPO / "exporter.py"), "--mongodb.uri", uri, "--infra.label", infra]
+    command += ["--web.listen-address", exporter, "--collect.interval", "1", "--log.level", "debug"]
+    start_server(
+        processes,
+        command,
+        log,
+        f"http://{exporter}/liveness",
+        cwd=REPO,
+        env={**os.environ, "PROMETHEUS_DISABLE_CREATED_SERIES": "True"},
+    )
+    return exporter
+
+
+def start_cluster(cluster: ShardedCluster) -> None:
+    """Start the cluster and give it the faults of the module docstring."""
+    cluster.start()
+    cluster.shard(LAGGING_SHARD).set_lag(SHARD_RED_MEMBER, RED_LAG_MS)
+    cluster.shard(DRAINING_SHARD).set_delay(SHARD_DELAYED_MEMBER, DELAY_S)
+    cluster.shard(DRAINING_SHARD).set_lag(SHARD_DELAYED_MEMBER, SHARD_DELAYED_LAG_MS)
+    cluster.drain_shard(DRAINING_SHARD)
+    for m in cluster.shard(LOST_SHARD).members:
+        cluster.shard(LOST_SHARD).take_down(m.id)
+    cluster.router(DOWN_ROUTER).take_down()
+
+
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stacks() -> Iterator[tuple[Stack, Stack]]:
     prometheus_binary = prometheus()  # fails (never skips) when the apt package is missing
     processes: list[subprocess.Popen] = []
     rs = ReplicaSet(5, arbiter=True, version="7.0", name=SET_NAME)
+    cluster = ShardedCluster(shards=3, routers=2, version="7.0")
     with tempfile.TemporaryDirectory(prefix="replicationlag-live-") as tmp:
         work = Path(tmp)
         try:
@@ -177,26 +230,17 @@ def stack() -> Iterator[Stack]:
             rs.set_delay(DELAYED, DELAY_S)
             rs.set_lag(DELAYED, DELAYED_LAG_MS)
             rs.take_down(DOWN)
+            start_cluster(cluster)
 
-            # /liveness answers 200 once a poll succeeded, so Prometheus's first scrape already has the set.
-            exporter = f"127.0.0.1:{free_port()}"
-            command = [sys.executable, str(REPO / "exporter.py"), "--mongodb.uri", rs.uri]
-            command += ["--web.listen-address", exporter, "--collect.interval", "1", "--log.level", "debug"]
-            start_server(
-                processes,
-                command,
-                work / "exporter.log",
-                f"http://{exporter}/liveness",
-                cwd=REPO,
-                env={**os.environ, "PROMETHEUS_DISABLE_CREATED_SERIES": "True"},
-            )
+            exporter = start_exporter(processes, rs.uri, INFRA, work / "exporter.log")
+            sharded_exporter = start_exporter(processes, cluster.uri, SHARDED_INFRA, work / "exporter-sharded.log")
 
             rules = work / "alerts.yml"
             rules.write_text(yaml.safe_dump(shortened_rules(yaml.safe_load(ALERTS_FILE.read_text()))))
             config = {
                 "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(rules)],
-                "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [exporter]}]}],
+                "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [exporter, sharded_exporter]}]}],
             }
             (work / "prometheus.yml").write_text(yaml.safe_dump(config))
             server = f"127.0.0.1:{free_port()}"
@@ -209,44 +253,79 @@ def stack() -> Iterator[Stack]:
                 f"http://{server}/-/ready",
                 cwd=work,
             )
-            members = {m.id: m.name for m in rs.members}
-            yield Stack(f"http://{server}", exporter, members, (work / "exporter.log", work / "prometheus.log"))
+            logs = (work / "exporter.log", work / "exporter-sharded.log", work / "prometheus.log")
+            plain = Stack(f"http://{server}", INFRA, exporter, {m.id: m.name for m in rs.members}, logs)
+            sets = {shard_id: cluster.shard(shard_id) for shard_id in cluster.shard_ids} | {CONFIG_SET: cluster.config}
+            members = {(name, m.id): m.name for name, s in sets.items() for m in s.members}
+            routers = tuple(r.name for r in cluster.routers)
+            yield plain, Stack(f"http://{server}", SHARDED_INFRA, sharded_exporter, members, logs, routers)
         finally:
             for process in reversed(processes):
                 stop(process)
+            cluster.stop()
             rs.stop()
 
 
-def empty_panels(stack: Stack) -> list[str]:
-    """Every dashboard target that Prometheus answers with no series (instant targets as instant queries, the
-    others as range queries over the last 30 s, as Grafana sends them), named by panel title and refId."""
+@pytest.fixture(scope="module")
+def stack(stacks: tuple[Stack, Stack]) -> Stack:
+    """The plain replica set's stack."""
+    return stacks[0]
+
+
+@pytest.fixture(scope="module")
+def sharded(stacks: tuple[Stack, Stack]) -> Stack:
+    """The sharded cluster's stack."""
+    return stacks[1]
+
+
+# Panels that read what only a sharded cluster has: a plain replica set leaves them empty (and they say so). None
+# is plain-only: in the sharded stack every query must answer (Draining shards because shard02 drains).
+SHARDED_ONLY_PANELS = frozenset({("Routers", "A"), ("Draining shards", "A"), ("Shard map age", "A")})
+PLAIN_ONLY_PANELS: frozenset[tuple[str, str]] = frozenset()
+
+
+def panel_queries(stack: Stack, **values: str) -> dict[tuple[str, str], str]:
+    """The dashboard's queries for this stack's infra (and `values` for the other variables), by (title, refId)."""
+    return {(q.panel_title, q.ref_id): q.expr for q in dashboard_queries(infra=stack.infra, **values)}
+
+
+def empty_panels(stack: Stack) -> dict[tuple[str, str], str]:
+    """Every dashboard target that Prometheus answers with no series for this stack's infra (instant targets as
+    instant queries, the others as range queries over the last 30 s, as Grafana sends them), by (panel title,
+    refId), with its query."""
     now = time.time()
-    empty = []
+    empty = {}
     # Grafana's $__rate_interval is max(4 x scrape interval, $__interval + scrape interval): 4 s at a 1 s scrape.
-    for query in dashboard_queries(infra=".*", set=".*", __rate_interval="4s", __interval="1s"):
+    for query in dashboard_queries(infra=stack.infra, __rate_interval="4s", __interval="1s"):
         if query.instant:
             result = stack.api("/api/v1/query", query=query.expr, time=now)["result"]
         else:
             result = stack.api("/api/v1/query_range", query=query.expr, start=now - 30, end=now, step=1)["result"]
         if not result:
-            empty.append(f"{query.panel_title!r} ({query.ref_id}): {query.expr}")
+            empty[query.panel_title, query.ref_id] = query.expr
     return empty
 
 
-def instant(stack: Stack, expr: str) -> dict[str, float]:
-    """An instant query's samples by their `member` label ("" for none)."""
+def instant(stack: Stack, expr: str, label: str = "member") -> dict[str, float]:
+    """An instant query's samples by their `label` ("" for none)."""
     result = stack.api("/api/v1/query", query=expr)["result"]
-    return {sample["metric"].get("member", ""): float(sample["value"][1]) for sample in result}
+    return {sample["metric"].get(label, ""): float(sample["value"][1]) for sample in result}
+
+
+def wait_for_every_panel(stack: Stack, may_be_empty: frozenset[tuple[str, str]]) -> None:
+    """Until every dashboard query answers for this stack's infra but exactly `may_be_empty`."""
+
+    def every_panel_has_data() -> tuple[bool, str]:
+        empty = empty_panels(stack)
+        return set(empty) == may_be_empty, f"no data for {empty} (only {sorted(may_be_empty)} may be)"
+
+    poll_until(every_panel_has_data, DATA_TIMEOUT_S, "the dashboard's panels did not answer", stack.log_tails)
 
 
 def test_every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_exporter(stack):
-    def every_panel_has_data() -> tuple[bool, str]:
-        empty = empty_panels(stack)
-        return not empty, "no data for " + "; ".join(empty)
+    wait_for_every_panel(stack, SHARDED_ONLY_PANELS)
 
-    poll_until(every_panel_has_data, DATA_TIMEOUT_S, "some dashboard panels stayed empty", stack.log_tails)
-
-    queries = {(q.panel_title, q.ref_id): q.expr for q in dashboard_queries(infra=".*", set=".*")}
+    queries = panel_queries(stack)
     m = stack.member
     assert instant(stack, queries["Cluster status", "A"]) == {"": 2}  # RED
     assert instant(stack, queries["Members down or unhealthy", "A"]) == {"": 1}
@@ -271,23 +350,49 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_
     assert instant(stack, queries["Exporter restarts (24 h)", "A"]) == {"": 0}
 
 
+def alert_key(labels: dict[str, str]) -> tuple[str, str]:
+    """(alertname, what it is about): the member, else the router, else the set, else ""."""
+    return labels["alertname"], labels.get("member") or labels.get("router") or labels.get("set", "")
+
+
+def ours(stack: Stack, labels: dict[str, str]) -> bool:
+    """An alert about this stack's infra, or about the scrape job as a whole (ExporterDown has no infra)."""
+    return labels.get("infra", stack.infra) == stack.infra
+
+
 def active_alerts(stack: Stack) -> dict[tuple[str, str], dict]:
-    """Prometheus's pending and firing alerts now (/api/v1/alerts), by (alertname, member)."""
+    """Prometheus's pending and firing alerts now (/api/v1/alerts) for this stack, by `alert_key`."""
     return {
-        (alert["labels"]["alertname"], alert["labels"].get("member", "")): alert
+        alert_key(alert["labels"]): alert
         for alert in stack.api("/api/v1/alerts")["alerts"]
+        if ours(stack, alert["labels"])
     }
 
 
 def alert_history(stack: Stack) -> dict[tuple[str, str], set[str]]:
-    """Every alert that was pending or firing since Prometheus started, by (alertname, member), with the states it
-    was seen in: the rule manager writes each evaluation's active alerts to the ALERTS series (from its third
-    evaluation on, once it has restored the `for:` state; the exporter's first sample comes later than that)."""
+    """Every alert of this stack that was pending or firing since Prometheus started, by `alert_key`, with the
+    states it was seen in: the rule manager writes each evaluation's active alerts to the ALERTS series (from its
+    third evaluation on, once it has restored the `for:` state; the exporters' first samples come later than that)."""
     history: dict[tuple[str, str], set[str]] = {}
     for sample in stack.api("/api/v1/query", query="last_over_time(ALERTS[10m])")["result"]:
         labels = sample["metric"]
-        history.setdefault((labels["alertname"], labels.get("member", "")), set()).add(labels["alertstate"])
+        if ours(stack, labels):
+            history.setdefault(alert_key(labels), set()).add(labels["alertstate"])
     return history
+
+
+def assert_only_these_went_pending_then_fired(stack: Stack, expected: set[tuple[str, str]]) -> None:
+    """Each of `expected` went pending before it fired, and no other alert of this stack was active at any time
+    since Prometheus started but one: Prometheus scrapes for the first time some 5 s after it starts, and until then
+    absent(up{job=...}) is true, so the shortened MongoReplicationExporterDown fires (the real rule's `for: 1m`
+    waits that out). It must have ended before the first scrape."""
+    history = alert_history(stack)
+    history.pop(("MongoReplicationExporterDown", ""), None)
+    assert history == {key: {"pending", "firing"} for key in expected}
+    first_scrape = min(sample_times(stack, f'up{{job="{JOB}"}}'))
+    assert [
+        t for t in sample_times(stack, 'ALERTS{alertname="MongoReplicationExporterDown"}') if t >= first_scrape
+    ] == []
 
 
 def sample_times(stack: Stack, selector: str) -> list[float]:
@@ -317,17 +422,7 @@ def test_lag_and_member_alerts_go_pending_then_fire_for_the_right_members_and_no
 
     alerts = active_alerts(stack)
     assert set(alerts) == expected, "an alert is active that the set's state does not call for"
-    # Each went pending before it fired, and no other alert was active at any time since Prometheus started but
-    # one: Prometheus scrapes for the first time some 5 s after it starts, and until then absent(up{job=...}) is
-    # true, so the shortened MongoReplicationExporterDown fires (the real rule's `for: 1m` waits that out). It
-    # must have ended before the first scrape.
-    history = alert_history(stack)
-    history.pop(("MongoReplicationExporterDown", ""), None)
-    assert history == {key: {"pending", "firing"} for key in expected}
-    first_scrape = min(sample_times(stack, f'up{{job="{JOB}"}}'))
-    assert [
-        t for t in sample_times(stack, 'ALERTS{alertname="MongoReplicationExporterDown"}') if t >= first_scrape
-    ] == []
+    assert_only_these_went_pending_then_fired(stack, expected)
 
     red = alerts["MongoReplicationLagRed", m[RED]]
     assert red["labels"] == {
@@ -356,6 +451,134 @@ def test_a_delayed_member_behind_by_its_delay_raises_no_alert_though_its_raw_lag
     assert instant(stack, "mongodb_replication_member_delay_seconds")[m[DELAYED]] == DELAY_S
     assert instant(stack, "mongodb_replication_lag_seconds")[m[DELAYED]] == 0.8
     assert [key for key in alert_history(stack) if key[1] == m[DELAYED]] == []
+
+
+def test_in_sharded_mode_every_dashboard_query_returns_data_and_the_shard_panels_name_the_right_shards(sharded):
+    wait_for_every_panel(sharded, PLAIN_ONLY_PANELS)
+
+    queries = panel_queries(sharded)
+    m = sharded.member
+    # Worst first, each set with its shard id and role; the lost shard has no lag, so no row.
+    rows = [
+        (s["metric"].get("shard"), s["metric"]["set"], s["metric"]["role"], float(s["value"][1]))
+        for s in sharded.api("/api/v1/query", query=queries["Worst lag by shard", "A"])["result"]
+    ]
+    assert rows == [
+        (LAGGING_SHARD, LAGGING_SHARD, "shard", RED_LAG_MS / 1000),
+        (DRAINING_SHARD, DRAINING_SHARD, "shard", (SHARD_DELAYED_LAG_MS - DELAY_S * 1000) / 1000),
+        ("config", CONFIG_SET, "config", 0),
+    ]
+    assert instant(sharded, queries["Cluster status", "A"]) == {"": 2}  # RED: shard01's member, and shard03
+    assert instant(sharded, queries["Largest effective lag", "A"]) == {"": RED_LAG_MS / 1000}
+    assert instant(sharded, queries["Sets collected", "A"]) == {"": 3}
+    assert instant(sharded, queries["Sets collected", "B"]) == {"": 1}
+    assert instant(sharded, queries["Draining shards", "A"], "shard") == {DRAINING_SHARD: 1}
+    assert instant(sharded, queries["Routers", "A"], "router") == {
+        router: 0 if i == DOWN_ROUTER else 1 for i, router in enumerate(sharded.routers)
+    }
+    assert instant(sharded, queries["Shard map age", "A"])[""] < 5
+    assert set(instant(sharded, queries["Set data age", "A"], "set")) == {LAGGING_SHARD, DRAINING_SHARD, CONFIG_SET}
+    # Every shard's secondaries and the config servers', none of the lost shard's (fewer than the top 10).
+    assert instant(sharded, queries["Effective replication lag per member", "A"]) == {
+        m[LAGGING_SHARD, 1]: RED_LAG_MS / 1000,
+        m[LAGGING_SHARD, 2]: 0,
+        m[DRAINING_SHARD, 1]: 0,
+        m[DRAINING_SHARD, 2]: (SHARD_DELAYED_LAG_MS - DELAY_S * 1000) / 1000,
+        m[CONFIG_SET, 1]: 0,
+        m[CONFIG_SET, 2]: 0,
+    }
+    assert instant(sharded, queries["Delayed members: raw lag against configured delay", "A"]) == {
+        m[DRAINING_SHARD, SHARD_DELAYED_MEMBER]: SHARD_DELAYED_LAG_MS / 1000
+    }
+
+
+def variable_values(stack: Stack, name: str, **values: str) -> list[str]:
+    """What Grafana lists for the dashboard's query variable `name` (a label_values(selector, label)), for this
+    stack's infra and `values` of the variables it depends on: the label's values on the matching series."""
+    query = substitute(variable_queries(load_dashboard())[name], {"infra": stack.infra, **values})
+    selector, label = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query).groups()
+    return sorted(stack.api(f"/api/v1/label/{label}/values", **{"match[]": selector}))
+
+
+def test_the_shard_variable_lists_the_shards_and_picking_one_narrows_the_sets_and_the_member_panels(stack, sharded):
+    wait_for_every_panel(sharded, PLAIN_ONLY_PANELS)
+    every_set = sorted([LAGGING_SHARD, DRAINING_SHARD, LOST_SHARD, CONFIG_SET])
+    assert variable_values(sharded, "shard") == ["config", LAGGING_SHARD, DRAINING_SHARD, LOST_SHARD]
+    assert variable_values(sharded, "set", shard=".*") == every_set  # All: ".*"
+    assert variable_values(sharded, "set", shard=LAGGING_SHARD) == [LAGGING_SHARD]
+    assert variable_values(sharded, "set", shard="config") == [CONFIG_SET]
+    # A plain set has no shard label: only All (".*") is offered, and it lists the set.
+    assert variable_values(stack, "shard") == []
+    assert variable_values(stack, "set", shard=".*") == [SET_NAME]
+
+    # shard01 picked: Grafana sends the set variable's All as the sets it lists, here shard01 alone.
+    picked = panel_queries(sharded, set=grafana_regex(variable_values(sharded, "set", shard=LAGGING_SHARD)))
+    m = sharded.member
+    assert instant(sharded, picked["Effective replication lag per member", "A"]) == {
+        m[LAGGING_SHARD, 1]: RED_LAG_MS / 1000,
+        m[LAGGING_SHARD, 2]: 0,
+    }
+    assert set(instant(sharded, picked["Member state", "A"])) == {m[LAGGING_SHARD, i] for i in range(3)}
+    assert instant(sharded, picked["Worst lag by shard", "A"], "shard") == {LAGGING_SHARD: RED_LAG_MS / 1000}
+    assert instant(sharded, picked["Sets collected", "B"]) == {"": 0}
+    # The plain set's All, sent as its one set, answers as ".*" does.
+    plain = panel_queries(stack, set=grafana_regex(variable_values(stack, "set", shard=".*")))
+    assert instant(stack, plain["Effective replication lag per member", "A"]) == instant(
+        stack, panel_queries(stack)["Effective replication lag per member", "A"]
+    )
+
+
+def test_per_set_alerts_fire_for_the_lagging_shard_the_lost_shard_and_the_down_router_and_nothing_else(sharded):
+    m = sharded.member
+    red_member = m[LAGGING_SHARD, SHARD_RED_MEMBER]
+    down_router = sharded.routers[DOWN_ROUTER]
+    expected = {
+        ("MongoReplicationLagRed", red_member),
+        ("MongoReplicationLagYellow", red_member),
+        ("MongoReplicationSetNotCollected", LOST_SHARD),
+        ("MongoReplicationRouterDown", down_router),
+    }
+    wait_until_firing(sharded, expected)
+
+    alerts = active_alerts(sharded)
+    assert set(alerts) == expected, "an alert is active that the cluster's state does not call for"
+    assert_only_these_went_pending_then_fired(sharded, expected)  # nothing for shard02, the config servers, ...
+
+    scrape = {"infra": SHARDED_INFRA, "instance": sharded.exporter, "job": JOB}
+    red = alerts["MongoReplicationLagRed", red_member]
+    assert red["labels"] == {
+        "alertname": "MongoReplicationLagRed",
+        "severity": "critical",
+        "set": LAGGING_SHARD,
+        "member": red_member,
+        **scrape,
+    }
+    assert red["annotations"]["summary"] == (
+        f"MongoDB member {red_member} of {LAGGING_SHARD} (replica set {LAGGING_SHARD}) lags 40s"
+    )
+    lost = alerts["MongoReplicationSetNotCollected", LOST_SHARD]
+    assert lost["labels"] == {
+        "alertname": "MongoReplicationSetNotCollected",
+        "severity": "critical",
+        "set": LOST_SHARD,
+        "shard": LOST_SHARD,
+        "role": "shard",
+        **scrape,
+    }
+    assert lost["annotations"]["summary"] == f"MongoDB {LOST_SHARD} (replica set {LOST_SHARD}) is not collected"
+    assert lost["annotations"]["description"].startswith(
+        f"replicationlag has failed to poll replica set {LOST_SHARD} (infra {SHARDED_INFRA}) for two polls in a "
+        "row; it has not been collected since the exporter started."
+    )
+    router = alerts["MongoReplicationRouterDown", down_router]
+    assert router["labels"] == {
+        "alertname": "MongoReplicationRouterDown",
+        "severity": "warning",
+        "router": down_router,
+        **scrape,
+    }
+    assert router["annotations"]["summary"] == f"mongos router {down_router} of infra {SHARDED_INFRA} does not answer"
+    assert "; 1 of 2 routers answer." in router["annotations"]["description"]
 
 
 def test_prometheus_loaded_the_projects_rules_with_only_for_and_the_interval_shortened(stack):

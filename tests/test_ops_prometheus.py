@@ -94,6 +94,36 @@ def test_the_alert_rules_pass_their_unit_tests():
             "expr: mongodb_replication_up == 0\n        for: 90s",
             "expr: mongodb_replication_up == 0",
         ),
+        (
+            "a plain replica set's failed polls alarmed as a set not collected (NoFreshData already says it)",
+            'mongodb_replication_set_info{role!="replica_set"})',
+            "mongodb_replication_set_info)",
+        ),
+        (
+            "a set not collected alarmed after one failed poll",
+            '(mongodb_replication_set_info{role!="replica_set"})\n        for: 90s',
+            '(mongodb_replication_set_info{role!="replica_set"})',
+        ),
+        (
+            "every set alarmed as not collected, the healthy ones too",
+            "(mongodb_replication_set_up == 0)",
+            "(mongodb_replication_set_up >= 0)",
+        ),
+        (
+            "a router restart alarmed",
+            "expr: mongodb_replication_router_up == 0\n        for: 90s",
+            "expr: mongodb_replication_router_up == 0",
+        ),
+        (
+            "one failed read of the shard map alarmed",
+            "mongodb_replication_shard_map_age_seconds >= 180",
+            "mongodb_replication_shard_map_age_seconds >= 120",
+        ),
+        (
+            "summaries no longer name the shard",
+            '{{ $set = printf "%s (replica set %s)" .Labels.shard $labels.set }}',
+            "{{ $set = $labels.set }}",
+        ),
     ],
 )
 def test_the_unit_tests_fail_when_a_rule_is_weakened(tmp_path, weakening, old, new):
