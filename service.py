@@ -24,7 +24,7 @@ from poller import Poller, PollScheduler
 from reader import SetReader
 from source import ReplicaSetSource
 from store import SnapshotStore
-from webconfig import load_web_config
+from webconfig import WebAccess
 
 MAX_BODY_BYTES = httpserver.DEFAULT_MAX_BODY_BYTES  # the same cap for the app and the server, given to both
 
@@ -64,7 +64,7 @@ def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.m
 
     `monotonic` is the store's clock for the data age (tests move it). Raises before anything runs.
     """
-    web_config = load_web_config(settings.web_config_file)
+    access = WebAccess(settings.web_config_file)
 
     def connect() -> Connection:
         return Connection(settings.uri, settings.timeout_s, settings.scrub, interval_s=settings.interval_s)
@@ -77,12 +77,11 @@ def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.m
         store,
         registry,
         max_body_bytes=MAX_BODY_BYTES,
-        auth=web_config.basic_auth(),
-        open_paths=web_config.excluded_paths,
+        access=access,
     )
     try:
         server = httpserver.Server(
-            app, settings.listen_host, settings.listen_port, max_body_bytes=MAX_BODY_BYTES, tls=web_config.tls
+            app, settings.listen_host, settings.listen_port, max_body_bytes=MAX_BODY_BYTES, tls=access.config.tls
         )
     except OSError:
         source.close(0)

@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "page": {"bridge", "kinds", "replset", "store"},
     "metrics": {"kinds", "replset", "store"},
     "httpserver": set(),
-    "web": {"bridge", "httpserver", "metrics", "page", "store"},
+    "web": {"bridge", "httpserver", "metrics", "page", "store", "webconfig"},
     "config": set(),
     "webconfig": set(),
     "logs": {"config"},

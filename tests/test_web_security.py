@@ -21,7 +21,9 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from contextlib import redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,16 @@ import exporter
 import httpserver
 import web
 from metrics import build_registry
-from webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
+from webconfig import (
+    FAILURE_BURST,
+    BasicAuth,
+    LoginLimiter,
+    Verdict,
+    WebAccess,
+    WebConfig,
+    WebConfigError,
+    load_web_config,
+)
 
 ZP = "/mhp.zeroproblem.mongo.replcationlag"
 USER, PASSWORD = "prometheus", "s3cret-Scrape"
@@ -333,13 +344,23 @@ def test_the_exporter_stops_at_start_with_one_clear_line_and_status_1(pki, tmp_p
 # --- Credentials ------------------------------------------------------------------------------------------------
 
 
-def test_a_scraper_pays_bcrypt_once_and_a_wrong_password_is_remembered_too():
-    auth = BasicAuth({USER: HASH.encode()})
+class ManualClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_scraper_pays_bcrypt_once_and_every_wrong_password_pays_it_again():
+    auth = BasicAuth({USER: HASH.encode()}, limiter=LoginLimiter(burst=100))
 
     assert all(auth(USER, PASSWORD) for _ in range(5))
     assert not any(auth(USER, "wrong") for _ in range(5))
 
-    assert auth.bcrypt_runs == 2
+    assert auth.bcrypt_runs == 1 + 5
 
 
 def test_an_unknown_user_costs_a_bcrypt_like_a_known_one_and_is_refused():
@@ -349,15 +370,56 @@ def test_an_unknown_user_costs_a_bcrypt_like_a_known_one_and_is_refused():
     assert auth.bcrypt_runs == 1
 
 
-def test_the_verdict_cache_is_bounded_and_forgets_the_least_recently_used():
-    auth = BasicAuth({USER: HASH.encode()}, cache_size=2)
+def test_the_cache_of_accepted_credentials_is_bounded_and_forgets_the_least_recently_used():
+    other = bcrypt.hashpw(b"other", bcrypt.gensalt(rounds=4))
+    auth = BasicAuth({USER: HASH.encode(), "other": other}, cache_size=1)
 
-    auth(USER, PASSWORD)
-    auth(USER, "wrong-1")
-    auth(USER, "wrong-2")  # evicts the first
-    assert auth.bcrypt_runs == 3
     assert auth(USER, PASSWORD)
+    assert auth("other", "other")  # evicts the first
+    assert auth(USER, PASSWORD)
+    assert auth.bcrypt_runs == 3
+
+
+def test_wrong_passwords_are_not_remembered_so_they_cannot_evict_a_scrapers_credential():
+    auth = BasicAuth({USER: HASH.encode()}, cache_size=2)
+    assert auth(USER, PASSWORD)
+    runs = auth.bcrypt_runs
+
+    for attempt in range(3):  # more distinct wrong passwords than the cache holds
+        assert not auth(USER, f"wrong-{attempt}")
+
+    assert auth(USER, PASSWORD)
+    assert auth.bcrypt_runs == runs + 3  # the scraper's credential was still remembered: no bcrypt for it
+
+
+def test_a_client_out_of_failure_budget_is_throttled_without_bcrypt_until_its_budget_refills():
+    clock = ManualClock()
+    auth = BasicAuth({USER: HASH.encode()}, limiter=LoginLimiter(burst=3, refill_s=2.0, now=clock))
+
+    verdicts = [auth.check(USER, f"guess-{n}", "10.0.0.9").verdict for n in range(5)]
+    throttled = auth.check(USER, PASSWORD, "10.0.0.9")
+    other_client = auth.check(USER, "typo", "10.0.0.7")
+    clock.now += 2.0
+
+    assert verdicts == [Verdict.DENIED] * 3 + [Verdict.THROTTLED] * 2
+    assert throttled == (Verdict.THROTTLED, 2.0)  # even the right password waits: nothing was checked
+    assert other_client.verdict is Verdict.DENIED  # budgets are per client
     assert auth.bcrypt_runs == 4
+    assert auth.check(USER, PASSWORD, "10.0.0.9").verdict is Verdict.ALLOWED  # one unit refilled
+
+
+def test_a_known_credential_needs_no_budget_and_no_bcrypt_slot():
+    limiter = LoginLimiter(burst=1, refill_s=3600)
+    auth = BasicAuth({USER: HASH.encode()}, limiter=limiter)
+    assert auth(USER, PASSWORD, "10.0.0.1")
+    assert not auth(USER, "wrong", "10.0.0.1")  # the client's budget is spent
+    assert limiter.begin("10.0.0.2") == 0.0  # another client's check holds the only bcrypt slot now
+
+    try:
+        assert auth.check(USER, "someone-else", "10.0.0.3") == (Verdict.THROTTLED, 1.0)  # busy: refused at once
+        assert auth.check(USER, PASSWORD, "10.0.0.1").verdict is Verdict.ALLOWED
+    finally:
+        limiter.end("10.0.0.2", failed=False)
 
 
 def test_user_and_password_are_not_confused_at_their_boundary():
@@ -399,17 +461,11 @@ def serve_config(tmp_path):
     running: list[httpserver.Server] = []
 
     def start(text: str, *, threads: int = 2, **options) -> httpserver.Server:
-        config = load_web_config(write_config(tmp_path, text, f"web-{len(running)}.yml"))
+        access = WebAccess(write_config(tmp_path, text, f"web-{len(running)}.yml"))
         store, _ = make_store(healthy_set(1_239))
-        app = web.create_app(
-            store,
-            build_registry(store),
-            max_body_bytes=200_000,
-            auth=config.basic_auth(),
-            open_paths=config.excluded_paths,
-        )
+        app = web.create_app(store, build_registry(store), max_body_bytes=200_000, access=access)
         server = httpserver.serve(
-            app, "127.0.0.1", 0, threads=threads, max_body_bytes=200_000, tls=config.tls, **options
+            app, "127.0.0.1", 0, threads=threads, max_body_bytes=200_000, tls=access.config.tls, **options
         )
         running.append(server)
         return server
@@ -645,6 +701,77 @@ def test_an_oversized_body_over_tls_is_refused_with_413_before_it_is_sent(pki, s
 
     assert reply.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
     assert b"Traceback" not in reply and b"waitress" not in reply
+
+
+FLOOD_CONNECTIONS = 20
+
+
+def plain_get(port: int, headers: dict[str, str], timeout_s: float = CLIENT_TIMEOUT_S) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        connection.request("GET", "/metrics", headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_a_scraper_whose_credential_is_known_is_served_while_20_connections_send_wrong_passwords(serve_config):
+    """Issue 15.1: each distinct wrong password costs a bcrypt on a worker thread. With a realistic cost (12 here,
+    0.27 s on the test machine) 20 connections guessing kept every worker busy and the scraper waited seconds."""
+    costly = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=12)).decode()
+    server = serve_config(f"basic_auth_users:\n  {USER}: {costly}\n", threads=4)
+    assert plain_get(server.port, credentials()) == 200  # the scraper's first scrape pays its bcrypt once
+    stop = threading.Event()
+    seen: Counter = Counter()
+
+    def guess(worker: int) -> None:
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            try:
+                seen[plain_get(server.port, credentials(password=f"guess-{worker}-{attempt}"), 30)] += 1
+            except OSError:
+                seen["error"] += 1
+
+    flood = [threading.Thread(target=guess, args=(n,), daemon=True) for n in range(FLOOD_CONNECTIONS)]
+    for thread in flood:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum(seen.values()) < FLOOD_CONNECTIONS and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the flood is in full swing
+        for _ in range(10):
+            assert plain_get(server.port, credentials(), timeout_s=1.0) == 200
+    finally:
+        stop.set()
+        for thread in flood:
+            thread.join(60)
+    assert set(seen) <= {401, 429}, seen
+    assert seen[429] > 0  # the flood was told to wait, not checked
+
+
+def test_a_client_over_its_failure_budget_gets_a_json_429_with_retry_after_and_no_data(serve_config):
+    server = serve_config(users_yaml())
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT_S)
+    try:
+        statuses = []
+        for attempt in range(FAILURE_BURST + 1):
+            connection.request("GET", "/metrics", headers=credentials(password=f"guess-{attempt}"))
+            response = connection.getresponse()
+            statuses.append(response.status)
+            body = response.read()
+    finally:
+        connection.close()
+
+    assert statuses == [401] * FAILURE_BURST + [429]
+    assert 1 <= int(response.headers["Retry-After"]) <= 2
+    assert json.loads(body) == {
+        "error": "too many requests",
+        "status": 429,
+        "detail": f"too many failed logins: retry in {response.headers['Retry-After']} s",
+    }
 
 
 # --- The exporter process ---------------------------------------------------------------------------------------
