@@ -20,12 +20,11 @@ from __future__ import annotations
 import base64
 import json
 import math
-from http import HTTPStatus
 
 import bottle
 
 import bridge
-from httpserver import DEFAULT_MAX_BODY_BYTES
+from httpserver import COMMON_HEADERS, DEFAULT_MAX_BODY_BYTES, error_document
 from metrics import render
 from page import ZERO_PROBLEM_PATH, render_status_page
 from store import SnapshotStore
@@ -34,10 +33,6 @@ from webconfig import Verdict, WebAccess
 READ = ["GET", "HEAD"]  # listed explicitly so that a 405's Allow header names HEAD too
 
 _CHALLENGE = 'Basic realm="replicationlag", charset="UTF-8"'
-_COMMON_HEADERS = {
-    "Cache-Control": "no-store",  # every answer describes "now"; a cached one would lie
-    "X-Content-Type-Options": "nosniff",
-}
 # The status page has no script and loads nothing: forbid both, allow only its own inline style.
 _PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; frame-ancestors 'none'"
 
@@ -134,18 +129,15 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     return (user, password) if colon else None
 
 
-def _error_document(error: bottle.HTTPError) -> str:
+def _error_document(error: bottle.HTTPError) -> bytes:
     # Bottle's own texts may quote the request (404) or carry the exception (500): say only the status.
-    code = error.status_code
-    document = {"error": HTTPStatus(code).phrase.lower(), "status": code}
-    if isinstance(error, _ClientError):
-        document["detail"] = error.body
     _set_common_headers()
-    return _json(document)
+    bottle.response.content_type = "application/json"
+    return error_document(error.status_code, error.body if isinstance(error, _ClientError) else None)
 
 
 def _set_common_headers() -> None:
-    for name, value in _COMMON_HEADERS.items():
+    for name, value in COMMON_HEADERS.items():
         bottle.response.set_header(name, value)
 
 

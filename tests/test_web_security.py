@@ -590,9 +590,10 @@ def test_credentials_without_tls_work_on_plain_http_too(serve_config):
 def test_a_plain_http_request_to_the_https_port_gets_a_400_and_no_data(secured):
     reply = raw_exchange(secured.port, b"GET /liveness HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 
-    assert reply.startswith(b"HTTP/1.0 400 Bad Request\r\n")
-    assert reply.endswith(b"\r\n\r\nThis server speaks HTTPS only.\n")
-    assert b"status" not in reply
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400 Bad Request\r\n")
+    assert b"Content-Type: application/json" in head
+    assert json.loads(body) == {"error": "bad request", "status": 400, "detail": "this server speaks HTTPS only"}
 
 
 def test_a_client_that_does_not_trust_the_server_certificate_gets_no_connection(secured):
@@ -701,6 +702,11 @@ def test_an_oversized_body_over_tls_is_refused_with_413_before_it_is_sent(pki, s
 
     assert reply.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
     assert b"Traceback" not in reply and b"waitress" not in reply
+    assert json.loads(reply.partition(b"\r\n\r\n")[2]) == {
+        "error": "request entity too large",
+        "status": 413,
+        "detail": "request body larger than 200000 bytes",
+    }
 
 
 FLOOD_CONNECTIONS = 20
