@@ -200,8 +200,16 @@ class _TLSChannel(_Channel):
     channel reads and writes through TLS and waitress parses requests exactly as on a plain socket. A peer
     that stalls anywhere is closed by waitress's idle sweep like any other idle connection.
 
-    Reads and writes of one TLS session never overlap: waitress does not read from a channel while a request
-    is being served or output is pending, and every write holds the channel's outbuf lock.
+    Every TLS operation of a session runs on the event-loop thread, so SSL_read and SSL_write never meet on one
+    SSL object. Waitress itself writes from task threads too: `write_soon` flushes big answers, and `service`
+    sends a 100 Continue that had to wait for an earlier answer while the loop may be reading. Here a flush
+    asked for on another thread only leaves the bytes queued; waitress pulls the trigger in each of those
+    places, so the loop writes them at once.
+
+    OpenSSL may need the other direction to progress: a read that must write first (WANT_WRITE: a TLS 1.3
+    KeyUpdate reply while the send buffer is full) waits for writability and is retried then; a write that must
+    read first (WANT_READ) waits for readability. Neither is reported as ready meanwhile, so the loop neither
+    stalls nor spins. A session ends with a close_notify, so a client can tell the end from a truncation.
     """
 
     tls_context: ssl.SSLContext
@@ -210,25 +218,42 @@ class _TLSChannel(_Channel):
         self._tls_open = False
         self._tls_wrapped = False
         self._handshake_wants_write = False
+        self._read_wants_write = False
+        self._write_wants_read = False
+        self._loop_thread = threading.get_ident()  # channels are made by the accepting loop
         super().__init__(server, sock, addr, adj, map)
 
     def readable(self) -> bool:
-        return super().readable() if self._tls_open else not self.will_close
+        if not self._tls_open:
+            return not self.will_close
+        if self._read_wants_write:
+            return False
+        return self._write_wants_read or super().readable()
 
     def writable(self) -> bool:
-        if self._tls_open:
-            return super().writable()
-        return self._handshake_wants_write or self.will_close
+        if not self._tls_open:
+            return self._handshake_wants_write or self.will_close
+        if self._read_wants_write:
+            return True
+        return not self._write_wants_read and super().writable()
 
     def handle_read(self) -> None:
         if not self._tls_open and not self._advance_handshake():
             return
+        if self._write_wants_read:  # the peer sent what the pending write was waiting for
+            self._write_wants_read = False
+            self.handle_write()
+            return
+        self._read_wants_write = False
         try:
             data = self.socket.recv(self.adj.recv_bytes)
             # A TLS record can hold more than one recv: what it decrypted is not visible to poll(), so take it now.
             while data and (pending := self.socket.pending()):
                 data += self.socket.recv(pending)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        except ssl.SSLWantReadError:
+            return
+        except ssl.SSLWantWriteError:
+            self._read_wants_write = True  # retried by handle_write once the socket can take bytes
             return
         except OSError:
             self.handle_close()
@@ -240,20 +265,50 @@ class _TLSChannel(_Channel):
         self.received(data)
 
     def handle_write(self) -> None:
-        if self._tls_open:
-            super().handle_write()
-        elif self.will_close:
-            self.handle_close()
-        else:
-            self._advance_handshake()
+        if not self._tls_open:
+            if self.will_close:
+                self.handle_close()
+            else:
+                self._advance_handshake()
+            return
+        if self._read_wants_write:
+            self.handle_read()
+            if self._read_wants_write or not self.connected:
+                return
+        super().handle_write()
 
     def send(self, data, do_close: bool = True) -> int:
         if not self._tls_open:
             return 0
         try:
             return super().send(data, do_close)
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            return 0  # the session needs the socket to drain (or a read) first; waitress retries the same bytes
+        except ssl.SSLWantWriteError:
+            return 0  # the socket is full; waitress retries the same bytes when it is writable
+        except ssl.SSLWantReadError:
+            self._write_wants_read = True  # retried by handle_read once the peer has sent something
+            return 0
+
+    def _flush_some(self, do_close: bool = True) -> bool:
+        if threading.get_ident() != self._loop_thread:
+            return False  # a task thread: the bytes stay queued and the trigger it pulls makes the loop send them
+        with self.outbuf_lock:  # the loop's own flushes too, so that a task never appends mid-flush
+            return super()._flush_some(do_close)
+
+    def handle_close(self) -> None:  # waitress's way out (answered, idle, broken); it bypasses close()
+        self._send_close_notify()
+        super().handle_close()
+
+    def close(self) -> None:  # the server's way out when it stops
+        self._send_close_notify()
+        super().close()
+
+    def _send_close_notify(self) -> None:
+        if self._tls_open:
+            self._tls_open = False
+            # SSL_shutdown's first step only: send ours, do not wait for the peer's. On a full or broken socket
+            # there is nothing more to do than close it.
+            with contextlib.suppress(OSError, ValueError):
+                self.socket.unwrap()
 
     def _advance_handshake(self) -> bool:
         """One step of the TLS handshake; True once the channel is open for HTTP."""

@@ -460,8 +460,10 @@ def serve_config(tmp_path):
     """Starts the real server for a web config text, as exporter.py wires it; closes them all at the end."""
     running: list[httpserver.Server] = []
 
-    def start(text: str, *, threads: int = 2, **options) -> httpserver.Server:
+    def start(text: str, *, threads: int = 2, sslsocket_class: type | None = None, **options) -> httpserver.Server:
         access = WebAccess(write_config(tmp_path, text, f"web-{len(running)}.yml"))
+        if sslsocket_class is not None:
+            access.config.tls.sslsocket_class = sslsocket_class
         store, _ = make_store(healthy_set(1_239))
         app = web.create_app(store, build_registry(store), max_body_bytes=200_000, access=access)
         server = httpserver.serve(
@@ -707,6 +709,167 @@ def test_an_oversized_body_over_tls_is_refused_with_413_before_it_is_sent(pki, s
         "status": 413,
         "detail": "request body larger than 200000 bytes",
     }
+
+
+# --- The TLS channel inside waitress (issue 15.2) ----------------------------------------------------------------
+
+
+class WatchedSSLSocket(ssl.SSLSocket):
+    """The server's TLS sockets (installed through `SSLContext.sslsocket_class`), recording which thread runs each
+    TLS operation and whether two ever run at once on one session (OpenSSL forbids that on one SSL object)."""
+
+    threads: set[str]
+    overlaps: list[str]
+
+    def _watch(self, operation: str, call, *args):
+        busy = self.__dict__.setdefault("_busy", [])
+        if busy:
+            type(self).overlaps.append(f"{operation} during {busy[0]}")
+        busy.append(f"{operation} on {threading.current_thread().name}")
+        type(self).threads.add(threading.current_thread().name)
+        try:
+            return call(*args)
+        finally:
+            busy.pop()
+
+    def do_handshake(self, *args):
+        return self._watch("handshake", super().do_handshake, *args)
+
+    def recv(self, *args):
+        return self._watch("read", super().recv, *args)
+
+    def send(self, *args):
+        return self._watch("write", super().send, *args)
+
+    def unwrap(self):
+        return self._watch("close_notify", super().unwrap)
+
+
+def watched(base: type = WatchedSSLSocket, **attributes) -> type:
+    """A fresh subclass with its own records, so tests do not share them."""
+    return type("Watched", (base,), {"threads": set(), "overlaps": [], **attributes})
+
+
+def read_until(sock: socket.socket, marker: bytes, count: int = 1) -> bytes:
+    reply = b""
+    while reply.count(marker) < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed after {reply!r}"
+        reply += chunk
+    return reply
+
+
+def authorization() -> bytes:
+    return b"".join(f"{k}: {v}\r\n".encode() for k, v in credentials().items())
+
+
+def test_tls_reads_and_writes_stay_on_the_event_loop_thread_even_for_a_100_continue_sent_after_a_request(
+    pki, serve_config
+):
+    """Issue 15.2c. Waitress sends a 100 Continue that had to wait for an earlier request's answer from the task
+    thread that served that request (HTTPChannel.service -> send_continue -> _flush_some), while the loop thread
+    may be reading the same session: SSL_read and SSL_write at once on one SSL object. This test shows the write
+    from the task thread; the overlap itself is a race of a few microseconds that no test can make certain."""
+    socket_class = watched()
+    server = serve_config(tls_yaml(pki) + users_yaml(), sslsocket_class=socket_class)
+    first = b"GET /liveness HTTP/1.1\r\nHost: x\r\n" + authorization() + b"\r\n"
+    second = (
+        b"PUT " + ZP.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n"
+        b"Connection: close\r\n" + authorization() + b"\r\n"
+    )
+
+    with tls_socket(server, client_context(pki)) as tls:
+        tls.sendall(first + second)  # the second request's headers arrive while the first is being served
+        reply = read_until(tls, b"HTTP/1.1 100 Continue\r\n\r\n")
+        tls.sendall(b"{}")
+        reply += read_all(tls)
+
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2 and b"100 Continue" in reply
+    assert socket_class.threads == {"http"}, socket_class.threads  # the loop thread only (serve() names it)
+    assert socket_class.overlaps == []
+
+
+class ReadNeedsWrite(WatchedSSLSocket):
+    """Mimics OpenSSL's SSL_read answering WANT_WRITE: it has taken the peer's record (here the first request) but
+    must write before it can return it, as when a TLS 1.3 KeyUpdate asks for ours while the socket's send buffer is
+    full. The bytes are handed out by the next read, which the server owes once it can write."""
+
+    def recv(self, *args):
+        if self.__dict__.get("_stash"):
+            data, self._stash = self._stash, b""
+            return data
+        data = super().recv(*args)
+        if data and not self.__dict__.get("_stalled_once"):
+            self._stash, self._stalled_once = data, True
+            raise ssl.SSLWantWriteError("the read must write first")
+        return data
+
+
+def test_a_read_that_must_write_first_is_retried_when_the_socket_can_write(pki, serve_config):
+    """Issue 15.2a: the SSLWantWriteError was swallowed and writability never asked for: the request the read had
+    taken waited forever (here: past the client's timeout)."""
+    server = serve_config(tls_yaml(pki) + users_yaml(), sslsocket_class=watched(ReadNeedsWrite))
+
+    assert https(server, client_context(pki), "GET", "/liveness", headers=credentials())[0] == 200
+
+
+class WriteNeedsRead(WatchedSSLSocket):
+    """Mimics OpenSSL's SSL_write answering WANT_READ (it must read the peer's next record first, as in a
+    renegotiation): the first session's first answer cannot be written until its peer has sent more. Counts the
+    writes retried while the peer had sent nothing: each is a turn of a busy event loop."""
+
+    def send(self, *args):
+        if type(self).victim is None:
+            type(self).victim = self  # the first session that answers; the others are served as usual
+        state = self.__dict__.setdefault("_write_state", "fresh" if type(self).victim is self else "done")
+        if state == "fresh":
+            self._write_state = "blocked"
+            raise ssl.SSLWantReadError("the write must read first")
+        if state == "blocked":
+            if not select.select([self], [], [], 0)[0]:
+                type(self).spins += 1
+                raise ssl.SSLWantReadError("the write must read first")
+            self._write_state = "done"
+        return super().send(*args)
+
+
+def test_a_write_that_must_read_first_waits_for_the_peer_without_spinning(pki, serve_config):
+    """Issue 15.2b: after SSLWantReadError in send the channel stayed writable, so poll() reported it at once,
+    again and again, until the peer sent something: a busy loop."""
+    socket_class = watched(WriteNeedsRead, spins=0, victim=None)
+    server = serve_config(tls_yaml(pki) + users_yaml(), sslsocket_class=socket_class)
+    request = b"GET /liveness HTTP/1.1\r\nHost: x\r\n" + authorization() + b"\r\n"
+
+    with tls_socket(server, client_context(pki)) as blocked:
+        blocked.sendall(request)
+        for _ in range(3):  # the loop turns many times while other sessions are served
+            other = https(server, client_context(pki), "GET", "/liveness", headers=credentials())
+            assert other[0] == 200
+        spins_while_waiting = socket_class.spins
+        blocked.sendall(request.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+        reply = read_all(blocked)
+
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert spins_while_waiting == 0
+
+
+@pytest.mark.parametrize("ending", ["Connection: close", "idle timeout", "server stop"])
+def test_the_server_ends_every_tls_session_with_a_close_notify(pki, serve_config, ending):
+    """Issue 15.2d: waitress closed the socket under the session; a client that insists on a clean TLS end
+    (suppress_ragged_eofs=False, as HTTP/1.0-style readers should) got SSLEOFError instead of the end of data."""
+    server = serve_config(tls_yaml(pki) + users_yaml(), channel_timeout_s=1)
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    with client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False) as tls:
+        if ending == "Connection: close":
+            tls.sendall(b"GET /liveness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + authorization() + b"\r\n")
+        elif ending == "server stop":
+            tls.sendall(b"GET /liveness HTTP/1.1\r\nHost: x\r\n" + authorization() + b"\r\n")
+            read_until(tls, b"\r\n\r\n")
+            server.close()
+        reply = read_all(tls)  # SSLEOFError if the connection ends without close_notify
+
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
 FLOOD_CONNECTIONS = 20
