@@ -63,10 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = service.server
     target = f"the built-in simulated replica set {settings.uri}" if stop_demo else settings.redacted_uri
     log.info(
-        "serving %s://%s:%d/ for infra %s, polling %s every %g s (deadline %g s)",
-        server.scheme,
-        server.host,
-        server.port,
+        "serving %s for infra %s, polling %s every %g s (deadline %g s)",
+        " and ".join(server.urls),
         settings.infra_label,
         target,
         settings.interval_s,

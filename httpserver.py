@@ -7,6 +7,7 @@ only (see `_TLSChannel`). The server sends no version. Standard library and wait
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import resource
 import socket
@@ -52,6 +53,7 @@ def _refusal(status: int, detail: str) -> bytes:
 
 
 _PLAIN_HTTP_REFUSAL = _refusal(400, "this server speaks HTTPS only")
+_MISSING_FAMILY = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}  # e.g. IPv6 turned off
 _TLS_HANDSHAKE_RECORD = 0x16  # the first byte a TLS client sends; anything else on a TLS port is not TLS
 
 
@@ -117,6 +119,11 @@ class Server:
         self._stopping = threading.Event()
         self._closed = threading.Event()
         self._running = self._finishing = False
+
+    @property
+    def urls(self) -> list[str]:
+        """Where it serves, one URL per bound address (an IPv6 address in brackets, as a URL needs)."""
+        return [f"{self.scheme}://{f'[{host}]' if ':' in host else host}:{port}/" for host, port in self.addresses]
 
     def run(self) -> None:
         """Serve until `close()`; returns at once if the server was already closed."""
@@ -367,17 +374,34 @@ def serve(app: Callable, host: str, port: int, **options) -> Server:
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:
-    """Bind every address `host` resolves to, all on the same port (the one the system picks for port 0)."""
+    """Bind every address `host` resolves to, all on the same port (the one the system picks for port 0).
+
+    An empty host is every interface: 0.0.0.0 and [::]. A family the machine does not have (IPv6 disabled) is
+    skipped then, as long as the other one binds; any other failure is the caller's error (EADDRINUSE, ...).
+    """
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as error:
+                if host or error.errno not in _MISSING_FAMILY:
+                    raise
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((address[0], sockets[0].getsockname()[1] if sockets else port, *address[2:]))
+            except OSError as error:
+                sock.close()
+                if host or error.errno not in _MISSING_FAMILY:
+                    raise
+                continue
             sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((address[0], sockets[0].getsockname()[1] if len(sockets) > 1 else port, *address[2:]))
+        if not sockets:
+            raise OSError(errno.EADDRNOTAVAIL, f"no address to listen on for {host!r}")
     except OSError:
         for sock in sockets:
             sock.close()
