@@ -105,10 +105,7 @@ class Server:
                 asyncore_use_poll=True,  # select() fails beyond 1024 file descriptors
                 expose_tracebacks=False,
             )
-            channel = _Channel if tls is None else type("TLSChannel", (_TLSChannel,), {"tls_context": tls})
-            for dispatcher in self._map.values():
-                if isinstance(dispatcher, BaseWSGIServer):
-                    dispatcher.channel_class = channel
+            self.use_tls(tls)
             self._wake = trigger(self._map)
         except BaseException:
             wasyncore.close_all(self._map)
@@ -119,6 +116,15 @@ class Server:
         self._stopping = threading.Event()
         self._closed = threading.Event()
         self._running = self._finishing = False
+
+    def use_tls(self, tls: ssl.SSLContext | None) -> None:
+        """From now on, accept connections with this TLS context (None: plain HTTP). Connections already open
+        keep what they had; callable from any thread (the accepting loop reads one attribute per connection)."""
+        channel = _Channel if tls is None else type("TLSChannel", (_TLSChannel,), {"tls_context": tls})
+        for dispatcher in list(self._map.values()):
+            if isinstance(dispatcher, BaseWSGIServer):
+                dispatcher.channel_class = channel
+        self.scheme = "https" if tls is not None else "http"
 
     @property
     def urls(self) -> list[str]:

@@ -4,7 +4,8 @@ same wiring.
 
 `build_service()` binds the port and makes the MongoDB client (which connects lazily), and raises
 `driver.ClientError`, `webconfig.WebConfigError` or `OSError` (the port) before anything runs; `start()` serves
-and polls; `stop()` ends everything within a few short steps. Imports every product module except `exporter`.
+and polls; `reload_web_config()` re-reads the web config (SIGHUP); `stop()` ends everything within a few short
+steps. Imports every product module except `exporter`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Service:
     registry: object
     app: Callable
     server: httpserver.Server
+    access: WebAccess
 
     def start(self) -> None:
         """Serve HTTP in a thread of its own, and poll now and then every interval."""
@@ -50,6 +52,14 @@ class Service:
     def poll(self) -> None:
         """One poll now, as the scheduler runs it (for tests and benchmarks that drive the polls themselves)."""
         self.poller.poll()
+
+    def reload_web_config(self) -> str:
+        """Re-read --web.config.file: its users and open paths apply from the next request, its TLS settings from
+        the next connection; polls, the snapshot and open connections go on. Raises WebConfigError (the settings
+        in force stay) and returns a phrase for the log otherwise."""
+        config = self.access.reload()
+        self.server.use_tls(config.tls)
+        return config.summary()
 
     def stop(self, step_s: float = 0.5) -> None:
         """Stop serving, polling and the MongoDB client; each part gets at most about `step_s`."""
@@ -88,4 +98,4 @@ def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.m
         raise
     poller = Poller(source.collect, store, settings.timeout_s)
     scheduler = PollScheduler(poller.poll, settings.interval_s)
-    return Service(settings, store, source, poller, scheduler, registry, app, server)
+    return Service(settings, store, source, poller, scheduler, registry, app, server, access)

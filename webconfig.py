@@ -107,6 +107,18 @@ class WebConfig:
     excluded_paths: frozenset[str] = frozenset()
     client_auth_type: str = "NoClientCert"
 
+    def summary(self) -> str:
+        """One phrase for the log: what the port speaks and who may read, never a user's hash."""
+        if self.tls is None:
+            speaks = "HTTP"
+        elif self.client_auth_type == "NoClientCert":
+            speaks = "HTTPS"
+        else:
+            speaks = f"HTTPS ({self.client_auth_type})"
+        users = f"{len(self.users)} user{'s' if len(self.users) != 1 else ''}" if self.users else "no credentials"
+        opened = f", {', '.join(sorted(self.excluded_paths))} open" if self.excluded_paths else ""
+        return f"{speaks}, {users}{opened}"
+
     def basic_auth(self, limiter: LoginLimiter | None = None) -> BasicAuth | None:
         """The credential check for these users, or None when no user is configured (no authentication)."""
         return BasicAuth(self.users, limiter=limiter) if self.users else None

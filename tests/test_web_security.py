@@ -711,6 +711,47 @@ def test_an_oversized_body_over_tls_is_refused_with_413_before_it_is_sent(pki, s
     }
 
 
+def test_a_reloaded_web_config_with_tls_applies_to_new_connections_and_open_ones_go_on(pki, tmp_path):
+    """What Service.reload_web_config does on SIGHUP: WebAccess.reload(), then Server.use_tls()."""
+    path = write_config(tmp_path, users_yaml())
+    access = WebAccess(path)
+    store, _ = make_store(healthy_set(1_239))
+    server = httpserver.serve(web.create_app(store, build_registry(store), access=access), "127.0.0.1", 0)
+    kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT_S)
+    try:
+        kept.request("GET", "/metrics", headers=credentials())
+        assert kept.getresponse().read() and server.scheme == "http"
+
+        write_config(tmp_path, tls_yaml(pki) + "basic_auth_users:\n  grafana: " + HASH + "\n")
+        server.use_tls(access.reload().tls)
+
+        assert server.scheme == "https" and server.urls == [f"https://127.0.0.1:{server.port}/"]
+        assert https(server, client_context(pki), headers=credentials(user="grafana"))[0] == 200
+        assert raw_exchange(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.0 400 ")
+        statuses = []
+        for user in (USER, "grafana"):  # on the plain connection opened before: it goes on, with the new users
+            kept.request("GET", "/metrics", headers=credentials(user=user))
+            response = kept.getresponse()
+            response.read()
+            statuses.append(response.status)
+        assert statuses == [401, 200]
+    finally:
+        kept.close()
+        server.close()
+
+
+def test_a_web_config_that_no_longer_loads_is_not_taken_and_the_old_one_stays(tmp_path):
+    path = write_config(tmp_path, users_yaml())
+    access = WebAccess(path)
+    write_config(tmp_path, "basic_auth_users:\n  prometheus: hunter2\n")
+
+    with pytest.raises(WebConfigError, match="not a bcrypt hash"):
+        access.reload()
+
+    assert access.check("/metrics", (USER, PASSWORD), "10.0.0.1").verdict is Verdict.ALLOWED
+    assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.DENIED
+
+
 # --- The TLS channel inside waitress (issue 15.2) ----------------------------------------------------------------
 
 
