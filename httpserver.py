@@ -213,11 +213,12 @@ class _TLSChannel(_Channel):
     channel reads and writes through TLS and waitress parses requests exactly as on a plain socket. A peer
     that stalls anywhere is closed by waitress's idle sweep like any other idle connection.
 
-    Every TLS operation of a session runs on the event-loop thread, so SSL_read and SSL_write never meet on one
-    SSL object. Waitress itself writes from task threads too: `write_soon` flushes big answers, and `service`
-    sends a 100 Continue that had to wait for an earlier answer while the loop may be reading. Here a flush
-    asked for on another thread only leaves the bytes queued; waitress pulls the trigger in each of those
-    places, so the loop writes them at once.
+    SSL_read and SSL_write never run at once on one session. Reads run on the loop thread, and only while no
+    request of the session is being served (waitress's default channel_request_lookahead of 0, which `Server`
+    keeps). Writes run on the loop thread, or on the task thread serving the session's request (waitress flushes
+    answers from there, in parallel with other sessions), always under the channel's outbuf lock. The one write
+    waitress makes from a task thread after its request is done, a 100 Continue that had to wait for an earlier
+    answer (`HTTPChannel.service`), could meet a read: it is left queued for the loop instead.
 
     OpenSSL may need the other direction to progress: a read that must write first (WANT_WRITE: a TLS 1.3
     KeyUpdate reply while the send buffer is full) waits for writability and is retried then; a write that must
@@ -291,8 +292,8 @@ class _TLSChannel(_Channel):
         super().handle_write()
 
     def send(self, data, do_close: bool = True) -> int:
-        if not self._tls_open:
-            return 0
+        if not self._tls_open or self._write_wants_read:
+            return 0  # no session yet, or it waits for the peer: nothing can be written now
         try:
             return super().send(data, do_close)
         except ssl.SSLWantWriteError:
@@ -300,10 +301,19 @@ class _TLSChannel(_Channel):
         except ssl.SSLWantReadError:
             self._write_wants_read = True  # retried by handle_read once the peer has sent something
             return 0
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            # The peer is gone (TLS reports EPIPE and resets so): close quietly, as waitress does on a plain socket,
+            # instead of letting waitress log a traceback per hung-up client.
+            if do_close:
+                self.handle_close()
+            return 0
 
     def _flush_some(self, do_close: bool = True) -> bool:
-        if threading.get_ident() != self._loop_thread:
-            return False  # a task thread: the bytes stay queued and the trigger it pulls makes the loop send them
+        if not self.requests and threading.get_ident() != self._loop_thread:
+            # A task thread after its request is done: waitress's deferred 100 Continue (HTTPChannel.service).
+            # The loop may be reading this session now; the bytes stay queued, and the trigger service() pulls
+            # next makes the loop send them.
+            return False
         with self.outbuf_lock:  # the loop's own flushes too, so that a task never appends mid-flush
             return super()._flush_some(do_close)
 
