@@ -102,6 +102,7 @@ class Server:
                 connection_limit=_affordable_connections(connection_limit),
                 max_request_body_size=max_body_bytes,
                 max_request_header_size=64 * 1024,
+                channel_request_lookahead=0,  # the default, and _TLSChannel relies on it: no read while serving
                 asyncore_use_poll=True,  # select() fails beyond 1024 file descriptors
                 expose_tracebacks=False,
             )
