@@ -1,4 +1,4 @@
-"""Who may read: the `--web.config.file` of Prometheus exporters (exporter-toolkit), validated once at start.
+"""Who may read: the `--web.config.file` of Prometheus exporters (exporter-toolkit), validated at start and on reload.
 
 The file is YAML in exporter-toolkit's format, read as strictly as exporter-toolkit reads it (unknown or
 duplicate keys are errors), plus one key of ours:
