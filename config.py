@@ -48,7 +48,7 @@ FLAGS = {
     "config.file": ("CONFIG_FILE", 'TOML file with [infra.<label>] sections holding uri = "mongodb://..."'),
     "web.listen-address": (
         "WEB_LISTEN_ADDRESS",
-        f"host:port to serve HTTP on (default {DEFAULT_LISTEN}; an empty host means all interfaces)",
+        f"host:port to serve HTTP on (default {DEFAULT_LISTEN}; an empty host means every interface, IPv4 and IPv6)",
     ),
     "web.config.file": (
         "WEB_CONFIG_FILE",
@@ -448,8 +448,7 @@ def _listen_address(value: str, problems: list[str]) -> tuple[str, int]:
     if not match or int(match.group(2)) > 65535:
         problems.append(f"--web.listen-address {value!r}: use host:port, e.g. :9218 or 127.0.0.1:9218")
         return "", 0
-    host = match.group(1).strip("[]") or "0.0.0.0"
-    return host, int(match.group(2))
+    return match.group(1).strip("[]"), int(match.group(2))  # an empty host: every interface, IPv4 and IPv6
 
 
 def _seconds(name: str, value: str, default: float, minimum: float, problems: list[str]) -> float | None:

@@ -1,7 +1,8 @@
 """replicationlag: MongoDB replication lag in exact milliseconds, for Zero Problem, Prometheus and on-call people.
 
 The entry point: parse and validate the settings, set up logging, start the demo simulator when asked, build the
-service (`service.build_service`), then serve and poll until SIGTERM or SIGINT. No business logic lives here.
+service (`service.build_service`), then serve and poll until SIGTERM or SIGINT; SIGHUP re-reads the web config,
+SIGUSR1 and SIGUSR2 are logged and ignored. No business logic lives here.
 Run `python exporter.py --help`.
 """
 
@@ -9,20 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from config import ConfigError, load_settings
 from driver import ClientError
 from logs import configure_logging
-from service import build_service
+from service import Service, build_service
 from webconfig import WebConfigError
 
 log = logging.getLogger("replicationlag")
 
 SHUTDOWN_STEP_S = 0.5  # each part gets this long to stop; SIGTERM to exit stays well under 2 s
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Stray signals whose default would end the process silently: logged and ignored. SIGPIPE is ignored by Python
+# itself (a closed socket is an OSError instead).
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 def fail(message: str) -> int:
@@ -55,29 +60,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = error.strerror or str(error)
         return _stop_demo(stop_demo, fail(f"cannot listen on {settings.listen_host}:{settings.listen_port}: {reason}"))
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() is safe in a signal handler
+    for signum in (*STOP_SIGNALS, signal.SIGHUP, *IGNORED_SIGNALS):
+        signal.signal(signum, lambda signum, _frame: signals.put(signum))
 
     service.start()
     server = service.server
     target = f"the built-in simulated replica set {settings.uri}" if stop_demo else settings.redacted_uri
     log.info(
-        "serving %s://%s:%d/ for infra %s, polling %s every %g s (deadline %g s)",
-        server.scheme,
-        server.host,
-        server.port,
+        "serving %s for infra %s, polling %s every %g s (deadline %g s)",
+        " and ".join(server.urls),
         settings.infra_label,
         target,
         settings.interval_s,
         settings.timeout_s,
     )
-    while not stop.wait(SHUTDOWN_STEP_S):
-        pass
+    while (signum := signals.get()) not in STOP_SIGNALS:
+        if signum == signal.SIGHUP:
+            _reload(service)
+        else:
+            log.info("ignoring signal %s (SIGTERM or SIGINT stops the exporter)", signal.Signals(signum).name)
 
     log.info("stopping")
     service.stop(SHUTDOWN_STEP_S)
     return _stop_demo(stop_demo, 0)
+
+
+def _reload(service: Service) -> None:
+    """SIGHUP (`systemctl reload`, a closed terminal): re-read what can be re-read, the web config; one log line."""
+    path = service.settings.web_config_file
+    if not path:
+        log.info("SIGHUP: no --web.config.file to reload; other settings need a restart")
+        return
+    try:
+        summary = service.reload_web_config()
+    except WebConfigError as error:
+        log.error("SIGHUP: web config not reloaded, the one in force is kept: %s", error)
+    else:
+        log.info("SIGHUP: reloaded web config %s: %s (TLS settings apply to new connections)", path, summary)
 
 
 def _stop_demo(stop_demo, status: int) -> int:

@@ -7,16 +7,20 @@ only (see `_TLSChannel`). The server sends no version. Standard library and wait
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import resource
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
+from waitress.task import ErrorTask
 from waitress.trigger import trigger
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024  # Zero Problem's PUT carries nothing we read; anything bigger is abuse
@@ -25,10 +29,31 @@ IDENT = "replicationlag"  # the Server header: no product version for a scanner 
 
 DEFAULT_CONNECTION_LIMIT = 1_000  # 500 idle connections must leave room for real clients (measured: see README)
 RESERVED_FDS = 64  # descriptors kept free for MongoDB sockets, logs and the trigger when capping connections
-_PLAIN_HTTP_REFUSAL = (
-    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
-    b"Content-Length: 31\r\n\r\nThis server speaks HTTPS only.\n"
-)
+COMMON_HEADERS = {
+    "Cache-Control": "no-store",  # every answer describes "now"; a cached one would lie
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def error_document(status: int, detail: str | None = None) -> bytes:
+    """The one error format of every answer, the app's and the server's: `{"error": ..., "status": N}` and, when
+    the text is ours (never a quote of the request or an exception), a `detail`."""
+    document: dict[str, object] = {"error": HTTPStatus(status).phrase.lower(), "status": status}
+    if detail:
+        document["detail"] = detail
+    return (json.dumps(document, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _refusal(status: int, detail: str) -> bytes:
+    """A whole HTTP/1.0 answer with an error document, for a connection that never reaches waitress's parser."""
+    body = error_document(status, detail)
+    head = [f"HTTP/1.0 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in COMMON_HEADERS.items()] + [f"Content-Length: {len(body)}"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
+_PLAIN_HTTP_REFUSAL = _refusal(400, "this server speaks HTTPS only")
+_MISSING_FAMILY = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}  # e.g. IPv6 turned off
 _TLS_HANDSHAKE_RECORD = 0x16  # the first byte a TLS client sends; anything else on a TLS port is not TLS
 
 
@@ -77,14 +102,11 @@ class Server:
                 connection_limit=_affordable_connections(connection_limit),
                 max_request_body_size=max_body_bytes,
                 max_request_header_size=64 * 1024,
+                channel_request_lookahead=0,  # the default, and _TLSChannel relies on it: no read while serving
                 asyncore_use_poll=True,  # select() fails beyond 1024 file descriptors
                 expose_tracebacks=False,
             )
-            if tls is not None:
-                channel = type("TLSChannel", (_TLSChannel,), {"tls_context": tls})
-                for dispatcher in self._map.values():
-                    if isinstance(dispatcher, BaseWSGIServer):
-                        dispatcher.channel_class = channel
+            self.use_tls(tls)
             self._wake = trigger(self._map)
         except BaseException:
             wasyncore.close_all(self._map)
@@ -95,6 +117,20 @@ class Server:
         self._stopping = threading.Event()
         self._closed = threading.Event()
         self._running = self._finishing = False
+
+    def use_tls(self, tls: ssl.SSLContext | None) -> None:
+        """From now on, accept connections with this TLS context (None: plain HTTP). Connections already open
+        keep what they had; callable from any thread (the accepting loop reads one attribute per connection)."""
+        channel = _Channel if tls is None else type("TLSChannel", (_TLSChannel,), {"tls_context": tls})
+        for dispatcher in list(self._map.values()):
+            if isinstance(dispatcher, BaseWSGIServer):
+                dispatcher.channel_class = channel
+        self.scheme = "https" if tls is not None else "http"
+
+    @property
+    def urls(self) -> list[str]:
+        """Where it serves, one URL per bound address (an IPv6 address in brackets, as a URL needs)."""
+        return [f"{self.scheme}://{f'[{host}]' if ':' in host else host}:{port}/" for host, port in self.addresses]
 
     def run(self) -> None:
         """Serve until `close()`; returns at once if the server was already closed."""
@@ -144,7 +180,32 @@ def _affordable_connections(wanted: int) -> int:
     return max(1, min(wanted, soft - RESERVED_FDS))
 
 
-class _TLSChannel(HTTPChannel):
+class _ErrorTask(ErrorTask):
+    """Waitress's own answers (400 for what it cannot parse, 413, 431, a 500 when the app fails before answering)
+    in the app's error format instead of waitress's text with its "(generated by ...)" line."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        adj = self.channel.adj
+        detail = {
+            413: f"request body larger than {adj.max_request_body_size} bytes",
+            431: f"request headers of {adj.max_request_header_size} bytes or more",
+        }.get(error.code)  # waitress's other texts may quote the request: the status says enough
+        body = error_document(error.code, detail)
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend([("Content-Type", "application/json"), *COMMON_HEADERS.items()])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _Channel(HTTPChannel):
+    """Waitress's HTTP channel, answering its own errors in our format."""
+
+    error_task_class = _ErrorTask
+
+
+class _TLSChannel(_Channel):
     """Waitress's HTTP channel over TLS, driven by the same non-blocking event loop.
 
     The accepted socket stays plain until its first byte arrives: a TLS client starts with a handshake record,
@@ -153,8 +214,17 @@ class _TLSChannel(HTTPChannel):
     channel reads and writes through TLS and waitress parses requests exactly as on a plain socket. A peer
     that stalls anywhere is closed by waitress's idle sweep like any other idle connection.
 
-    Reads and writes of one TLS session never overlap: waitress does not read from a channel while a request
-    is being served or output is pending, and every write holds the channel's outbuf lock.
+    SSL_read and SSL_write never run at once on one session. Reads run on the loop thread, and only while no
+    request of the session is being served (waitress's default channel_request_lookahead of 0, which `Server`
+    keeps). Writes run on the loop thread, or on the task thread serving the session's request (waitress flushes
+    answers from there, in parallel with other sessions), always under the channel's outbuf lock. The one write
+    waitress makes from a task thread after its request is done, a 100 Continue that had to wait for an earlier
+    answer (`HTTPChannel.service`), could meet a read: it is left queued for the loop instead.
+
+    OpenSSL may need the other direction to progress: a read that must write first (WANT_WRITE: a TLS 1.3
+    KeyUpdate reply while the send buffer is full) waits for writability and is retried then; a write that must
+    read first (WANT_READ) waits for readability. Neither is reported as ready meanwhile, so the loop neither
+    stalls nor spins. A session ends with a close_notify, so a client can tell the end from a truncation.
     """
 
     tls_context: ssl.SSLContext
@@ -163,25 +233,42 @@ class _TLSChannel(HTTPChannel):
         self._tls_open = False
         self._tls_wrapped = False
         self._handshake_wants_write = False
+        self._read_wants_write = False
+        self._write_wants_read = False
+        self._loop_thread = threading.get_ident()  # channels are made by the accepting loop
         super().__init__(server, sock, addr, adj, map)
 
     def readable(self) -> bool:
-        return super().readable() if self._tls_open else not self.will_close
+        if not self._tls_open:
+            return not self.will_close
+        if self._read_wants_write:
+            return False
+        return self._write_wants_read or super().readable()
 
     def writable(self) -> bool:
-        if self._tls_open:
-            return super().writable()
-        return self._handshake_wants_write or self.will_close
+        if not self._tls_open:
+            return self._handshake_wants_write or self.will_close
+        if self._read_wants_write:
+            return True
+        return not self._write_wants_read and super().writable()
 
     def handle_read(self) -> None:
         if not self._tls_open and not self._advance_handshake():
             return
+        if self._write_wants_read:  # the peer sent what the pending write was waiting for
+            self._write_wants_read = False
+            self.handle_write()
+            return
+        self._read_wants_write = False
         try:
             data = self.socket.recv(self.adj.recv_bytes)
             # A TLS record can hold more than one recv: what it decrypted is not visible to poll(), so take it now.
             while data and (pending := self.socket.pending()):
                 data += self.socket.recv(pending)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        except ssl.SSLWantReadError:
+            return
+        except ssl.SSLWantWriteError:
+            self._read_wants_write = True  # retried by handle_write once the socket can take bytes
             return
         except OSError:
             self.handle_close()
@@ -193,20 +280,60 @@ class _TLSChannel(HTTPChannel):
         self.received(data)
 
     def handle_write(self) -> None:
-        if self._tls_open:
-            super().handle_write()
-        elif self.will_close:
-            self.handle_close()
-        else:
-            self._advance_handshake()
+        if not self._tls_open:
+            if self.will_close:
+                self.handle_close()
+            else:
+                self._advance_handshake()
+            return
+        if self._read_wants_write:
+            self.handle_read()
+            if self._read_wants_write or not self.connected:
+                return
+        super().handle_write()
 
     def send(self, data, do_close: bool = True) -> int:
-        if not self._tls_open:
-            return 0
+        if not self._tls_open or self._write_wants_read:
+            return 0  # no session yet, or it waits for the peer: nothing can be written now
         try:
             return super().send(data, do_close)
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            return 0  # the session needs the socket to drain (or a read) first; waitress retries the same bytes
+        except ssl.SSLWantWriteError:
+            return 0  # the socket is full; waitress retries the same bytes when it is writable
+        except ssl.SSLWantReadError:
+            self._write_wants_read = True  # retried by handle_read once the peer has sent something
+            return 0
+        except ssl.SSLError:
+            # The peer is gone (TLS reports EPIPE and resets as SSLEOFError), or the loop ended the session while
+            # this thread was writing (PROTOCOL_IS_SHUTDOWN): close quietly, as waitress does on a plain socket,
+            # instead of letting waitress log a traceback per hung-up client.
+            if do_close:
+                self.handle_close()
+            return 0
+
+    def _flush_some(self, do_close: bool = True) -> bool:
+        if not self.requests and threading.get_ident() != self._loop_thread:
+            # A task thread after its request is done: waitress's deferred 100 Continue (HTTPChannel.service).
+            # The loop may be reading this session now; the bytes stay queued, and the trigger service() pulls
+            # next makes the loop send them.
+            return False
+        with self.outbuf_lock:  # the loop's own flushes too, so that a task never appends mid-flush
+            return super()._flush_some(do_close)
+
+    def handle_close(self) -> None:  # waitress's way out (answered, idle, broken); it bypasses close()
+        self._send_close_notify()
+        super().handle_close()
+
+    def close(self) -> None:  # the server's way out when it stops
+        self._send_close_notify()
+        super().close()
+
+    def _send_close_notify(self) -> None:
+        if self._tls_open:
+            self._tls_open = False
+            # SSL_shutdown's first step only: send ours, do not wait for the peer's. On a full or broken socket
+            # there is nothing more to do than close it.
+            with contextlib.suppress(OSError, ValueError):
+                self.socket.unwrap()
 
     def _advance_handshake(self) -> bool:
         """One step of the TLS handshake; True once the channel is open for HTTP."""
@@ -265,17 +392,34 @@ def serve(app: Callable, host: str, port: int, **options) -> Server:
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:
-    """Bind every address `host` resolves to, all on the same port (the one the system picks for port 0)."""
+    """Bind every address `host` resolves to, all on the same port (the one the system picks for port 0).
+
+    An empty host is every interface: 0.0.0.0 and [::]. A family the machine does not have (IPv6 disabled) is
+    skipped then, as long as the other one binds; any other failure is the caller's error (EADDRINUSE, ...).
+    """
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as error:
+                if host or error.errno not in _MISSING_FAMILY:
+                    raise
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((address[0], sockets[0].getsockname()[1] if sockets else port, *address[2:]))
+            except OSError as error:
+                sock.close()
+                if host or error.errno not in _MISSING_FAMILY:
+                    raise
+                continue
             sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((address[0], sockets[0].getsockname()[1] if len(sockets) > 1 else port, *address[2:]))
+        if not sockets:
+            raise OSError(errno.EADDRNOTAVAIL, f"no address to listen on for {host!r}")
     except OSError:
         for sock in sockets:
             sock.close()

@@ -4,7 +4,8 @@ same wiring.
 
 `build_service()` binds the port and makes the MongoDB client (which connects lazily), and raises
 `driver.ClientError`, `webconfig.WebConfigError` or `OSError` (the port) before anything runs; `start()` serves
-and polls; `stop()` ends everything within a few short steps. Imports every product module except `exporter`.
+and polls; `reload_web_config()` re-reads the web config (SIGHUP); `stop()` ends everything within a few short
+steps. Imports every product module except `exporter`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from reader import SetReader
 from shardmap import SetAddress
 from source import DetectingSource, ReplicaSetSource, Source
 from store import SnapshotStore
-from webconfig import load_web_config
+from webconfig import WebAccess
 
 MAX_BODY_BYTES = httpserver.DEFAULT_MAX_BODY_BYTES  # the same cap for the app and the server, given to both
 # Behind mongos routers, each set's client hears from its members this often, in polled mode (one thread per
@@ -51,6 +52,7 @@ class Service:
     registry: object
     app: Callable
     server: httpserver.Server
+    access: WebAccess
 
     def start(self) -> None:
         """Serve HTTP in a thread of its own, and poll now and then every interval."""
@@ -60,6 +62,14 @@ class Service:
     def poll(self) -> None:
         """One poll now, as the scheduler runs it (for tests and benchmarks that drive the polls themselves)."""
         self.poller.poll()
+
+    def reload_web_config(self) -> str:
+        """Re-read --web.config.file: its users and open paths apply from the next request, its TLS settings from
+        the next connection; polls, the snapshot and open connections go on. Raises WebConfigError (the settings
+        in force stay) and returns a phrase for the log otherwise."""
+        config = self.access.reload()
+        self.server.use_tls(config.tls)
+        return config.summary()
 
     def stop(self, step_s: float = 0.5) -> None:
         """Stop serving, polling and the MongoDB client; each part gets at most about `step_s`."""
@@ -74,7 +84,7 @@ def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.m
 
     `monotonic` is the store's clock for the data age (tests move it). Raises before anything runs.
     """
-    web_config = load_web_config(settings.web_config_file)
+    access = WebAccess(settings.web_config_file)
 
     def connect() -> Connection:
         return Connection(settings.uri, settings.timeout_s, settings.redact, interval_s=settings.interval_s)
@@ -97,19 +107,18 @@ def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.m
         store,
         registry,
         max_body_bytes=MAX_BODY_BYTES,
-        auth=web_config.basic_auth(),
-        open_paths=web_config.excluded_paths,
+        access=access,
     )
     try:
         server = httpserver.Server(
-            app, settings.listen_host, settings.listen_port, max_body_bytes=MAX_BODY_BYTES, tls=web_config.tls
+            app, settings.listen_host, settings.listen_port, max_body_bytes=MAX_BODY_BYTES, tls=access.config.tls
         )
     except OSError:
         source.close(0)
         raise
     poller = Poller(source.collect, store, settings.timeout_s)
     scheduler = PollScheduler(poller.poll, settings.interval_s)
-    return Service(settings, store, source, poller, scheduler, registry, app, server)
+    return Service(settings, store, source, poller, scheduler, registry, app, server, access)
 
 
 def _set_source(settings: Settings, address: SetAddress) -> ReplicaSetSource:

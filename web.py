@@ -9,34 +9,32 @@ never slow an HTTP answer. Routes:
     GET /                                          a self-refreshing HTML status page, no JavaScript
 
 HEAD works wherever GET does. Errors are small JSON documents, never a stack trace. With an `auth` check,
-`create_app` answers 401 to any request without accepted HTTP Basic credentials (except the paths left open).
-The page itself is drawn by `page`; `httpserver` serves the app. Imports `bridge`, `httpserver` (its body cap),
-`metrics`, `page` and `store`.
+`create_app` answers 401 to any request without accepted HTTP Basic credentials (except the paths left open), and
+429 to a client whose failures are over budget. The page itself is drawn by `page`; `httpserver` serves the app.
+Imports `bridge`, `httpserver` (its body cap and error format), `metrics`, `page`, `store` and `webconfig` (who
+may read).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import threading
-from collections.abc import Callable, Collection
-from http import HTTPStatus
+from collections.abc import Callable
 
 import bottle
 
 import bridge
-from httpserver import DEFAULT_MAX_BODY_BYTES
+from httpserver import COMMON_HEADERS, DEFAULT_MAX_BODY_BYTES, error_document
 from metrics import render
 from page import ZERO_PROBLEM_PATH, page_key, render_status_page
 from store import SnapshotStore
+from webconfig import Verdict, WebAccess
 
 READ = ["GET", "HEAD"]  # listed explicitly so that a 405's Allow header names HEAD too
 
 _CHALLENGE = 'Basic realm="replicationlag", charset="UTF-8"'
-_COMMON_HEADERS = {
-    "Cache-Control": "no-store",  # every answer describes "now"; a cached one would lie
-    "X-Content-Type-Options": "nosniff",
-}
 # The status page has no script and loads nothing: forbid both, allow only its own inline style.
 _PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; frame-ancestors 'none'"
 
@@ -50,31 +48,35 @@ def create_app(
     registry: object,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    auth: Callable[[str, str], bool] | None = None,
-    open_paths: Collection[str] = (),
+    access: WebAccess | None = None,
 ) -> bottle.Bottle:
     """The WSGI app: every route reads `store.view()`; `registry` is what /metrics renders.
 
     `max_body_bytes` is the same cap the server is given (it refuses bigger bodies before buffering them); the
     app checks it too, for a WSGI server that does not.
 
-    With `auth` (user, password -> allowed?) every request needs HTTP Basic credentials it accepts, except
-    for the exact paths in `open_paths`; any other request gets a 401 with `WWW-Authenticate` before routing,
-    so without credentials even an unknown path or a wrong method says nothing more than 401.
+    With `access` (the web config in force) every request it does not leave open needs HTTP Basic credentials it
+    accepts; any other request gets a 401 with `WWW-Authenticate` before routing, so without credentials even an
+    unknown path or a wrong method says nothing more than 401. A client that failed too often, or arrives while
+    bcrypt is busy with others, gets a 429 with `Retry-After` and no bcrypt is run for it.
     """
     app = bottle.Bottle()
     kept = _Rendered()
 
-    if auth is not None:
-        unauthenticated = frozenset(open_paths)
+    if access is not None:
 
         @app.hook("before_request")  # registered first, so it runs before every other hook and the router
         def require_credentials() -> None:
-            if bottle.request.environ.get("PATH_INFO") in unauthenticated:
-                return
-            credentials = basic_credentials(bottle.request.environ.get("HTTP_AUTHORIZATION", ""))
-            if credentials is None or not auth(*credentials):
+            environ = bottle.request.environ
+            credentials = basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
+            verdict, retry_after_s = access.check(
+                environ.get("PATH_INFO", ""), credentials, environ.get("REMOTE_ADDR", "")
+            )
+            if verdict is Verdict.DENIED:
                 raise _ClientError(401, "valid credentials required", **{"WWW-Authenticate": _CHALLENGE})
+            if verdict is Verdict.THROTTLED:
+                retry = str(max(1, math.ceil(retry_after_s)))
+                raise _ClientError(429, f"too many failed logins: retry in {retry} s", **{"Retry-After": retry})
 
     @app.hook("before_request")
     def refuse_big_or_broken_bodies() -> None:
@@ -151,18 +153,15 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     return (user, password) if colon else None
 
 
-def _error_document(error: bottle.HTTPError) -> str:
+def _error_document(error: bottle.HTTPError) -> bytes:
     # Bottle's own texts may quote the request (404) or carry the exception (500): say only the status.
-    code = error.status_code
-    document = {"error": HTTPStatus(code).phrase.lower(), "status": code}
-    if isinstance(error, _ClientError):
-        document["detail"] = error.body
     _set_common_headers()
-    return _json(document)
+    bottle.response.content_type = "application/json"
+    return error_document(error.status_code, error.body if isinstance(error, _ClientError) else None)
 
 
 def _set_common_headers() -> None:
-    for name, value in _COMMON_HEADERS.items():
+    for name, value in COMMON_HEADERS.items():
         bottle.response.set_header(name, value)
 
 

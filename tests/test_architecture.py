@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "page": {"bridge", "charts", "kinds", "replset", "store"},
     "metrics": {"kinds", "replset", "store"},
     "httpserver": set(),
-    "web": {"bridge", "httpserver", "metrics", "page", "store"},
+    "web": {"bridge", "httpserver", "metrics", "page", "store", "webconfig"},
     "config": {"kinds"},
     "webconfig": set(),
     "logs": {"config"},

@@ -17,7 +17,7 @@ URI = "mongodb://monitor:s3cr%40t-pw@db0:27017,db1:27017/?replicaSet=rs0"
 def test_flags_give_the_documented_defaults():
     settings = load_settings(["--mongodb.uri", URI], env={})
     assert settings.infra_label == "clusterKeeper"
-    assert (settings.listen_host, settings.listen_port) == ("0.0.0.0", 9218)
+    assert (settings.listen_host, settings.listen_port) == ("", 9218)  # every interface, IPv4 and IPv6
     assert settings.interval_s == 60
     assert settings.timeout_s == 10
     assert (settings.log_level, settings.log_format) == ("info", "text")

@@ -7,9 +7,15 @@ import http.client
 import io
 import json
 import re
+import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from wsgiref.headers import Headers
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
@@ -24,6 +30,7 @@ from metrics import build_registry
 from replset import ARBITER, SECONDARY
 from store import FRESHNESS_LIMIT_S
 
+ROOT = Path(__file__).resolve().parent.parent
 ZP = "/mhp.zeroproblem.mongo.replcationlag"
 DOWN = 8
 
@@ -478,3 +485,71 @@ def test_a_server_on_port_0_reports_the_port_it_got():
         running.close()
     worker.join(timeout=10)
     assert not worker.is_alive()
+
+
+# --- Where the exporter listens (issue 15.4) ---------------------------------------------------------------------
+
+
+def _start_exporter(listen: str) -> tuple[subprocess.Popen, str]:
+    """exporter.py on the demo set at `listen`; returns it and its "serving ..." log line (read with a deadline)."""
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "exporter.py"), "--demo", "--web.listen-address", listen],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if select.select([child.stderr], [], [], 0.5)[0]:
+            line = child.stderr.readline()
+            if "serving " in line:
+                return child, line
+            assert line, "the exporter ended before serving"
+    child.kill()
+    raise AssertionError("the exporter did not say where it serves")
+
+
+def _get(host: str, port: int) -> int:
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.request("GET", "/liveness")
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_an_empty_listen_host_serves_ipv4_and_ipv6_and_the_log_names_both():
+    child, line = _start_exporter(":0")
+    try:
+        port = int(re.search(r"serving http://\S+:(\d+)/", line).group(1))
+
+        assert _get("127.0.0.1", port) in (200, 503)
+        assert _get("::1", port) in (200, 503)
+        assert f"serving http://0.0.0.0:{port}/ and http://[::]:{port}/ " in line
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_an_ipv6_listen_address_is_logged_in_brackets():
+    child, line = _start_exporter("[::1]:0")
+    try:
+        port = int(re.search(r"serving http://\[::1\]:(\d+)/ ", line).group(1))
+
+        assert _get("::1", port) in (200, 503)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=10)
+
+
+def test_a_server_on_an_empty_host_listens_on_ipv4_and_ipv6_with_one_port():
+    store, _ = make_store(healthy_set(0))
+    running = httpserver.serve(web.create_app(store, build_registry(store)), "", 0)
+    try:
+        assert running.addresses == [("0.0.0.0", running.port), ("::", running.port)]
+        assert running.urls == [f"http://0.0.0.0:{running.port}/", f"http://[::]:{running.port}/"]
+        assert _get("127.0.0.1", running.port) == _get("::1", running.port) == 200
+    finally:
+        running.close()

@@ -19,9 +19,12 @@ import select
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from contextlib import redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +43,16 @@ import exporter
 import httpserver
 import web
 from metrics import build_registry
-from webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
+from webconfig import (
+    FAILURE_BURST,
+    BasicAuth,
+    LoginLimiter,
+    Verdict,
+    WebAccess,
+    WebConfig,
+    WebConfigError,
+    load_web_config,
+)
 
 ZP = "/mhp.zeroproblem.mongo.replcationlag"
 USER, PASSWORD = "prometheus", "s3cret-Scrape"
@@ -333,13 +345,23 @@ def test_the_exporter_stops_at_start_with_one_clear_line_and_status_1(pki, tmp_p
 # --- Credentials ------------------------------------------------------------------------------------------------
 
 
-def test_a_scraper_pays_bcrypt_once_and_a_wrong_password_is_remembered_too():
-    auth = BasicAuth({USER: HASH.encode()})
+class ManualClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_scraper_pays_bcrypt_once_and_every_wrong_password_pays_it_again():
+    auth = BasicAuth({USER: HASH.encode()}, limiter=LoginLimiter(burst=100))
 
     assert all(auth(USER, PASSWORD) for _ in range(5))
     assert not any(auth(USER, "wrong") for _ in range(5))
 
-    assert auth.bcrypt_runs == 2
+    assert auth.bcrypt_runs == 1 + 5
 
 
 def test_an_unknown_user_costs_a_bcrypt_like_a_known_one_and_is_refused():
@@ -349,15 +371,56 @@ def test_an_unknown_user_costs_a_bcrypt_like_a_known_one_and_is_refused():
     assert auth.bcrypt_runs == 1
 
 
-def test_the_verdict_cache_is_bounded_and_forgets_the_least_recently_used():
-    auth = BasicAuth({USER: HASH.encode()}, cache_size=2)
+def test_the_cache_of_accepted_credentials_is_bounded_and_forgets_the_least_recently_used():
+    other = bcrypt.hashpw(b"other", bcrypt.gensalt(rounds=4))
+    auth = BasicAuth({USER: HASH.encode(), "other": other}, cache_size=1)
 
-    auth(USER, PASSWORD)
-    auth(USER, "wrong-1")
-    auth(USER, "wrong-2")  # evicts the first
-    assert auth.bcrypt_runs == 3
     assert auth(USER, PASSWORD)
+    assert auth("other", "other")  # evicts the first
+    assert auth(USER, PASSWORD)
+    assert auth.bcrypt_runs == 3
+
+
+def test_wrong_passwords_are_not_remembered_so_they_cannot_evict_a_scrapers_credential():
+    auth = BasicAuth({USER: HASH.encode()}, cache_size=2)
+    assert auth(USER, PASSWORD)
+    runs = auth.bcrypt_runs
+
+    for attempt in range(3):  # more distinct wrong passwords than the cache holds
+        assert not auth(USER, f"wrong-{attempt}")
+
+    assert auth(USER, PASSWORD)
+    assert auth.bcrypt_runs == runs + 3  # the scraper's credential was still remembered: no bcrypt for it
+
+
+def test_a_client_out_of_failure_budget_is_throttled_without_bcrypt_until_its_budget_refills():
+    clock = ManualClock()
+    auth = BasicAuth({USER: HASH.encode()}, limiter=LoginLimiter(burst=3, refill_s=2.0, now=clock))
+
+    verdicts = [auth.check(USER, f"guess-{n}", "10.0.0.9").verdict for n in range(5)]
+    throttled = auth.check(USER, PASSWORD, "10.0.0.9")
+    other_client = auth.check(USER, "typo", "10.0.0.7")
+    clock.now += 2.0
+
+    assert verdicts == [Verdict.DENIED] * 3 + [Verdict.THROTTLED] * 2
+    assert throttled == (Verdict.THROTTLED, 2.0)  # even the right password waits: nothing was checked
+    assert other_client.verdict is Verdict.DENIED  # budgets are per client
     assert auth.bcrypt_runs == 4
+    assert auth.check(USER, PASSWORD, "10.0.0.9").verdict is Verdict.ALLOWED  # one unit refilled
+
+
+def test_a_known_credential_needs_no_budget_and_no_bcrypt_slot():
+    limiter = LoginLimiter(burst=1, refill_s=3600)
+    auth = BasicAuth({USER: HASH.encode()}, limiter=limiter)
+    assert auth(USER, PASSWORD, "10.0.0.1")
+    assert not auth(USER, "wrong", "10.0.0.1")  # the client's budget is spent
+    assert limiter.begin("10.0.0.2") == 0.0  # another client's check holds the only bcrypt slot now
+
+    try:
+        assert auth.check(USER, "someone-else", "10.0.0.3") == (Verdict.THROTTLED, 1.0)  # busy: refused at once
+        assert auth.check(USER, PASSWORD, "10.0.0.1").verdict is Verdict.ALLOWED
+    finally:
+        limiter.end("10.0.0.2", failed=False)
 
 
 def test_user_and_password_are_not_confused_at_their_boundary():
@@ -398,18 +461,14 @@ def serve_config(tmp_path):
     """Starts the real server for a web config text, as exporter.py wires it; closes them all at the end."""
     running: list[httpserver.Server] = []
 
-    def start(text: str, *, threads: int = 2, **options) -> httpserver.Server:
-        config = load_web_config(write_config(tmp_path, text, f"web-{len(running)}.yml"))
+    def start(text: str, *, threads: int = 2, sslsocket_class: type | None = None, **options) -> httpserver.Server:
+        access = WebAccess(write_config(tmp_path, text, f"web-{len(running)}.yml"))
+        if sslsocket_class is not None:
+            access.config.tls.sslsocket_class = sslsocket_class
         store, _ = make_store(healthy_set(1_239))
-        app = web.create_app(
-            store,
-            build_registry(store),
-            max_body_bytes=200_000,
-            auth=config.basic_auth(),
-            open_paths=config.excluded_paths,
-        )
+        app = web.create_app(store, build_registry(store), max_body_bytes=200_000, access=access)
         server = httpserver.serve(
-            app, "127.0.0.1", 0, threads=threads, max_body_bytes=200_000, tls=config.tls, **options
+            app, "127.0.0.1", 0, threads=threads, max_body_bytes=200_000, tls=access.config.tls, **options
         )
         running.append(server)
         return server
@@ -534,9 +593,10 @@ def test_credentials_without_tls_work_on_plain_http_too(serve_config):
 def test_a_plain_http_request_to_the_https_port_gets_a_400_and_no_data(secured):
     reply = raw_exchange(secured.port, b"GET /liveness HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 
-    assert reply.startswith(b"HTTP/1.0 400 Bad Request\r\n")
-    assert reply.endswith(b"\r\n\r\nThis server speaks HTTPS only.\n")
-    assert b"status" not in reply
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400 Bad Request\r\n")
+    assert b"Content-Type: application/json" in head
+    assert json.loads(body) == {"error": "bad request", "status": 400, "detail": "this server speaks HTTPS only"}
 
 
 def test_a_client_that_does_not_trust_the_server_certificate_gets_no_connection(secured):
@@ -645,6 +705,307 @@ def test_an_oversized_body_over_tls_is_refused_with_413_before_it_is_sent(pki, s
 
     assert reply.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
     assert b"Traceback" not in reply and b"waitress" not in reply
+    assert json.loads(reply.partition(b"\r\n\r\n")[2]) == {
+        "error": "request entity too large",
+        "status": 413,
+        "detail": "request body larger than 200000 bytes",
+    }
+
+
+def test_a_reloaded_web_config_with_tls_applies_to_new_connections_and_open_ones_go_on(pki, tmp_path):
+    """What Service.reload_web_config does on SIGHUP: WebAccess.reload(), then Server.use_tls()."""
+    path = write_config(tmp_path, users_yaml())
+    access = WebAccess(path)
+    store, _ = make_store(healthy_set(1_239))
+    server = httpserver.serve(web.create_app(store, build_registry(store), access=access), "127.0.0.1", 0)
+    kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT_S)
+    try:
+        kept.request("GET", "/metrics", headers=credentials())
+        assert kept.getresponse().read() and server.scheme == "http"
+
+        write_config(tmp_path, tls_yaml(pki) + "basic_auth_users:\n  grafana: " + HASH + "\n")
+        server.use_tls(access.reload().tls)
+
+        assert server.scheme == "https" and server.urls == [f"https://127.0.0.1:{server.port}/"]
+        assert https(server, client_context(pki), headers=credentials(user="grafana"))[0] == 200
+        assert raw_exchange(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.0 400 ")
+        statuses = []
+        for user in (USER, "grafana"):  # on the plain connection opened before: it goes on, with the new users
+            kept.request("GET", "/metrics", headers=credentials(user=user))
+            response = kept.getresponse()
+            response.read()
+            statuses.append(response.status)
+        assert statuses == [401, 200]
+    finally:
+        kept.close()
+        server.close()
+
+
+def test_a_web_config_that_no_longer_loads_is_not_taken_and_the_old_one_stays(tmp_path):
+    path = write_config(tmp_path, users_yaml())
+    access = WebAccess(path)
+    write_config(tmp_path, "basic_auth_users:\n  prometheus: hunter2\n")
+
+    with pytest.raises(WebConfigError, match="not a bcrypt hash"):
+        access.reload()
+
+    assert access.check("/metrics", (USER, PASSWORD), "10.0.0.1").verdict is Verdict.ALLOWED
+    assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.DENIED
+
+
+# --- The TLS channel inside waitress (issue 15.2) ----------------------------------------------------------------
+
+
+class WatchedSSLSocket(ssl.SSLSocket):
+    """The server's TLS sockets (installed through `SSLContext.sslsocket_class`), recording whether two TLS
+    operations ever run at once on one session (OpenSSL forbids that on one SSL object) and which thread wrote
+    each 100 Continue."""
+
+    overlaps: list[str]
+    continue_writers: list[str]
+
+    def _watch(self, operation: str, call, *args):
+        busy = self.__dict__.setdefault("_busy", [])
+        thread = threading.current_thread().name
+        if busy:
+            type(self).overlaps.append(f"{operation} on {thread} during {busy[0]}")
+        busy.append(f"{operation} on {thread}")
+        try:
+            return call(*args)
+        finally:
+            busy.pop()
+
+    def do_handshake(self, *args):
+        return self._watch("handshake", super().do_handshake, *args)
+
+    def recv(self, *args):
+        return self._watch("read", super().recv, *args)
+
+    def send(self, data, *args):
+        if b" 100 Continue\r\n" in data:
+            type(self).continue_writers.append(threading.current_thread().name)
+        return self._watch("write", super().send, data, *args)
+
+    def unwrap(self):
+        return self._watch("close_notify", super().unwrap)
+
+
+def watched(base: type = WatchedSSLSocket, **attributes) -> type:
+    """A fresh subclass with its own records, so tests do not share them."""
+    return type("Watched", (base,), {"overlaps": [], "continue_writers": [], **attributes})
+
+
+def read_until(sock: socket.socket, marker: bytes, count: int = 1) -> bytes:
+    reply = b""
+    while reply.count(marker) < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed after {reply!r}"
+        reply += chunk
+    return reply
+
+
+def authorization() -> bytes:
+    return b"".join(f"{k}: {v}\r\n".encode() for k, v in credentials().items())
+
+
+def test_a_100_continue_that_waited_for_an_earlier_answer_is_written_by_the_event_loop_not_a_task_thread(
+    pki, serve_config
+):
+    """Issue 15.2c. Waitress sends a 100 Continue that had to wait for an earlier request's answer from the task
+    thread that served that request, after that request is done (HTTPChannel.service -> send_continue ->
+    _flush_some), when the loop thread may be reading the same session: SSL_read and SSL_write at once on one SSL
+    object. This test shows the write from the task thread; the overlap itself is a race of a few microseconds
+    that no test can make certain, so it is checked too but cannot fail reliably."""
+    socket_class = watched()
+    server = serve_config(tls_yaml(pki) + users_yaml(), sslsocket_class=socket_class)
+    first = b"GET /liveness HTTP/1.1\r\nHost: x\r\n" + authorization() + b"\r\n"
+    second = (
+        b"PUT " + ZP.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n"
+        b"Connection: close\r\n" + authorization() + b"\r\n"
+    )
+
+    with tls_socket(server, client_context(pki)) as tls:
+        tls.sendall(first + second)  # the second request's headers arrive while the first is being served
+        reply = read_until(tls, b"HTTP/1.1 100 Continue\r\n\r\n")
+        tls.sendall(b"{}")
+        reply += read_all(tls)
+
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2 and b"100 Continue" in reply
+    assert socket_class.continue_writers == ["http"]  # the loop thread (serve() names it)
+    assert socket_class.overlaps == []
+
+
+class ReadNeedsWrite(WatchedSSLSocket):
+    """Mimics OpenSSL's SSL_read answering WANT_WRITE: it has taken the peer's record (here the first request) but
+    must write before it can return it, as when a TLS 1.3 KeyUpdate asks for ours while the socket's send buffer is
+    full. The bytes are handed out by the next read, which the server owes once it can write."""
+
+    def recv(self, *args):
+        if self.__dict__.get("_stash"):
+            data, self._stash = self._stash, b""
+            return data
+        data = super().recv(*args)
+        if data and not self.__dict__.get("_stalled_once"):
+            self._stash, self._stalled_once = data, True
+            raise ssl.SSLWantWriteError("the read must write first")
+        return data
+
+
+def test_a_read_that_must_write_first_is_retried_when_the_socket_can_write(pki, serve_config):
+    """Issue 15.2a: the SSLWantWriteError was swallowed and writability never asked for: the request the read had
+    taken waited forever (here: past the client's timeout)."""
+    server = serve_config(tls_yaml(pki) + users_yaml(), sslsocket_class=watched(ReadNeedsWrite))
+
+    assert https(server, client_context(pki), "GET", "/liveness", headers=credentials())[0] == 200
+
+
+class WriteNeedsRead(WatchedSSLSocket):
+    """Mimics OpenSSL's SSL_write answering WANT_READ (it must read the peer's next record first, as in a
+    renegotiation): the first session's first answer cannot be written until its peer has sent more. Counts the
+    writes retried while the peer had sent nothing: each is a turn of a busy event loop."""
+
+    def send(self, *args):
+        if type(self).victim is None:
+            type(self).victim = self  # the first session that answers; the others are served as usual
+        state = self.__dict__.setdefault("_write_state", "fresh" if type(self).victim is self else "done")
+        if state == "fresh":
+            self._write_state = "blocked"
+            raise ssl.SSLWantReadError("the write must read first")
+        if state == "blocked":
+            if not select.select([self], [], [], 0)[0]:
+                type(self).spins += 1
+                raise ssl.SSLWantReadError("the write must read first")
+            self._write_state = "done"
+        return super().send(*args)
+
+
+def test_a_write_that_must_read_first_waits_for_the_peer_without_spinning(pki, serve_config):
+    """Issue 15.2b: after SSLWantReadError in send the channel stayed writable, so poll() reported it at once,
+    again and again, until the peer sent something: a busy loop."""
+    socket_class = watched(WriteNeedsRead, spins=0, victim=None)
+    server = serve_config(tls_yaml(pki) + users_yaml(), sslsocket_class=socket_class)
+    request = b"GET /liveness HTTP/1.1\r\nHost: x\r\n" + authorization() + b"\r\n"
+
+    with tls_socket(server, client_context(pki)) as blocked:
+        blocked.sendall(request)
+        for _ in range(3):  # the loop turns many times while other sessions are served
+            other = https(server, client_context(pki), "GET", "/liveness", headers=credentials())
+            assert other[0] == 200
+        spins_while_waiting = socket_class.spins
+        blocked.sendall(request.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+        reply = read_all(blocked)
+
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert spins_while_waiting == 0
+
+
+@pytest.mark.parametrize("ending", ["Connection: close", "idle timeout", "server stop"])
+def test_the_server_ends_every_tls_session_with_a_close_notify(pki, serve_config, ending):
+    """Issue 15.2d: waitress closed the socket under the session; a client that insists on a clean TLS end
+    (suppress_ragged_eofs=False, as HTTP/1.0-style readers should) got SSLEOFError instead of the end of data."""
+    server = serve_config(tls_yaml(pki) + users_yaml(), channel_timeout_s=1)
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    with client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False) as tls:
+        reply = b""
+        if ending == "Connection: close":
+            tls.sendall(b"GET /liveness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + authorization() + b"\r\n")
+        if ending == "server stop":
+            tls.sendall(b"GET /liveness HTTP/1.1\r\nHost: x\r\n" + authorization() + b"\r\n")
+            reply = read_until(tls, b"\r\n\r\n")
+            server.close()
+        reply += read_all(tls)  # SSLEOFError if the connection ends without close_notify
+
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_tls_clients_that_hang_up_mid_answer_leave_no_traceback_in_the_log(pki, serve_config, caplog):
+    """A TLS write to a peer that is gone raised SSLEOFError, which waitress logged as a "Socket error" traceback:
+    any client could write a traceback into the log per connection. A plain socket's EPIPE is closed quietly."""
+    server = serve_config(tls_yaml(pki) + users_yaml())
+    assert https(server, client_context(pki), headers=credentials())[0] == 200  # warm: imports, the bcrypt
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for _ in range(10):
+        with tls_socket(server, client_context(pki)) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + authorization() + b"\r\n")
+            tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+
+    deadline = time.monotonic() + 20
+    while len(os.listdir("/proc/self/fd")) > descriptors and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the server has closed its side of every one
+    assert https(server, client_context(pki), headers=credentials())[0] == 200
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+FLOOD_CONNECTIONS = 20
+
+
+def plain_get(port: int, headers: dict[str, str], timeout_s: float = CLIENT_TIMEOUT_S) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        connection.request("GET", "/metrics", headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_a_scraper_whose_credential_is_known_is_served_while_20_connections_send_wrong_passwords(serve_config):
+    """Issue 15.1: each distinct wrong password costs a bcrypt on a worker thread. With a realistic cost (12 here,
+    0.27 s on the test machine) 20 connections guessing kept every worker busy and the scraper waited seconds."""
+    costly = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=12)).decode()
+    server = serve_config(f"basic_auth_users:\n  {USER}: {costly}\n", threads=4)
+    assert plain_get(server.port, credentials()) == 200  # the scraper's first scrape pays its bcrypt once
+    stop = threading.Event()
+    seen: Counter = Counter()
+
+    def guess(worker: int) -> None:
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            try:
+                seen[plain_get(server.port, credentials(password=f"guess-{worker}-{attempt}"), 30)] += 1
+            except OSError:
+                seen["error"] += 1
+
+    flood = [threading.Thread(target=guess, args=(n,), daemon=True) for n in range(FLOOD_CONNECTIONS)]
+    for thread in flood:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum(seen.values()) < FLOOD_CONNECTIONS and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the flood is in full swing
+        for _ in range(10):
+            assert plain_get(server.port, credentials(), timeout_s=1.0) == 200
+    finally:
+        stop.set()
+        for thread in flood:
+            thread.join(60)
+    assert set(seen) <= {401, 429}, seen
+    assert seen[429] > 0  # the flood was told to wait, not checked
+
+
+def test_a_client_over_its_failure_budget_gets_a_json_429_with_retry_after_and_no_data(serve_config):
+    server = serve_config(users_yaml())
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT_S)
+    try:
+        statuses = []
+        for attempt in range(FAILURE_BURST + 1):
+            connection.request("GET", "/metrics", headers=credentials(password=f"guess-{attempt}"))
+            response = connection.getresponse()
+            statuses.append(response.status)
+            body = response.read()
+    finally:
+        connection.close()
+
+    assert statuses == [401] * FAILURE_BURST + [429]
+    assert 1 <= int(response.headers["Retry-After"]) <= 2
+    assert json.loads(body) == {
+        "error": "too many requests",
+        "status": 429,
+        "detail": f"too many failed logins: retry in {response.headers['Retry-After']} s",
+    }
 
 
 # --- The exporter process ---------------------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""Signals and reloading, through the real process (exporter.py as a subprocess, tests/service_util.Exporter).
+
+A `systemctl reload` (SIGHUP) or a closed terminal (SIGHUP too) must not kill the exporter: SIGHUP re-reads the web
+config, and other stray signals are logged and ignored. A reload never drops the collection or the snapshot.
+"""
+
+from __future__ import annotations
+
+import base64
+import signal
+
+import bcrypt
+import pytest
+from service_util import Exporter, wait_until
+
+pytestmark = pytest.mark.slow  # subprocesses
+
+DEMO = ("--demo", "--collect.interval", "1")
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def users_file(path, **passwords: str) -> None:
+    lines = ["basic_auth_users:"] + [
+        f"  {user}: {bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()}"
+        for user, password in passwords.items()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def polls(exporter: Exporter, headers: dict[str, str]) -> int:
+    answer = exporter.get("/liveness", headers=headers)
+    assert answer.status == 200, answer
+    return answer.json()["polls"]
+
+
+STRAY = [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE]
+
+
+@pytest.mark.parametrize("signum", STRAY, ids=[s.name for s in STRAY])
+def test_a_stray_signal_neither_kills_the_exporter_nor_stops_its_polls(signum):
+    with Exporter(*DEMO) as exporter:
+        wait_until(lambda: exporter.get("/liveness").status == 200, 15, "a first successful poll")
+        before = exporter.get("/liveness").json()["polls"]
+        mark = len(exporter.lines())
+
+        exporter.process.send_signal(signum)
+        wait_until(lambda: exporter.get("/liveness").json()["polls"] > before + 1, 15, "two more polls")
+
+        assert exporter.process.poll() is None
+        if signum != signal.SIGPIPE:  # SIGPIPE is ignored silently, as every Python program does
+            name = signal.Signals(signum).name
+            wait_until(lambda: exporter.logged(name, mark), 5, f"a log line naming {name}")
+        assert exporter.stop() == 0
+        assert exporter.logged("stopping", mark)
+
+
+def test_sighup_reloads_the_web_config_for_new_requests_without_dropping_the_collection(tmp_path):
+    config = tmp_path / "web.yml"
+    users_file(config, prometheus="first-password")
+    with Exporter(*DEMO, "--web.config.file", str(config)) as exporter:
+        old, new = basic("prometheus", "first-password"), basic("grafana", "second-password")
+        wait_until(lambda: exporter.get("/liveness", headers=old).status == 200, 15, "a first successful poll")
+        polls_before = polls(exporter, old)
+
+        users_file(config, grafana="second-password")
+        mark = len(exporter.lines())
+        exporter.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: exporter.logged("reloaded", mark), 5, "the reload to be logged")
+
+        assert exporter.get("/liveness", headers=old).status == 401
+        assert exporter.get("/metrics", headers=new).status == 200
+        wait_until(lambda: polls(exporter, new) > polls_before + 1, 15, "polls going on after the reload")
+        reload_lines = [line for line in exporter.lines()[mark:] if "web config" in line]
+        assert len(reload_lines) == 1 and "level=info" in reload_lines[0], reload_lines
+        assert exporter.stop() == 0
+
+
+def test_an_invalid_web_config_on_sighup_keeps_the_old_one_and_says_why_in_one_line(tmp_path):
+    config = tmp_path / "web.yml"
+    users_file(config, prometheus="first-password")
+    with Exporter(*DEMO, "--web.config.file", str(config)) as exporter:
+        credentials = basic("prometheus", "first-password")
+        wait_until(lambda: exporter.get("/liveness", headers=credentials).status == 200, 15, "a first poll")
+
+        config.write_text("basic_auth_users:\n  prometheus: hunter2\n")  # a password instead of its hash
+        mark = len(exporter.lines())
+        exporter.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: exporter.logged("web config", mark), 5, "the refused reload to be logged")
+
+        lines = [line for line in exporter.lines()[mark:] if "web config" in line]
+        assert len(lines) == 1, lines
+        assert "level=error" in lines[0]
+        assert "kept" in lines[0] and "'prometheus' is not a bcrypt hash" in lines[0]
+        assert "hunter2" not in exporter.log_text
+        assert exporter.get("/metrics", headers=credentials).status == 200
+        assert exporter.get("/metrics").status == 401
+        assert exporter.process.poll() is None
+        assert exporter.stop() == 0
