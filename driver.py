@@ -10,6 +10,7 @@ Imports `kinds` only.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import difflib
 import re
@@ -263,6 +264,7 @@ class Connection:
                 retryReads=False,
                 retryWrites=False,
                 event_listeners=[self._observer],
+                server_selector=_only_the_aimed_member,
                 **idle,
                 **monitoring,
             )
@@ -288,18 +290,36 @@ class Connection:
         except PyMongoError as error:
             raise self._translated(error, name) from None
 
+    @contextlib.contextmanager
+    def aimed_at(self, member: str) -> Iterator[None]:
+        """Every read inside the block goes to this one member (host:port), primary or secondary: a member's own
+        oplog is read over the set's connection, with no client (and no monitor threads) of its own."""
+        token = _AIMED_AT.set(member.lower())
+        try:
+            yield
+        finally:
+            _AIMED_AT.reset(token)
+
+    def serves(self, member: str) -> bool:
+        """The driver knows `member` as a primary or a secondary it may read from (not hidden, not recovering)."""
+        readable = (SERVER_TYPE.RSPrimary, SERVER_TYPE.RSSecondary, SERVER_TYPE.Standalone)
+        return any(
+            _address_text(address) == member.lower() and description.server_type in readable
+            for address, description in self._client.topology_description.server_descriptions().items()
+        )
+
     def oplog_end(self, *, newest: bool) -> dict[str, Any] | None:
-        """This server's oldest (or newest) oplog entry, natural order, with its `ts` and `wall`."""
-        oplog = self._client.local.get_collection("oplog.rs", read_preference=ReadPreference.PRIMARY_PREFERRED)
+        """The aimed-at member's oldest (or newest) oplog entry, natural order, with its `ts` and `wall`."""
+        oplog = self._client.local.get_collection("oplog.rs", read_preference=ReadPreference.NEAREST)
         try:
             return oplog.find_one({}, projection={"ts": 1, "wall": 1}, sort=[("$natural", -1 if newest else 1)])
         except PyMongoError as error:
             raise self._translated(error, "find on local.oplog.rs") from None
 
     def oplog_storage(self) -> dict[str, Any] | None:
-        """`$collStats` storage statistics of this server's oplog (size, maxSize, count): allowed directly on a
-        shard member from 8.0, where the collStats command is not."""
-        oplog = self._client.local.get_collection("oplog.rs", read_preference=ReadPreference.PRIMARY_PREFERRED)
+        """`$collStats` storage statistics of the aimed-at member's oplog (size, maxSize, count): allowed directly
+        on a shard member from 8.0, where the collStats command is not."""
+        oplog = self._client.local.get_collection("oplog.rs", read_preference=ReadPreference.NEAREST)
         try:
             found = list(oplog.aggregate([{"$collStats": {"storageStats": {}}}]))
         except PyMongoError as error:
@@ -355,6 +375,21 @@ class Connection:
         closer = threading.Thread(target=self._client.close, name="client-close", daemon=True)
         closer.start()
         return closer
+
+
+# The member the current thread's reads are aimed at (Connection.aimed_at); each set is polled on its own thread.
+_AIMED_AT: contextvars.ContextVar[str | None] = contextvars.ContextVar("replicationlag_aimed_at", default=None)
+
+
+def _address_text(address: tuple[str, int]) -> str:
+    host, port = address
+    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").lower()
+
+
+def _only_the_aimed_member(servers: list[Any]) -> list[Any]:
+    """The driver's custom server selector: while a read is aimed at a member, only that member is eligible."""
+    aimed = _AIMED_AT.get()
+    return servers if aimed is None else [s for s in servers if _address_text(s.address) == aimed]
 
 
 def wall_ms(value: Any) -> int | None:

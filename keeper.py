@@ -1,6 +1,7 @@
-"""The owner of a replica set's connections: makes the set's, renews it when the driver forgot every seed, keeps
-one direct connection per member for the reads only that member can answer (its own oplog, its initial sync),
-closes them all, and explains a failure from the heartbeats it observed.
+"""The owner of a replica set's connections: makes the set's, renews it when the driver forgot every seed, keeps a
+direct connection for each member the set's connection cannot read from (hidden, recovering, in initial sync) for
+what only that member can answer (its own oplog, its initial sync), closes them all, and explains a failure from
+the heartbeats it observed.
 
 With `replicaSet=` in the URI the driver drops a seed that answers as a standalone (or for another set) and never
 looks at the URI's hosts again, so once every seed was dropped it cannot recover even when the servers are fixed.
@@ -49,9 +50,13 @@ class ClientKeeper:
     def succeeded(self) -> None:
         self._renewed_since_success = False
 
-    def member(self, name: str) -> Connection | None:
-        """The direct connection to one member (made now if new); None when members are not read directly.
-        Raises `driver.ClientError` when the member's address makes no URI."""
+    def reads_of(self, name: str) -> Connection | None:
+        """Where to read what only one member can answer (aim the reads at it with `Connection.aimed_at`): the
+        set's own connection when the driver reads from that member anyway (a primary or a secondary), else a
+        direct connection kept for it (a hidden member, one recovering or in initial sync); None when members
+        are not read directly. Raises `driver.ClientError` when the member's address makes no URI."""
+        if self._connection.serves(name):
+            return self._connection
         if self._connect_member is None:
             return None
         if name not in self._members:
@@ -59,8 +64,9 @@ class ClientKeeper:
         return self._members[name]
 
     def keep_members(self, names: set[str]) -> None:
-        """Close the direct connections of members that are no longer in the set."""
-        for name in set(self._members) - names:
+        """Close the direct connections of members that no longer need one (gone, or readable through the set's
+        connection again): a direct connection costs two threads that wake twice a second."""
+        for name in set(self._members) - {n for n in names if not self._connection.serves(n)}:
             self._members.pop(name).close_in_background()
 
     def close(self, wait_s: float) -> None:

@@ -106,7 +106,7 @@ class Poller:
         status = result.status.name
         if status != self._last_status.get(label):
             reasons = "; ".join(result.reasons) or "all members healthy and in time"
-            log.info("replica set %s is %s: %s", label or result.set_name, status, reasons)
+            log.info("%s is %s: %s", label or f"replica set {result.set_name}", status, reasons)
         self._last_status[label] = status
         log.debug("collected %s: %s", label or result.set_name, summary)
 

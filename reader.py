@@ -4,9 +4,10 @@
 when a secondary answered while a primary is up), `replSetGetConfig` only when the set's configuration changed
 (cached here), and one lookup in the primary's oplog per lagging member (docs/domain.md §6): these make the poll,
 and their errors leave as `driver.DriverError`. Then the reads that say how dangerous the lag is (§12-14), each
-of which may fail alone without failing the poll: on each data-bearing member directly, its oldest and newest
-oplog entries and its oplog's storage statistics (three small reads), `replSetGetStatus` on a member in initial
-sync, and `serverStatus` on the primary for flow control. Everything runs under the one poll deadline; a member
+of which may fail alone without failing the poll: on each data-bearing member (reads aimed at it over the set's
+own connection, or a direct one for a member the driver does not read from), its oldest and newest oplog entries
+and its oplog's storage statistics (three small reads), `replSetGetStatus` on a member in initial sync, and
+`serverStatus` on the primary for flow control. Everything runs under the one poll deadline; a member
 read gets at most a quarter of it, so a member that hangs cannot starve the others. Imports `danger`, `driver`,
 `keeper` and `replset`.
 """
@@ -156,15 +157,15 @@ class _EvidenceReader:
         self._denied: dict[str, str] = {}  # command -> what to grant, once per poll
 
     def read(self, status: StatusReport) -> Evidence:
-        members = status.members or ()
+        members = [m for m in status.members or () if m.healthy and m.state in _READ_STATES]
+        found = {m.name: self._member(m.name, m.state) for m in members}
         self._keeper.keep_members({m.name for m in members})
-        found = {m.name: self._member(m.name, m.state) for m in members if m.healthy and m.state in _READ_STATES}
         server_status = self._primary_server_status() if status.reports_a_healthy_primary else None
         return Evidence(found, server_status, tuple(dict.fromkeys(self._denied.values())))
 
     def _member(self, name: str, state: int | None) -> MemberEvidence:
         try:
-            connection = self._keeper.member(name)
+            connection = self._keeper.reads_of(name)
         except ClientError as error:
             return MemberEvidence(unread=str(error))
         if connection is None:
@@ -174,7 +175,7 @@ class _EvidenceReader:
             return MemberEvidence(unread="no time left in the poll to read its oplog")
         reads: dict[str, Any] = {}
         problems: list[str] = []
-        with connection.deadline(budget):
+        with connection.deadline(budget), connection.aimed_at(name):
             if state == STARTUP2:
                 reads["own_status"] = self._try(
                     "replSetGetStatus", problems, lambda: connection.command("replSetGetStatus")

@@ -32,11 +32,11 @@ from webconfig import WebAccess
 
 MAX_BODY_BYTES = httpserver.DEFAULT_MAX_BODY_BYTES  # the same cap for the app and the server, given to both
 # Behind mongos routers, each set's client hears from its members this often, in polled mode (one thread per
-# member): a cluster of 100 sets costs little between polls. Elections are still followed at poll time: a command
-# that meets a stale view makes the driver look again at once.
-CLUSTER_HEARTBEAT_MS = 10_000
-# The direct connections to single members are used once a poll (their own oplog): their monitor need not look
-# more often than that.
+# member): a cluster of 100 sets costs little between polls (measured: bench/RESULTS.md). Elections are still
+# followed at poll time: a command that meets a stale view makes the driver look again at once.
+CLUSTER_HEARTBEAT_MS = 30_000
+# The few direct connections to single members (hidden, in initial sync) are used once a poll: their monitor need
+# not look more often than that.
 MEMBER_HEARTBEAT_MS = 60_000
 
 
