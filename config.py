@@ -139,6 +139,7 @@ class Settings:
     log_format: str
     demo: bool
     warnings: tuple[str, ...] = ()
+    demo_cluster: bool = False  # --demo.cluster: the demo is a sharded cluster
     secrets: Secrets = field(default=Secrets(), repr=False)
     web_config_file: str = ""  # read by webconfig.load_web_config in exporter.py; empty: plain HTTP, no auth
     # Sharded clusters: who logs in directly on the shards and on the config servers (None: the router URI's user).
@@ -218,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start the built-in simulated replica set and collect from it (any MongoDB URI or config file is ignored)",
     )
+    parser.add_argument(
+        "--demo.cluster",
+        dest="demo.cluster",
+        action="store_true",
+        help="with --demo: a simulated sharded cluster (3 shards, the config servers, a mongos) instead of a replica "
+        "set",
+    )
     return parser
 
 
@@ -229,6 +237,8 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     demo = bool(args["demo"])
     problems: list[str] = []
     warnings: list[str] = []
+    if args["demo.cluster"] and not demo:
+        problems.append("--demo.cluster: only with --demo (it says which simulated cluster the demo starts)")
 
     label = (raw["infra.label"] or DEFAULT_LABEL).strip()
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
@@ -296,6 +306,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         log_level="warning" if level == "warn" else level,
         log_format=log_format,
         demo=demo,
+        demo_cluster=bool(args["demo.cluster"]),
         web_config_file=raw["web.config.file"] or "",
         warnings=tuple(secrets.redact(w) for w in warnings),
         secrets=secrets,

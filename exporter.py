@@ -47,10 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stop_demo = None
     if settings.demo:  # config ignores any URI given with --demo, and says so
-        from mongosim.demo import start_demo_set  # the product imports the simulator only here
+        from mongosim.demo import start_demo_cluster, start_demo_set  # the product imports the simulator only here
 
-        demo_set, stop_demo = start_demo_set()
-        settings = dataclasses.replace(settings, uri=demo_set.uri)
+        simulated, stop_demo = start_demo_cluster() if settings.demo_cluster else start_demo_set()
+        settings = dataclasses.replace(settings, uri=simulated.uri)
 
     try:
         service = build_service(settings)
@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     service.start()
     server = service.server
-    target = f"the built-in simulated replica set {settings.uri}" if stop_demo else settings.redacted_uri
+    simulation = "sharded cluster (its mongos)" if settings.demo_cluster else "replica set"
+    target = f"the built-in simulated {simulation} {settings.uri}" if stop_demo else settings.redacted_uri
     log.info(
         "serving %s for infra %s, polling %s every %g s (deadline %g s)",
         " and ".join(server.urls),
