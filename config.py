@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 from kinds import FRESHNESS_LIMIT_S
+from version import VERSION
 
 DEFAULT_LABEL = "clusterKeeper"
 DEFAULT_LISTEN = ":9218"
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=name.split(".")[-1].upper(),
             help=f"{text} [env {env}]",
         )
+    parser.add_argument("--version", action="version", version=f"replicationlag {VERSION}")
     parser.add_argument(
         "--demo",
         action="store_true",

@@ -13,6 +13,7 @@ Sample exposition::
 
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from prometheus_client.exposition import choose_encoder
 from kinds import FailureKind
 from replset import Member, Snapshot
 from store import SnapshotStore, View
+from version import VERSION
 
 PREFIX = "mongodb_replication_"
 
@@ -188,6 +190,12 @@ def _families(view: View) -> Iterator[Metric]:
         "Replica set status: 0 GREEN, 1 YELLOW, 2 RED (2 also when its data is failed or stale)",
         ["infra", "set"],
         [([infra, each.name], int(each.status)) for each in view.sets] or [([infra, ""], int(view.status))],
+    )
+    yield family.gauge(
+        "exporter_build_info",
+        "The exporter's version (value 1)",
+        ["version", "python_version"],
+        [([VERSION, platform.python_version()], 1)],
     )
     yield family.gauge(
         "set_info",

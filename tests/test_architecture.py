@@ -19,6 +19,7 @@ PRODUCT = {path.stem for path in ROOT.glob("*.py")}
 # Who may import whom (ours only). Read top to bottom: the pure core first, then the edges, then the wiring.
 ALLOWED: dict[str, set[str]] = {
     "kinds": set(),
+    "version": set(),
     "replset": {"kinds"},
     "shardmap": {"kinds"},
     "history": set(),
@@ -27,10 +28,10 @@ ALLOWED: dict[str, set[str]] = {
     "bridge": {"danger", "kinds", "replset", "store", "trend"},
     "charts": {"replset"},
     "page": {"bridge", "charts", "kinds", "replset", "store"},
-    "metrics": {"kinds", "replset", "store"},
+    "metrics": {"kinds", "replset", "store", "version"},
     "httpserver": set(),
     "web": {"bridge", "httpserver", "metrics", "page", "store", "webconfig"},
-    "config": {"kinds"},
+    "config": {"kinds", "version"},
     "webconfig": set(),
     "logs": {"config"},
     "driver": {"kinds"},

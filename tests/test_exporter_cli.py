@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from version import VERSION
+
 pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,3 +133,9 @@ def test_a_config_file_with_a_byte_order_mark_is_read_like_any_utf8_file(tmp_pat
     [line] = result.stderr.strip().splitlines()
     # The file was read: only the address is wrong.
     assert line.startswith("replicationlag: error: --web.listen-address")
+
+
+def test_version_prints_the_exporter_version_and_exits_zero():
+    result = run_exporter("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"replicationlag {VERSION}"

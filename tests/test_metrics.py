@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import platform
 import shutil
 import subprocess
 
@@ -16,6 +17,7 @@ from view_factory import failure, healthy_set, make_store, member, primary, snap
 from metrics import build_registry, render
 from replset import ARBITER, PRIMARY, SECONDARY, build_snapshot
 from store import FRESHNESS_LIMIT_S
+from version import VERSION
 
 SET = {"infra": "clusterKeeper", "set": "rs0"}
 DOWN = 8
@@ -303,3 +305,9 @@ def test_two_members_reporting_one_name_never_give_one_label_set_twice():
     assert len(samples) == len(set(samples))
     lags = {dict(labels)["member"] for name, labels in samples if name == "mongodb_replication_lag_seconds"}
     assert lags == {"db1:27017#1", "db1:27017#2"}
+
+
+def test_the_build_info_names_the_exporter_version():
+    store, _ = make_store(healthy_set(0))
+    labels = {"version": VERSION, "python_version": platform.python_version()}
+    assert build_registry(store).get_sample_value("mongodb_replication_exporter_build_info", labels) == 1

@@ -29,6 +29,8 @@ from pathlib import Path
 import pytest
 from ops_util import REPO
 
+from version import VERSION
+
 PYPROJECT = REPO / "pyproject.toml"
 SIMULATOR_PACKAGE = "mongosim"
 BUILD_TIMEOUT_S = 120
@@ -151,6 +153,11 @@ def test_the_wheel_installs_a_replicationlag_command_that_serves_the_demo(tmp_pa
         [sys.executable, REPO / "exporter.py", "--help"], capture_output=True, text=True, timeout=60, check=True
     )
     assert flags(installed.stdout) == flags(source.stdout)
+    version = subprocess.run(
+        [command, "--version"], capture_output=True, text=True, timeout=60, cwd=elsewhere, env=env, check=False
+    )
+    assert (version.returncode, version.stdout.strip()) == (0, f"replicationlag {VERSION}")
+    assert wheel.name.startswith(f"replicationlag-{VERSION}-")  # the package's version is version.py's
 
     _serve_the_demo_and_stop(command, elsewhere, env)
 
