@@ -154,11 +154,11 @@ def snapshot_lines(snapshot: Snapshot, *, last_known: bool = False, trends: SetV
         member_line(m, snapshot, prefix, trends.trend_of(m.name) if trends is not None else None)
         for m in snapshot.members
     )
-    lines += [f"- {prefix}{_capital(n.text)}" for n in snapshot.notes if n.kind in _SET_DANGER]
+    lines += [f"- {prefix}{_capital(n.text)}" for n in snapshot.notes if n.kind in SET_DANGER]
     return lines
 
 
-_SET_DANGER = frozenset({NoteKind.MAJORITY_COMMIT_LAG, NoteKind.FLOW_CONTROL_ENGAGED, NoteKind.PRIVILEGE_MISSING})
+SET_DANGER = frozenset({NoteKind.MAJORITY_COMMIT_LAG, NoteKind.FLOW_CONTROL_ENGAGED, NoteKind.PRIVILEGE_MISSING})
 
 
 def _capital(text: str) -> str:

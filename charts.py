@@ -14,8 +14,8 @@ from html import escape
 
 from replset import RED_AT_MS, YELLOW_AT_MS
 
-WIDTH, HEIGHT = 420, 150
-LEFT, RIGHT, TOP, BOTTOM = 44, 96, 18, 22  # room for the axis labels and the current values
+WIDTH, HEIGHT = 560, 150
+LEFT, RIGHT, TOP, BOTTOM = 44, 200, 18, 22  # room for the axis labels and the current values
 MIN_TOP_MS = 35_000  # the scale always shows the RED line
 PALETTE = ("#0969da", "#8250df", "#1a7f37", "#bc4c00", "#cf222e", "#6e7781", "#116329", "#953800")
 

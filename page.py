@@ -13,9 +13,11 @@ from datetime import UTC, datetime
 
 import bridge
 from charts import lag_chart
+from danger import duration_words
 from kinds import Reference, SetRole
 from replset import Member, Snapshot, Status
 from store import SetView, View
+from trend import Trend
 
 ZERO_PROBLEM_PATH = "/" + bridge.SERVICE_ID
 
@@ -27,7 +29,7 @@ body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 70em
 table { border-collapse: collapse; margin: 1em 0; } caption { text-align: left; font-weight: bold; }
 th, td { border-bottom: 1px solid #d0d7de; padding: .3em .8em; text-align: left; vertical-align: top; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-.problem { color: #a40e26; font-weight: bold; } .muted { color: #656d76; }
+.problem { color: #a40e26; font-weight: bold; } .muted { color: #656d76; } .warn { color: #7d4e00; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; } .charts svg { background: #f6f8fa; }
 """
 
@@ -54,8 +56,7 @@ def render_status_page(view: View) -> str:
     if view.current is not None and view.current.reasons:
         parts.append("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in view.current.reasons) + "</ul>")
     if snapshot is not None:
-        parts.append(_members_table(snapshot, last_known=view.current is None))
-        parts += [f'<p class="muted">{_e(note)}</p>' for note in snapshot.notes]
+        parts.append(_members_table(snapshot, last_known=view.current is None, trends=view.single))
         parts.append(_history_charts(view, snapshot, HISTORY_POINTS))
     parts += _footer(view)
     return "\n".join(parts)
@@ -118,7 +119,7 @@ def _cluster_body(view: View) -> list[str]:
     for each in ranked:
         if each.snapshot is None:
             continue
-        table = _members_table(each.snapshot, last_known=each.current is None, caption=each.address.label)
+        table = _members_table(each.snapshot, last_known=each.current is None, caption=each.address.label, trends=each)
         folded = each.status is Status.GREEN
         table += _history_charts(view, each.snapshot, HISTORY_POINTS_FOLDED if folded else HISTORY_POINTS)
         if folded:
@@ -156,22 +157,47 @@ def _set_sentence(snapshot: Snapshot | None) -> str:
     return text + "."
 
 
-def _members_table(snapshot: Snapshot, *, last_known: bool, caption: str = "") -> str:
+_NUMERIC = ("Lag", "Delay", "Oplog window", "Headroom")
+
+
+def _members_table(snapshot: Snapshot, *, last_known: bool, caption: str = "", trends: SetView | None = None) -> str:
     if caption:
         caption = _e(caption) + (": last known members (not current)" if last_known else "")
     else:
         caption = "Last known members (not current)" if last_known else "Members"
     head = "".join(
-        f'<th class="num">{h}</th>' if h in ("Lag", "Delay") else f"<th>{h}</th>"
-        for h in ("Member", "Role", "State", "Status", "Lag", "Delay", "Reason")
+        f'<th class="num">{h}</th>' if h in _NUMERIC else f"<th>{h}</th>"
+        for h in (
+            "Member",
+            "Role",
+            "State",
+            "Status",
+            "Lag",
+            "Delay",
+            "Oplog window",
+            "Headroom",
+            "Why, and where it goes",
+        )
     )
-    rows = [_member_row(m) for m in snapshot.members]
-    return f"<table><caption>{caption}</caption><tr>{head}</tr>{''.join(rows)}</table>"
+    rows = [_member_row(m, trends.trend_of(m.name) if trends is not None else None) for m in snapshot.members]
+    table = f"<table><caption>{caption}</caption><tr>{head}</tr>{''.join(rows)}</table>"
+    # What endangers the whole set (the majority commit point, flow control, a refused read) stands out; the rest
+    # of the engine's notes (an oplog lookup that fell back) is for the curious.
+    for note in snapshot.notes:
+        style = "warn" if note.kind in bridge.SET_DANGER else "muted"
+        table += f'<p class="{style}">{_e(str(note))}</p>'
+    return table
 
 
-def _member_row(member: Member) -> str:
+def _member_row(member: Member, trend: Trend | None) -> str:
     state = member.state_str + ("" if member.healthy else " (unhealthy)")
     role = bridge.role(member) + (" (hidden)" if member.hidden else "")
+    oplog = member.oplog
+    window = "-" if oplog is None else duration_words(oplog.window_ms) + (" (filling)" if oplog.full is False else "")
+    headroom = "-" if member.headroom_ms is None else duration_words(member.headroom_ms)
+    if member.headroom_ms is not None and member.sync_source_full is False:
+        headroom += " (no limit yet)"
+    why = "; ".join(bridge.danger_words(member, trend) + [n.text for n in member.notes])
     cells = [
         f"<td>{_e(member.name)}</td>",
         f"<td>{_e(role)}</td>",
@@ -179,7 +205,9 @@ def _member_row(member: Member) -> str:
         f'<td><span class="status {member.status.name}">{member.status.name}</span></td>',
         f'<td class="num">{_e(bridge.lag_text(member) or "-")}</td>',
         f'<td class="num">{_e(bridge.duration_text(member.delay_ms)) if member.delay_ms else "-"}</td>',
-        f"<td>{_e(member.reason)}</td>",
+        f'<td class="num">{_e(window)}</td>',
+        f'<td class="num">{_e(headroom)}</td>',
+        f"<td>{_e(why)}</td>",
     ]
     return f"<tr>{''.join(cells)}</tr>"
 

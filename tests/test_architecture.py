@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"history", "kinds", "replset", "shardmap", "trend"},
     "bridge": {"danger", "kinds", "replset", "store", "trend"},
     "charts": {"replset"},
-    "page": {"bridge", "charts", "kinds", "replset", "store"},
+    "page": {"bridge", "charts", "danger", "kinds", "replset", "store", "trend"},
     "metrics": {"kinds", "replset", "store", "version"},
     "httpserver": set(),
     "web": {"bridge", "httpserver", "metrics", "page", "store", "webconfig"},
