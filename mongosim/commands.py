@@ -758,16 +758,13 @@ def _build_info(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _server_status(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
-    _require(ctx, "serverStatus", ctx.request.db, _can_monitor)
-    me, model, now = ctx.member, ctx.model, ctx.now
-    stats = me.stats
-    uptime_ms = max(0, now - me.started_ms)
-    written = model.last_written(now) if me.state == m.PRIMARY else 0
-    doc: dict[str, Any] = {
+def server_status_head(me: m.Member, now: int, version: str, process: str) -> dict[str, Any]:
+    """The part of serverStatus a mongod and a mongos share: who, since when, connections."""
+    stats, uptime_ms = me.stats, max(0, now - me.started_ms)
+    return {
         "host": me.name,
-        "version": ctx.profile.version,
-        "process": "mongod",
+        "version": version,
+        "process": process,
         "pid": Int64(os.getpid()),
         "uptime": float(uptime_ms // 1000),
         "uptimeMillis": Int64(uptime_ms),
@@ -781,6 +778,14 @@ def _server_status(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
             "active": 1,
         },
     }
+
+
+def _server_status(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    _require(ctx, "serverStatus", ctx.request.db, _can_monitor)
+    me, model, now = ctx.member, ctx.model, ctx.now
+    stats = me.stats
+    written = model.last_written(now) if me.state == m.PRIMARY else 0
+    doc = server_status_head(me, now, ctx.profile.version, "mongod")
     if ctx.profile.at_least("4.4") and me.data_bearing:  # flow control exists from 4.2
         doc["flowControl"] = model.flow_section(me)
     doc |= {

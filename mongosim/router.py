@@ -24,7 +24,6 @@ Imports `bson`, `.catalog`, `.commands`, `.model`, `.scram` (a type) and `.wire`
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -248,23 +247,8 @@ def _project(doc: dict[str, Any], projection: Any) -> dict[str, Any]:
 def _server_status(model: RouterModel, session: Session, request: wire.Request) -> dict[str, Any]:
     _require(model, session, request, commands._can_monitor)
     me, now = model.member, model.now()
-    stats, uptime_ms = me.stats, max(0, now - me.started_ms)
-    doc = {
-        "host": me.name,
-        "version": PROFILES[me.version].version,
-        "process": "mongos",
-        "pid": Int64(os.getpid()),
-        "uptime": float(uptime_ms // 1000),
-        "uptimeMillis": Int64(uptime_ms),
-        "uptimeEstimate": Int64(uptime_ms // 1000),
-        "localTime": DatetimeMS(now),
-        "asserts": {"regular": 0, "warning": 0, "msg": 0, "user": 0, "rollovers": 0},
-        "connections": {
-            "current": stats["current"],
-            "available": 838_860 - stats["current"],
-            "totalCreated": stats["total"],
-            "active": 1,
-        },
+    stats = me.stats
+    doc = commands.server_status_head(me, now, PROFILES[me.version].version, "mongos") | {
         "mem": {"bits": 64, "resident": 48, "virtual": 1024, "supported": True},
         "network": {
             "bytesIn": Int64(stats["bytes_in"]),
