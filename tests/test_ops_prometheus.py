@@ -119,6 +119,54 @@ def test_the_alert_rules_pass_their_unit_tests():
             "mongodb_replication_shard_map_age_seconds >= 180",
             "mongodb_replication_shard_map_age_seconds >= 120",
         ),
+        ("headroom low from 30 % of the window", "< 0.25 *", "< 0.3 *"),
+        ("headroom critical from 12 % of the window", "< 0.10 *", "< 0.12 *"),
+        (
+            "a not-yet-full primary oplog taken for a limit",
+            "(mongodb_replication_oplog_full and mongodb_replication_member_state == 1) == 1",
+            "(mongodb_replication_oplog_full and mongodb_replication_member_state == 1) >= 0",
+        ),
+        (
+            "the primary's fullness taken for a chained member's source's",
+            ") < 0.0005",
+            ") >= 0",
+        ),
+        ("every member's oplog full required: a resynced member silences the set", ") < 0.0005", ") < 0"),
+        (
+            "a RECOVERING member's refilling oplog silences the set (it cannot be a sync source)",
+            "(mongodb_replication_member_state == 1 or mongodb_replication_member_state == 2)",
+            "mongodb_replication_member_state",
+        ),
+        (
+            "a delayed member's delay left out of what its source holds",
+            "* (mongodb_replication_headroom_seconds + mongodb_replication_raw_lag_seconds)",
+            "* (mongodb_replication_headroom_seconds + mongodb_replication_lag_seconds)",
+        ),
+        (
+            "two exporter replicas mixed (the rule errors on their duplicate series)",
+            "ignoring (member) group_left ()",
+            "on (infra, set) group_left ()",
+        ),
+        (
+            "majority commit lag from above 5 s",
+            "mongodb_replication_majority_commit_lag_seconds >= 5",
+            "mongodb_replication_majority_commit_lag_seconds > 5",
+        ),
+        (
+            "majority commit lag alarmed on the one-poll jump after a quiet spell",
+            "mongodb_replication_majority_commit_lag_seconds >= 5\n        for: 90s",
+            "mongodb_replication_majority_commit_lag_seconds >= 5\n        for: 45s",
+        ),
+        (
+            "flow control alarmed while disabled (isLagged stays true)",
+            " and mongodb_replication_flow_control_enabled == 1",
+            "",
+        ),
+        (
+            "flow control alarmed on one poll",
+            "mongodb_replication_flow_control_enabled == 1\n        for: 90s",
+            "mongodb_replication_flow_control_enabled == 1\n        for: 45s",
+        ),
         (
             "summaries no longer name the shard",
             '{{ $set = printf "%s (replica set %s)" .Labels.shard $labels.set }}',
