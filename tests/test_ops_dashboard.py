@@ -594,7 +594,7 @@ def test_the_headroom_panels_show_whether_the_sources_oplog_is_full_exactly_as_t
     }
     for name, share in (
         ("MongoReplicationOplogHeadroomLow", "0.25"),
-        ("MongoReplicationOplogHeadroomCritical", "0.10"),
+        ("MongoReplicationOplogHeadroomCritical", "0.1"),
     ):
         # The rule: (headroom < share of what the source holds) and (the source's oplog is known full).
         threshold, source_full = rules[name].split("\nand\n")

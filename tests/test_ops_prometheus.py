@@ -120,7 +120,7 @@ def test_the_alert_rules_pass_their_unit_tests():
             "mongodb_replication_shard_map_age_seconds >= 120",
         ),
         ("headroom low from 30 % of the window", "< 0.25 *", "< 0.3 *"),
-        ("headroom critical from 12 % of the window", "< 0.10 *", "< 0.12 *"),
+        ("headroom critical from 12 % of the window", "< 0.1 *", "< 0.12 *"),
         (
             "a not-yet-full primary oplog taken for a limit",
             "(mongodb_replication_oplog_full and mongodb_replication_member_state == 1) == 1",
