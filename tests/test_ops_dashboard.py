@@ -1,6 +1,8 @@
 """The Grafana dashboard and its provisioning: structure, the datasource, infra, shard, set and top variables,
 metric names, thresholds, and every query parsed and (for the key panels) evaluated by promtool on simulated plain
-replica sets and a simulated sharded cluster, with a shard picked as Grafana sends it (`ops_util.grafana_regex`).
+replica sets and a simulated sharded cluster, with a shard picked as Grafana sends it (`ops_util.grafana_regex`);
+the danger row's panels evaluated on simulated sets, its headroom panels labelling the sync source's oplog full
+exactly where the headroom alert rules would judge it so.
 
 There is no Grafana here; a later test runs `ops_util.dashboard_queries()` against a real Prometheus."""
 
@@ -532,3 +534,215 @@ def test_grafana_provisions_the_datasource_and_loads_the_dashboard_folder_compos
     mounts = dict(volume.split(":")[:2][::-1] for volume in compose["services"]["grafana"]["volumes"])
     assert mounts[provider["options"]["path"]] == "./grafana/dashboards"
     assert mounts["/etc/grafana/provisioning"] == "./grafana/provisioning"
+
+
+DANGER_ROW = "How dangerous: oplog headroom and window, majority commit point, flow control, initial sync"
+DANGER_PANELS = [
+    "Oplog headroom per member (lowest first)",
+    "Headroom against what the sync source holds",
+    "Oplog window per member (shortest first)",
+    "Majority commit lag per set",
+    "Flow control",
+    "Flow control target rate (throttled sets)",
+    "Writes waiting for flow control",
+    "Initial sync progress",
+    "Initial sync: time left",
+]
+DANGER_FAMILIES = {
+    "headroom_seconds",
+    "raw_lag_seconds",
+    "oplog_window_seconds",
+    "oplog_full",
+    "member_state",
+    "majority_commit_lag_seconds",
+    "flow_control_enabled",
+    "flow_control_engaged",
+    "flow_control_target_rate",
+    "flow_control_ticket_wait_seconds_total",
+    "initial_sync_progress_ratio",
+    "initial_sync_remaining_seconds",
+}
+
+
+def test_the_danger_row_has_its_panels_each_limited_to_the_top_members_or_sets_and_filtered_by_both_variables():
+    dashboard = load_dashboard()
+    titles = [p.get("title") for p in dashboard["panels"]]
+    row = titles.index(DANGER_ROW)
+    assert titles[row + 1 : row + 1 + len(DANGER_PANELS)] == DANGER_PANELS
+    assert titles[row + 1 + len(DANGER_PANELS)] == "Members"
+    for title in DANGER_PANELS:
+        (target,) = panel(dashboard, title)["targets"]
+        expr = target["expr"]
+        # A hundred shards stay readable: the worst $top members or sets, the throttled sets only.
+        assert expr.startswith(("bottomk($top, ", "topk($top, ")) or title.endswith("(throttled sets)"), title
+        assert "{{set}}" in target["legendFormat"], title
+        names = {name.removeprefix("mongodb_replication_") for name in metric_names(expr)}
+        assert names and names <= DANGER_FAMILIES, (title, names)
+        selectors = re.findall(r"mongodb_replication_\w+(\{[^}]*\})?", expr)
+        assert selectors and all(s == '{infra=~"$infra", set=~"$set"}' for s in selectors), title
+    # Lowest first: the member panels keep the least headroom and the shortest windows.
+    assert panel(dashboard, "Oplog headroom per member (lowest first)")["options"]["tooltip"]["sort"] == "asc"
+    assert panel(dashboard, "Oplog window per member (shortest first)")["targets"][0]["expr"].startswith("bottomk(")
+
+
+def test_the_headroom_panels_show_whether_the_sources_oplog_is_full_exactly_as_the_alert_rules_judge_it():
+    dashboard = load_dashboard()
+    rules = {
+        rule["alert"]: rule["expr"]
+        for group in yaml.safe_load((REPO / "prometheus" / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    for name, share in (
+        ("MongoReplicationOplogHeadroomLow", "0.25"),
+        ("MongoReplicationOplogHeadroomCritical", "0.1"),
+    ):
+        # The rule: (headroom < share of what the source holds) and (the source's oplog is known full).
+        threshold, source_full = rules[name].split("\nand\n")
+        assert f"< {share} * (mongodb_replication_headroom_seconds + mongodb_replication_raw_lag_seconds)" in threshold
+        source_full = "".join(source_full.split())
+        for title in ("Oplog headroom per member (lowest first)", "Headroom against what the sync source holds"):
+            target = panel(dashboard, title)["targets"][0]
+            flat = "".join(target["expr"].replace('{infra=~"$infra", set=~"$set"}', "").split())
+            # Each member is labelled "full" where the rule's condition holds, "not known full" where it does not.
+            assert f'and{source_full},"source_oplog","full",' in flat, title
+            assert f'unless{source_full},"source_oplog","notknownfull,noalarm",' in flat, title
+            assert "{{source_oplog}}" in target["legendFormat"]
+    share = panel(dashboard, "Headroom against what the sync source holds")["fieldConfig"]["defaults"]
+    assert share["unit"] == "percentunit"
+    assert [(s["value"], s["color"]) for s in share["thresholds"]["steps"]] == [
+        (None, "red"),
+        (0.10, "yellow"),
+        (0.25, "green"),
+    ]
+    commit = panel(dashboard, "Majority commit lag per set")["fieldConfig"]["defaults"]
+    assert [(s["value"], s["color"]) for s in commit["thresholds"]["steps"]] == [(None, "green"), (5, "yellow")]
+    assert mapping_texts(panel(dashboard, "Flow control")) == {
+        "1": ("THROTTLING", "orange"),
+        "0": ("ready", "green"),
+        "-1": ("disabled", "text"),
+    }
+
+
+# How dangerous, on two plain sets as their exporter reports them. rs0: a primary with a full one-day window;
+# mongo2 19 % of it from the end (source full); mongo3 resynced an hour ago (its own oplog still filling, 3 000 s),
+# syncing from the full primary; mongo4 chained to mongo3, 50.2 s from the end of that not-yet-full oplog (no alarm);
+# mongo5 whose oplog size could not be read; mongo6 in initial sync. The majority commit point trails 40 s and flow
+# control throttles. rs1: healthy, one member in initial sync; rs2: flow control disabled while it was lagged.
+def danger_member(name: str, set_name: str, member_name: str, extra: str = "") -> str:
+    return sample(name, f"infra='clusterKeeper', member='{member_name}', set='{set_name}'{extra}")
+
+
+def danger_set(name: str, set_name: str) -> str:
+    return sample(name, f"infra='clusterKeeper', set='{set_name}'")
+
+
+DANGER_SERIES = [
+    *[
+        (family, f'{RS0}, member="{m}"', f"{v}x40")
+        for m, state, raw, headroom, window, full in [
+            ("mongo1:27017", 1, None, None, 86400, 1),
+            ("mongo2:27017", 2, 70000, 16400, 86400, 1),
+            ("mongo3:27017", 2, 0.2, 86399.8, 3000, 0),
+            ("mongo4:27017", 2, 2950, 50.2, 86400, 1),
+            ("mongo5:27017", 2, 0.1, 86399.9, 40000, None),
+            ("mongo6:27017", 5, None, None, None, None),
+        ]
+        for family, v in [
+            ("mongodb_replication_member_state", state),
+            ("mongodb_replication_raw_lag_seconds", raw),
+            ("mongodb_replication_headroom_seconds", headroom),
+            ("mongodb_replication_oplog_window_seconds", window),
+            ("mongodb_replication_oplog_full", full),
+        ]
+        if v is not None
+    ],
+    ("mongodb_replication_initial_sync_progress_ratio", f'{RS0}, member="mongo6:27017"', "0.43x40"),
+    ("mongodb_replication_initial_sync_remaining_seconds", f'{RS0}, member="mongo6:27017"', "7200x40"),
+    (
+        "mongodb_replication_initial_sync_progress_ratio",
+        'infra="clusterKeeper", set="rs1", member="b2:27017"',
+        "0.9x40",
+    ),
+    (
+        "mongodb_replication_initial_sync_remaining_seconds",
+        'infra="clusterKeeper", set="rs1", member="b2:27017"',
+        "600x40",
+    ),
+    *[
+        (f"mongodb_replication_{family}", f'infra="clusterKeeper", set="{s}"', v)
+        for s, commit, enabled, engaged, rate, waited in [
+            ("rs0", 40, 1, 1, 100, "0+15x40"),
+            ("rs1", 0.2, 1, 0, 1e9, "0x40"),
+            ("rs2", 0.1, 0, 1, 1e9, "3x40"),
+        ]
+        for family, v in [
+            ("majority_commit_lag_seconds", f"{commit}x40"),
+            ("flow_control_enabled", f"{enabled}x40"),
+            ("flow_control_engaged", f"{engaged}x40"),
+            ("flow_control_target_rate", f"{rate:.0f}x40"),
+            ("flow_control_ticket_wait_seconds_total", waited),
+        ]
+    ],
+]
+FULL, NOT_FULL = ", source_oplog='full'", ", source_oplog='not known full, no alarm'"
+# The two lowest members (Members shown: 2) or every set.
+DANGER_EXPECTED = {
+    ("Oplog headroom per member (lowest first)", "A"): [
+        (danger_member("mongodb_replication_headroom_seconds", "rs0", "mongo4:27017", NOT_FULL), 50.2),
+        (danger_member("mongodb_replication_headroom_seconds", "rs0", "mongo2:27017", FULL), 16400),
+    ],
+    ("Headroom against what the sync source holds", "A"): [
+        (danger_member("", "rs0", "mongo4:27017", NOT_FULL), 50.2 / (50.2 + 2950)),
+        (danger_member("", "rs0", "mongo2:27017", FULL), 16400 / (16400 + 70000)),
+    ],
+    ("Oplog window per member (shortest first)", "A"): [
+        (
+            danger_member("mongodb_replication_oplog_window_seconds", "rs0", "mongo3:27017", ", oplog='still filling'"),
+            3000,
+        ),
+        (
+            danger_member(
+                "mongodb_replication_oplog_window_seconds", "rs0", "mongo5:27017", ", oplog='fullness unknown'"
+            ),
+            40000,
+        ),
+    ],
+    ("Majority commit lag per set", "A"): [
+        (danger_set("mongodb_replication_majority_commit_lag_seconds", "rs0"), 40),
+        (danger_set("mongodb_replication_majority_commit_lag_seconds", "rs1"), 0.2),
+    ],
+    ("Initial sync progress", "A"): [
+        (danger_member("mongodb_replication_initial_sync_progress_ratio", "rs0", "mongo6:27017"), 0.43),
+        (danger_member("mongodb_replication_initial_sync_progress_ratio", "rs1", "b2:27017"), 0.9),
+    ],
+    ("Initial sync: time left", "A"): [
+        (danger_member("mongodb_replication_initial_sync_remaining_seconds", "rs0", "mongo6:27017"), 7200),
+        (danger_member("mongodb_replication_initial_sync_remaining_seconds", "rs1", "b2:27017"), 600),
+    ],
+}
+DANGER_SETS_EXPECTED = {
+    # THROTTLING, ready, and disabled although isLagged is still 1.
+    ("Flow control", "A"): [
+        (danger_set("mongodb_replication_flow_control_engaged", "rs0"), 1),
+        (danger_set("mongodb_replication_flow_control_engaged", "rs1"), 0),
+        (danger_set("", "rs2"), -1),
+    ],
+    ("Flow control target rate (throttled sets)", "A"): [
+        (danger_set("mongodb_replication_flow_control_target_rate", "rs0"), 100)
+    ],
+    ("Writes waiting for flow control", "A"): [
+        (danger_set("", "rs0"), 1),
+        (danger_set("", "rs1"), 0),
+        (danger_set("", "rs2"), 0),
+    ],
+}
+
+
+def test_the_danger_panels_answer_right_on_simulated_sets(tmp_path):
+    two = {(q.panel_title, q.ref_id): q.expr for q in dashboard_queries(top="2")}
+    every = {(q.panel_title, q.ref_id): q.expr for q in dashboard_queries(top="10")}
+    assert {title for title, _ in DANGER_EXPECTED | DANGER_SETS_EXPECTED} == set(DANGER_PANELS)
+    checks = expected_checks(two, DANGER_EXPECTED, EVAL_TIME_S) + expected_checks(
+        every, DANGER_SETS_EXPECTED, EVAL_TIME_S
+    )
+    evaluate_panels(tmp_path, scraped(DANGER_SERIES), checks)

@@ -6,24 +6,33 @@ cluster, through its router URI), and one `prometheus` server (apt) scraping bot
 the rules select, with the rules of prometheus/alerts.yml loaded (their `for:` shortened, see `shortened_rules`).
 Each test reads one infra, as the dashboard's infra variable does; alerts are told apart by their `infra` label.
 
-The replica set, as its exporter sees it from its first poll on:
+The replica set, as its exporter sees it from its first poll on. It was initiated 61 minutes before it starts, so
+no oplog is full yet: every window is only its age (about 3 660 s), a limit of nothing.
 
     member 0  PRIMARY
     member 1  SECONDARY 40 s behind                            -> RED: MongoReplicationLagRed and ...LagYellow
     member 2  SECONDARY 6 s behind                             -> YELLOW: MongoReplicationLagYellow
-    member 3  SECONDARY, secondaryDelaySecs 3600, 3600.8 s behind (0.8 s effective)            -> no alert
-    member 4  DOWN                                             -> MongoReplicationMemberUnhealthy
-    member 5  ARBITER
+    member 3  SECONDARY, secondaryDelaySecs 3600, 3600.8 s behind (0.8 s effective): about 60 s of headroom,
+              under 2 % of the primary's window, but that oplog is not full     -> no alert
+    member 4  DOWN, votes 0                                    -> MongoReplicationMemberUnhealthy
+    member 5  STARTUP2: initial sync of 4 GiB at 8 MiB/s, votes 0             -> MongoReplicationMemberUnhealthy
+    member 6  ARBITER
+    set       the majority commit point is member 1's position (the third of the four voting data members), 40 s
+              behind; flow control throttles        -> MongoReplicationMajorityCommitLag, ...FlowControlEngaged
 
 The sharded cluster (two routers, three shards of three members, the config servers):
 
     router 1                          down                       -> MongoReplicationRouterDown (router 0 answers)
     shard01  member 1                 SECONDARY 40 s behind      -> MongoReplicationLagRed and ...LagYellow
-    shard02  member 2                 secondaryDelaySecs 3600, 0.5 s effective lag; shard draining  -> no alert
+             member 0 (primary)       a full oplog holding exactly 50 s: member 1 has 10 s of headroom, 20 %
+                                                                 -> MongoReplicationOplogHeadroomLow (not ...Critical)
+    shard02  member 2                 secondaryDelaySecs 3600, 0.5 s effective lag, a full one-day window
+                                      (95.8 % headroom); shard draining                        -> no alert
     shard03  every member             DOWN: the set cannot be polled -> MongoReplicationSetNotCollected
-    configRepl                        healthy                    -> no alert
+    configRepl                        majority commit point held 6 s behind; flow control throttles
+                                                 -> MongoReplicationMajorityCommitLag, ...FlowControlEngaged
 
-Prometheus has its first sample some 5 to 6 s after it starts; the module takes about 12 s in all.
+Prometheus has its first sample some 5 to 6 s after it starts; the module takes about 13 s in all.
 """
 
 from __future__ import annotations
@@ -57,11 +66,14 @@ JOB = "replicationlag"  # the scrape job name the rules select (up{job="replicat
 INFRA = "clusterKeeper"  # the exporter's default --infra.label
 SET_NAME = "rs0"
 
-PRIMARY, RED, YELLOW, DELAYED, DOWN, ARBITER = range(6)
+PRIMARY, RED, YELLOW, DELAYED, DOWN, SYNCING, ARBITER = range(7)
 RED_LAG_MS = 40_000
 YELLOW_LAG_MS = 6_000
 DELAY_S = 3600
 DELAYED_LAG_MS = DELAY_S * 1000 + 800
+# Older than the delayed member's raw lag (so it is measured exactly), far younger than the default oplog's day.
+INITIATED_AGO_MS = 3_660_000
+INITIAL_SYNC_BYTES, INITIAL_SYNC_BYTES_PER_S = 4 << 30, 8 << 20  # 512 s: longer than the module
 
 SHARDED_INFRA = "orders"
 LAGGING_SHARD, DRAINING_SHARD, LOST_SHARD = "shard01", "shard02", "shard03"  # mongosim: shard id = set name
@@ -70,6 +82,8 @@ SHARD_RED_MEMBER = 1  # of shard01, RED_LAG_MS behind
 SHARD_DELAYED_MEMBER = 2  # of shard02, DELAY_S + 0.5 s behind
 SHARD_DELAYED_LAG_MS = DELAY_S * 1000 + 500
 DOWN_ROUTER = 1
+SHORT_WINDOW_MS = 50_000  # shard01's primary's full oplog: its member 1, 40 s behind, has 10 s of headroom (20 %)
+CONFIG_COMMIT_LAG_MS = 6_000
 
 # The real rules wait `for: 90s` (two polls at the production --collect.interval 60) and their group evaluates
 # every 15 s: a test would wait minutes. Here the exporter polls every second, so 2 s still means "more than one
@@ -207,6 +221,8 @@ def start_cluster(cluster: ShardedCluster) -> None:
     """Start the cluster and give it the faults of the module docstring."""
     cluster.start()
     cluster.shard(LAGGING_SHARD).set_lag(SHARD_RED_MEMBER, RED_LAG_MS)
+    cluster.shard(LAGGING_SHARD).set_oplog(0, window_ms=SHORT_WINDOW_MS)
+    cluster.config.set_commit_lag(CONFIG_COMMIT_LAG_MS)
     cluster.shard(DRAINING_SHARD).set_delay(SHARD_DELAYED_MEMBER, DELAY_S)
     cluster.shard(DRAINING_SHARD).set_lag(SHARD_DELAYED_MEMBER, SHARD_DELAYED_LAG_MS)
     cluster.drain_shard(DRAINING_SHARD)
@@ -219,7 +235,7 @@ def start_cluster(cluster: ShardedCluster) -> None:
 def stacks() -> Iterator[tuple[Stack, Stack]]:
     prometheus_binary = prometheus()  # fails (never skips) when the apt package is missing
     processes: list[subprocess.Popen] = []
-    rs = ReplicaSet(5, arbiter=True, version="7.0", name=SET_NAME)
+    rs = ReplicaSet(6, arbiter=True, version="7.0", name=SET_NAME, initiated_ago_ms=INITIATED_AGO_MS)
     cluster = ShardedCluster(shards=3, routers=2, version="7.0")
     with tempfile.TemporaryDirectory(prefix="replicationlag-live-") as tmp:
         work = Path(tmp)
@@ -229,7 +245,11 @@ def stacks() -> Iterator[tuple[Stack, Stack]]:
             rs.set_lag(YELLOW, YELLOW_LAG_MS)
             rs.set_delay(DELAYED, DELAY_S)
             rs.set_lag(DELAYED, DELAYED_LAG_MS)
+            # Non-voting, so the commit point is the third freshest of the four voting data members: RED's.
+            rs.set_votes(DOWN, 0)
+            rs.set_votes(SYNCING, 0)
             rs.take_down(DOWN)
+            rs.start_initial_sync(SYNCING, INITIAL_SYNC_BYTES, INITIAL_SYNC_BYTES_PER_S)
             start_cluster(cluster)
 
             exporter = start_exporter(processes, rs.uri, INFRA, work / "exporter.log")
@@ -278,10 +298,14 @@ def sharded(stacks: tuple[Stack, Stack]) -> Stack:
     return stacks[1]
 
 
-# Panels that read what only a sharded cluster has: a plain replica set leaves them empty (and they say so). None
-# is plain-only: in the sharded stack every query must answer (Draining shards because shard02 drains).
+# Panels that read what only a sharded cluster has: a plain replica set leaves them empty (and they say so).
 SHARDED_ONLY_PANELS = frozenset({("Routers", "A"), ("Draining shards", "A"), ("Shard map age", "A")})
-PLAIN_ONLY_PANELS: frozenset[tuple[str, str]] = frozenset()
+# In the sharded stack every other query must answer (Draining shards because shard02 drains, the flow control
+# target rate because the config servers are throttled) but these, for the reason given.
+EMPTY_IN_SHARDED_STACK = {
+    ("Initial sync progress", "A"): "no member of the simulated cluster is in initial sync (the plain set's is)",
+    ("Initial sync: time left", "A"): "no member of the simulated cluster is in initial sync (the plain set's is)",
+}
 
 
 def panel_queries(stack: Stack, **values: str) -> dict[tuple[str, str], str]:
@@ -312,6 +336,12 @@ def instant(stack: Stack, expr: str, label: str = "member") -> dict[str, float]:
     return {sample["metric"].get(label, ""): float(sample["value"][1]) for sample in result}
 
 
+def labelled(stack: Stack, expr: str, label: str, key: str = "member") -> dict[str, tuple[str, float]]:
+    """An instant query's samples by their `key` label, each with its `label` label and its value."""
+    result = stack.api("/api/v1/query", query=expr)["result"]
+    return {s["metric"][key]: (s["metric"][label], float(s["value"][1])) for s in result}
+
+
 def wait_for_every_panel(stack: Stack, may_be_empty: frozenset[tuple[str, str]]) -> None:
     """Until every dashboard query answers for this stack's infra but exactly `may_be_empty`."""
 
@@ -328,7 +358,7 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_
     queries = panel_queries(stack)
     m = stack.member
     assert instant(stack, queries["Cluster status", "A"]) == {"": 2}  # RED
-    assert instant(stack, queries["Members down or unhealthy", "A"]) == {"": 1}
+    assert instant(stack, queries["Members down or unhealthy", "A"]) == {"": 2}  # DOWN, STARTUP2
     assert instant(stack, queries["Largest effective lag", "A"]) == {"": RED_LAG_MS / 1000}
     # The primary is the reference and has no lag series; neither has the DOWN member nor the arbiter.
     assert instant(stack, queries["Effective replication lag per member", "A"]) == {
@@ -345,6 +375,7 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_
         m[YELLOW]: 2,
         m[DELAYED]: 2,
         m[DOWN]: 8,
+        m[SYNCING]: 5,
         m[ARBITER]: 7,
     }
     assert instant(stack, queries["Exporter restarts (24 h)", "A"]) == {"": 0}
@@ -417,6 +448,9 @@ def test_lag_and_member_alerts_go_pending_then_fire_for_the_right_members_and_no
         ("MongoReplicationLagYellow", m[RED]),
         ("MongoReplicationLagYellow", m[YELLOW]),
         ("MongoReplicationMemberUnhealthy", m[DOWN]),
+        ("MongoReplicationMemberUnhealthy", m[SYNCING]),
+        ("MongoReplicationMajorityCommitLag", SET_NAME),
+        ("MongoReplicationFlowControlEngaged", SET_NAME),
     }
     wait_until_firing(stack, expected)
 
@@ -441,6 +475,26 @@ def test_lag_and_member_alerts_go_pending_then_fire_for_the_right_members_and_no
     unhealthy = alerts["MongoReplicationMemberUnhealthy", m[DOWN]]
     assert unhealthy["labels"]["severity"] == "critical"
     assert unhealthy["annotations"]["summary"] == f"MongoDB member {m[DOWN]} of {SET_NAME} is DOWN"
+    syncing = alerts["MongoReplicationMemberUnhealthy", m[SYNCING]]
+    assert syncing["annotations"]["summary"] == f"MongoDB member {m[SYNCING]} of {SET_NAME} is STARTUP2"
+    commit = alerts["MongoReplicationMajorityCommitLag", SET_NAME]
+    assert commit["labels"] == {
+        "alertname": "MongoReplicationMajorityCommitLag",
+        "severity": "warning",
+        "infra": INFRA,
+        "set": SET_NAME,
+        "instance": stack.exporter,
+        "job": JOB,
+    }
+    assert commit["annotations"]["summary"] == (
+        f"MongoDB replica set {SET_NAME}: majority commit point 40s behind the primary"
+    )
+    flow = alerts["MongoReplicationFlowControlEngaged", SET_NAME]
+    assert (
+        flow["annotations"]["summary"]
+        == f"MongoDB replica set {SET_NAME}: flow control is throttling writes on the primary"
+    )
+    assert "writes are held to about " in flow["annotations"]["description"]
 
 
 def test_a_delayed_member_behind_by_its_delay_raises_no_alert_though_its_raw_lag_is_an_hour(stack):
@@ -453,8 +507,51 @@ def test_a_delayed_member_behind_by_its_delay_raises_no_alert_though_its_raw_lag
     assert [key for key in alert_history(stack) if key[1] == m[DELAYED]] == []
 
 
+NOT_FULL = "not known full, no alarm"
+
+
+def test_the_danger_panels_show_a_young_sets_oplogs_its_commit_point_flow_control_and_initial_sync(stack):
+    m = stack.member
+    # Flow control fires after the same `for:` as a headroom alert would, on the same polls.
+    wait_until_firing(stack, {("MongoReplicationFlowControlEngaged", SET_NAME)})
+    queries = panel_queries(stack)
+    oplogs = (PRIMARY, RED, YELLOW, DELAYED)  # DOWN is unreachable, SYNCING's oplog is empty until it is done
+    assert instant(stack, f'mongodb_replication_oplog_full{{infra="{INFRA}"}}') == {m[i]: 0 for i in oplogs}
+    windows = labelled(stack, queries["Oplog window per member (shortest first)", "A"], "oplog")
+    assert {member: label for member, (label, _) in windows.items()} == {m[i]: "still filling" for i in oplogs}
+    primary_window = windows[m[PRIMARY]][1]
+    assert INITIATED_AGO_MS / 1000 < primary_window < INITIATED_AGO_MS / 1000 + DATA_TIMEOUT_S * 3
+
+    # Headroom from the primary: its window minus the raw lag, the delayed member's delay included. Tiny for the
+    # delayed member (under 10 %: RED, were that oplog full), but the oplog is filling: no alarm, labelled so.
+    headroom = labelled(stack, queries["Oplog headroom per member (lowest first)", "A"], "source_oplog")
+    assert {member: label for member, (label, _) in headroom.items()} == {
+        m[i]: NOT_FULL for i in (RED, YELLOW, DELAYED)
+    }
+    assert headroom[m[DELAYED]][1] == pytest.approx(primary_window - DELAYED_LAG_MS / 1000, abs=5)
+    assert headroom[m[RED]][1] == pytest.approx(primary_window - RED_LAG_MS / 1000, abs=5)
+    share = labelled(stack, queries["Headroom against what the sync source holds", "A"], "source_oplog")
+    assert share[m[DELAYED]][1] < 0.10
+    assert [key for key in alert_history(stack) if key[0].startswith("MongoReplicationOplogHeadroom")] == []
+
+    assert instant(stack, queries["Majority commit lag per set", "A"], "set") == {SET_NAME: RED_LAG_MS / 1000}
+    assert instant(stack, queries["Flow control", "A"], "set") == {SET_NAME: 1}  # THROTTLING
+    (rate,) = instant(stack, queries["Flow control target rate (throttled sets)", "A"], "set").values()
+    assert 0 < rate < 1e9
+
+    def writes_wait() -> tuple[bool, str]:
+        waiting = instant(stack, queries["Writes waiting for flow control", "A"], "set")
+        return waiting.get(SET_NAME, 0) > 0, f"writes waiting {waiting}"
+
+    poll_until(writes_wait, DATA_TIMEOUT_S, "no write waited for flow control", stack.log_tails)
+    (progress,) = instant(stack, queries["Initial sync progress", "A"]).items()
+    assert progress[0] == m[SYNCING] and 0 < progress[1] < 1
+    (left,) = instant(stack, queries["Initial sync: time left", "A"]).items()
+    assert left[0] == m[SYNCING] and 0 < left[1] < INITIAL_SYNC_BYTES / INITIAL_SYNC_BYTES_PER_S
+
+
 def test_in_sharded_mode_every_dashboard_query_returns_data_and_the_shard_panels_name_the_right_shards(sharded):
-    wait_for_every_panel(sharded, PLAIN_ONLY_PANELS)
+    wait_for_every_panel(sharded, frozenset(EMPTY_IN_SHARDED_STACK))
 
     queries = panel_queries(sharded)
     m = sharded.member
@@ -492,6 +589,34 @@ def test_in_sharded_mode_every_dashboard_query_returns_data_and_the_shard_panels
     }
 
 
+def test_in_sharded_mode_the_danger_panels_show_the_short_full_window_the_delayed_member_and_the_config_commit_point(
+    sharded,
+):
+    wait_for_every_panel(sharded, frozenset(EMPTY_IN_SHARDED_STACK))
+    queries = panel_queries(sharded)
+    m = sharded.member
+    short = SHORT_WINDOW_MS / 1000
+    windows = labelled(sharded, queries["Oplog window per member (shortest first)", "A"], "oplog")
+    assert windows[m[LAGGING_SHARD, 0]] == ("full", pytest.approx(short, abs=0.05))
+    assert {label for label, _ in windows.values()} == {"full"}  # the default oplogs are full too (one day)
+    # Every source is full: shard01's member 1 has 10 s of what its primary's 50 s hold; the delayed member of
+    # shard02 has the day minus its hour.
+    headroom = labelled(sharded, queries["Oplog headroom per member (lowest first)", "A"], "source_oplog")
+    assert headroom[m[LAGGING_SHARD, SHARD_RED_MEMBER]] == ("full", pytest.approx(short - RED_LAG_MS / 1000, abs=0.05))
+    assert headroom[m[DRAINING_SHARD, SHARD_DELAYED_MEMBER]] == (
+        "full",
+        pytest.approx(86_400 - SHARD_DELAYED_LAG_MS / 1000, abs=0.05),
+    )
+    share = labelled(sharded, queries["Headroom against what the sync source holds", "A"], "source_oplog")
+    assert share[m[LAGGING_SHARD, SHARD_RED_MEMBER]] == ("full", pytest.approx(0.2, abs=0.001))
+    assert min(value for _, value in share.values()) == share[m[LAGGING_SHARD, SHARD_RED_MEMBER]][1]
+
+    commit = instant(sharded, queries["Majority commit lag per set", "A"], "set")
+    assert commit == {LAGGING_SHARD: 0, DRAINING_SHARD: 0, CONFIG_SET: CONFIG_COMMIT_LAG_MS / 1000}
+    assert instant(sharded, queries["Flow control", "A"], "set") == {LAGGING_SHARD: 0, DRAINING_SHARD: 0, CONFIG_SET: 1}
+    assert set(instant(sharded, queries["Flow control target rate (throttled sets)", "A"], "set")) == {CONFIG_SET}
+
+
 def variable_values(stack: Stack, name: str, **values: str) -> list[str]:
     """What Grafana lists for the dashboard's query variable `name` (a label_values(selector, label)), for this
     stack's infra and `values` of the variables it depends on: the label's values on the matching series."""
@@ -501,7 +626,7 @@ def variable_values(stack: Stack, name: str, **values: str) -> list[str]:
 
 
 def test_the_shard_variable_lists_the_shards_and_picking_one_narrows_the_sets_and_the_member_panels(stack, sharded):
-    wait_for_every_panel(sharded, PLAIN_ONLY_PANELS)
+    wait_for_every_panel(sharded, frozenset(EMPTY_IN_SHARDED_STACK))
     every_set = sorted([LAGGING_SHARD, DRAINING_SHARD, LOST_SHARD, CONFIG_SET])
     assert variable_values(sharded, "shard") == ["config", LAGGING_SHARD, DRAINING_SHARD, LOST_SHARD]
     assert variable_values(sharded, "set", shard=".*") == every_set  # All: ".*"
@@ -535,14 +660,18 @@ def test_per_set_alerts_fire_for_the_lagging_shard_the_lost_shard_and_the_down_r
     expected = {
         ("MongoReplicationLagRed", red_member),
         ("MongoReplicationLagYellow", red_member),
+        ("MongoReplicationOplogHeadroomLow", red_member),  # 20 %: not ...Critical
         ("MongoReplicationSetNotCollected", LOST_SHARD),
         ("MongoReplicationRouterDown", down_router),
+        ("MongoReplicationMajorityCommitLag", CONFIG_SET),
+        ("MongoReplicationFlowControlEngaged", CONFIG_SET),
     }
     wait_until_firing(sharded, expected)
 
     alerts = active_alerts(sharded)
     assert set(alerts) == expected, "an alert is active that the cluster's state does not call for"
-    assert_only_these_went_pending_then_fired(sharded, expected)  # nothing for shard02, the config servers, ...
+    # Nothing for shard02 (its delayed member has a comfortable window), the config servers' members, ...
+    assert_only_these_went_pending_then_fired(sharded, expected)
 
     scrape = {"infra": SHARDED_INFRA, "instance": sharded.exporter, "job": JOB}
     red = alerts["MongoReplicationLagRed", red_member]
@@ -579,6 +708,32 @@ def test_per_set_alerts_fire_for_the_lagging_shard_the_lost_shard_and_the_down_r
     }
     assert router["annotations"]["summary"] == f"mongos router {down_router} of infra {SHARDED_INFRA} does not answer"
     assert "; 1 of 2 routers answer." in router["annotations"]["description"]
+    headroom = alerts["MongoReplicationOplogHeadroomLow", red_member]
+    assert headroom["labels"] == {
+        "alertname": "MongoReplicationOplogHeadroomLow",
+        "severity": "warning",
+        "set": LAGGING_SHARD,
+        "member": red_member,
+        **scrape,
+    }
+    # The window is read with two finds a few ms apart, so the numbers may be a few ms off 10 s and 50 s.
+    summary = re.fullmatch(
+        rf"MongoDB member {re.escape(red_member)} of {LAGGING_SHARD} \(replica set {LAGGING_SHARD}\) has "
+        r"([\d.]+)s of oplog headroom",
+        headroom["annotations"]["summary"],
+    )
+    assert summary and float(summary[1]) == pytest.approx((SHORT_WINDOW_MS - RED_LAG_MS) / 1000, abs=0.05)
+    share = re.search(r"\(([\d.]+)% of the ([\d.]+)s the source holds;", headroom["annotations"]["description"])
+    assert share, headroom["annotations"]["description"]
+    assert float(share[1]) == pytest.approx(20, abs=0.1) and float(share[2]) == pytest.approx(50, abs=0.05)
+    commit = alerts["MongoReplicationMajorityCommitLag", CONFIG_SET]
+    assert commit["annotations"]["summary"] == (
+        f"MongoDB config servers (replica set {CONFIG_SET}): majority commit point 6s behind the primary"
+    )
+    flow = alerts["MongoReplicationFlowControlEngaged", CONFIG_SET]
+    assert flow["annotations"]["summary"] == (
+        f"MongoDB config servers (replica set {CONFIG_SET}): flow control is throttling writes on the primary"
+    )
 
 
 def test_prometheus_loaded_the_projects_rules_with_only_for_and_the_interval_shortened(stack):
