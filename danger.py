@@ -9,20 +9,18 @@ oplog's window, and notes that say why. A not-yet-full oplog is not a limit: its
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kinds import NoteKind, Reference
-from replset import FlowControl, InitialSync, Member, Note, OplogWindow, Snapshot, Status, rejudged
+from replset import FlowControl, InitialSync, Member, Note, OplogWindow, Snapshot, Status, date_ms, rejudged
 
 # Headroom under this share of the sync source's (full) oplog window makes a member at least YELLOW, under the
 # second RED: the member would need a full resync if it fell that much further behind (README, "How dangerous").
 HEADROOM_YELLOW_SHARE = 0.25
 HEADROOM_RED_SHARE = 0.10
 MAJORITY_COMMIT_NOTE_AT_MS = 5_000  # a document line from here: w: "majority" writes wait this long
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -60,14 +58,6 @@ def duration_words(ms: int) -> str:
     return f"{days} d {hours} h" if hours else f"{days} d"
 
 
-def _wall_ms(value: Any) -> int | None:
-    if not isinstance(value, dt.datetime):
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return (value - _EPOCH) // dt.timedelta(milliseconds=1)
-
-
 def _int(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -76,8 +66,8 @@ def _int(value: Any) -> int | None:
 
 def oplog_window(evidence: MemberEvidence) -> OplogWindow | None:
     """The member's window from its own oldest and newest entries' `wall`, and whether the oplog is full yet."""
-    oldest = _wall_ms(evidence.oldest.get("wall")) if evidence.oldest else None
-    newest = _wall_ms(evidence.newest.get("wall")) if evidence.newest else None
+    oldest = date_ms(evidence.oldest.get("wall")) if evidence.oldest else None
+    newest = date_ms(evidence.newest.get("wall")) if evidence.newest else None
     if oldest is None or newest is None:
         return None
     stats = evidence.stats or {}

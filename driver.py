@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import datetime as dt
 import difflib
 import re
 import threading
@@ -40,7 +39,6 @@ MAX_CONNECT_TIMEOUT_MS = 5_000
 # Polls reuse the primary's connection; one to a secondary that a fault sent polls to would otherwise stay open
 # for good (a descriptor more per member, seen in the soak). Heartbeat connections are not pooled.
 POOL_IDLE_INTERVALS = 3
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 UNAUTHORIZED, AUTH_FAILED, COMMAND_NOT_FOUND, NO_REPLICATION, NOT_YET_INITIALIZED = 13, 18, 59, 76, 94
 MECHANISM_UNAVAILABLE = 334
@@ -390,15 +388,6 @@ def _only_the_aimed_member(servers: list[Any]) -> list[Any]:
     """The driver's custom server selector: while a read is aimed at a member, only that member is eligible."""
     aimed = _AIMED_AT.get()
     return servers if aimed is None else [s for s in servers if _address_text(s.address) == aimed]
-
-
-def wall_ms(value: Any) -> int | None:
-    """Milliseconds since the epoch of a BSON date as the driver decodes it (tz-aware); None if it is none."""
-    if not isinstance(value, dt.datetime):
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return (value - EPOCH) // dt.timedelta(milliseconds=1)
 
 
 # Options that describe how to reach the routers, not a replica set behind them.

@@ -22,13 +22,13 @@ from trend import Trend
 ZERO_PROBLEM_PATH = "/" + bridge.SERVICE_ID
 
 _STYLE = """
-body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 70em; padding: 0 1em; color: #1f2328; }
+body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 84em; padding: 0 1em; color: #1f2328; }
 .status { padding: .1em .5em; border-radius: .3em; font-weight: bold; }
 .GREEN { background: #dafbe1; color: #116329; } .YELLOW { background: #fff8c5; color: #7d4e00; }
 .RED { background: #ffebe9; color: #a40e26; }
 table { border-collapse: collapse; margin: 1em 0; } caption { text-align: left; font-weight: bold; }
 th, td { border-bottom: 1px solid #d0d7de; padding: .3em .8em; text-align: left; vertical-align: top; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .problem { color: #a40e26; font-weight: bold; } .muted { color: #656d76; } .warn { color: #7d4e00; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; } .charts svg { background: #f6f8fa; }
 """

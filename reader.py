@@ -21,9 +21,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from danger import Evidence, MemberEvidence
-from driver import UNAUTHORIZED, ClientError, Connection, DriverError, wall_ms
+from driver import UNAUTHORIZED, ClientError, Connection, DriverError
 from keeper import ClientKeeper
-from replset import PRIMARY, RECOVERING, SECONDARY, STARTUP2, OplogProbe, StatusReport, config_is_stale, read_status
+from replset import (
+    PRIMARY,
+    RECOVERING,
+    SECONDARY,
+    STARTUP2,
+    OplogProbe,
+    StatusReport,
+    config_is_stale,
+    date_ms,
+    read_status,
+)
 
 log = logging.getLogger("replicationlag.reader")
 
@@ -128,7 +138,7 @@ class SetReader:
 def _probe_from_entry(entry: dict[str, Any] | None) -> OplogProbe:
     if entry is None:
         return OplogProbe(oldest_unapplied_wall_ms=None)
-    wall = wall_ms(entry.get("wall"))
+    wall = date_ms(entry.get("wall"))
     if wall is None:
         return OplogProbe(error="the oplog entry has no wall time (server older than 4.2?)")
     return OplogProbe(oldest_unapplied_wall_ms=wall)

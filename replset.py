@@ -267,8 +267,9 @@ def _ms(value: Any) -> int | None:
     return None
 
 
-def _date_ms(value: Any) -> int | None:
-    """A BSON date after the epoch, in ms. Down members report the epoch (or earlier): that is no date."""
+def date_ms(value: Any) -> int | None:
+    """A BSON date after the epoch, in ms (an oplog entry's `wall`, a status `date`). Down members report the
+    epoch (or earlier): that is no date."""
     ms = _ms(value)
     return ms if ms is not None and ms > 0 else None
 
@@ -354,10 +355,10 @@ def _read_member(index: int, entry: Mapping[str, Any]) -> _Reported:
         health=_number(entry.get("health")),
         is_self=entry.get("self") is True,
         optime=_optime(entry.get("optime")),
-        optime_date_ms=_date_ms(entry.get("optimeDate")),
-        wall_ms=_date_ms(entry.get("lastAppliedWallTime")),
+        optime_date_ms=date_ms(entry.get("optimeDate")),
+        wall_ms=date_ms(entry.get("lastAppliedWallTime")),
         written_optime=_optime(entry.get("optimeWritten")),
-        written_wall_ms=_date_ms(entry.get("lastWrittenWallTime")),
+        written_wall_ms=date_ms(entry.get("lastWrittenWallTime")),
         # 4.0 still names the sync source `syncingTo`; 4.4 removed it (docs/domain.md §1).
         sync_source=_text(entry.get("syncSourceHost")) or _text(entry.get("syncingTo")),
         ping_ms=_int(entry.get("pingMs")),
@@ -494,7 +495,7 @@ def read_status(status_doc: Any) -> StatusReport:
     return StatusReport(
         majority_commit_lag_ms=_commit_lag(doc.get("optimes")),
         set_name=_text(doc.get("set")),
-        date_ms=_date_ms(doc.get("date")),
+        date_ms=date_ms(doc.get("date")),
         members=tuple(members) if members is not None else None,
         problems=tuple(problems),
         reference=reference,
@@ -512,8 +513,8 @@ def _commit_lag(optimes: Any) -> int | None:
     if applied is not None and committed is not None and applied.same_as(committed):
         return 0
     applied_ms, committed_ms = (
-        _date_ms(optimes.get("lastAppliedWallTime")),
-        _date_ms(optimes.get("lastCommittedWallTime")),
+        date_ms(optimes.get("lastAppliedWallTime")),
+        date_ms(optimes.get("lastCommittedWallTime")),
     )
     if applied_ms is None or committed_ms is None:
         return None

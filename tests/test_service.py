@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from view_factory import FakeClock
 
 import bridge
 import poller
@@ -26,21 +27,11 @@ SERVICE_PATH = "/mhp.zeroproblem.mongo.replcationlag"
 HTTP_TIMEOUT_S = 2.0  # a generous bound on a shared 2-core machine; bench/ measures the real answer times
 
 
-class FakeMonotonic:
-    """A monotonic clock the test moves, for the store's data age (the real one cannot be fast-forwarded)."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Service:
     rs: ReplicaSet
     built: service_module.Service
-    monotonic: FakeMonotonic
+    monotonic: FakeClock
 
     @property
     def store(self) -> SnapshotStore:
@@ -105,7 +96,7 @@ def service() -> Iterator[Callable[..., Service]]:
         uri += f"&{uri_options}" if uri_options else ""
         flags = ["--mongodb.uri", uri, "--collect.interval", "60", "--collect.timeout", f"{timeout_s:g}"]
         settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
-        monotonic = FakeMonotonic()
+        monotonic = FakeClock()
         built = service_module.build_service(settings, monotonic=monotonic)
         threading.Thread(target=built.server.run, daemon=True).start()  # HTTP only: the test runs the polls
         started.append((rs, built))

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from view_factory import FakeClock
 
 import service as service_module
 from config import load_settings
@@ -29,21 +30,11 @@ PASSWORD = "r0uter-S3cret!"
 SHARD_PASSWORD = "sh4rd-Pa55"
 
 
-class FakeMonotonic:
-    """A monotonic clock the test moves, for the store's data ages."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Watched:
     cluster: ShardedCluster
     built: service_module.Service
-    monotonic: FakeMonotonic
+    monotonic: FakeClock
 
     def poll(self) -> None:
         self.built.poll()
@@ -114,7 +105,7 @@ def watch(tmp_path) -> Iterator[Callable[..., Watched]]:
         else:
             flags += ["--mongodb.uri", uri(cluster)]
         settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
-        monotonic = FakeMonotonic()
+        monotonic = FakeClock()
         built = service_module.build_service(settings, monotonic=monotonic)
         threading.Thread(target=built.server.run, daemon=True).start()
         started.append((cluster, built))

@@ -503,6 +503,8 @@ def _start_exporter(listen: str) -> tuple[subprocess.Popen, str]:
         if select.select([child.stderr], [], [], 0.5)[0]:
             line = child.stderr.readline()
             if "serving " in line:
+                # Keep reading what it logs, so that a full pipe can never block it (on its "stopping" line, say).
+                threading.Thread(target=child.stderr.read, daemon=True).start()
                 return child, line
             assert line, "the exporter ended before serving"
     child.kill()
