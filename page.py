@@ -70,6 +70,22 @@ _HISTORY_NOTE = (
 )
 
 
+WORST_CHARTED = 8  # the members of a cluster drawn together at the top of its page
+
+
+def _worst_members_chart(view: View) -> str:
+    """A cluster's most lagging members (now) over the last hour, drawn together: where to look first."""
+    current = [each.current for each in view.sets if each.current is not None]
+    if view.history is None or not current:
+        return ""
+    now_s = max(s.collected_at_ms for s in current) / 1000
+    members = [(m.lag_ms, s.set_name, m.name) for s in current for m in s.members if m.lag_ms is not None]
+    worst = sorted(members, reverse=True)[:WORST_CHARTED]
+    lines = [(f"{name} ({set_name})", view.history.points(set_name, name, now_s - 3600)) for _, set_name, name in worst]
+    title = f"the {len(worst)} most lagging members, last hour"
+    return f'<div class="charts">{lag_chart(title, lines, now_s - 3600, now_s)}</div>'
+
+
 def _history_charts(view: View, snapshot: Snapshot, max_points: int) -> str:
     """The set's replicating members over the last hour and the last 24 hours, against the 5 s and 30 s lines."""
     if view.history is None or snapshot.collected_at_ms <= 0:
@@ -116,11 +132,13 @@ def _cluster_body(view: View) -> list[str]:
     )
     rows = "".join(_set_row(each) for each in ranked)
     parts.append(f"<table><caption>Replica sets</caption><tr>{head}</tr>{rows}</table>")
+    parts.append(_worst_members_chart(view))
     for each in ranked:
         if each.snapshot is None:
             continue
         table = _members_table(each.snapshot, last_known=each.current is None, caption=each.address.label, trends=each)
-        folded = each.status is Status.GREEN
+        # A small cluster shows every set; a large one folds its GREEN sets away, as the document sums them up.
+        folded = each.status is Status.GREEN and len(view.sets) > bridge.FULL_LISTING_MAX_SETS
         table += _history_charts(view, each.snapshot, HISTORY_POINTS_FOLDED if folded else HISTORY_POINTS)
         if folded:
             table = f"<details><summary>{_e(each.address.label)}: GREEN</summary>{table}</details>"
