@@ -511,6 +511,18 @@ def _start_exporter(listen: str) -> tuple[subprocess.Popen, str]:
     raise AssertionError("the exporter did not say where it serves")
 
 
+def _stop(child: subprocess.Popen) -> None:
+    """SIGTERM, and a kill if it is still there after a generous wait: these tests are about listening, and a
+    process left behind would hold its port for the rest of the run (stopping promptly is test_exporter_process's)."""
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(timeout=10)
+        raise
+
+
 def _get(host: str, port: int) -> int:
     connection = http.client.HTTPConnection(host, port, timeout=10)
     try:
@@ -530,8 +542,7 @@ def test_an_empty_listen_host_serves_ipv4_and_ipv6_and_the_log_names_both():
         assert _get("::1", port) in (200, 503)
         assert f"serving http://0.0.0.0:{port}/ and http://[::]:{port}/ " in line
     finally:
-        child.send_signal(signal.SIGTERM)
-        child.wait(timeout=10)
+        _stop(child)
 
 
 @pytest.mark.slow
@@ -542,8 +553,7 @@ def test_an_ipv6_listen_address_is_logged_in_brackets():
 
         assert _get("::1", port) in (200, 503)
     finally:
-        child.send_signal(signal.SIGTERM)
-        child.wait(timeout=10)
+        _stop(child)
 
 
 def test_a_server_on_an_empty_host_listens_on_ipv4_and_ipv6_with_one_port():
