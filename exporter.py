@@ -24,6 +24,7 @@ from webconfig import WebConfigError
 log = logging.getLogger("replicationlag")
 
 SHUTDOWN_STEP_S = 0.5  # each part gets this long to stop; SIGTERM to exit stays well under 2 s
+SIGNAL_WAKE_S = 0.5  # the main thread looks for signals at least this often (see _next_signal)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Stray signals whose default would end the process silently: logged and ignored. SIGPIPE is ignored by Python
 # itself (a closed socket is an OSError instead).
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.interval_s,
         settings.timeout_s,
     )
-    while (signum := signals.get()) not in STOP_SIGNALS:
+    while (signum := _next_signal(signals)) not in STOP_SIGNALS:
         if signum == signal.SIGHUP:
             _reload(service)
         else:
@@ -85,6 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("stopping")
     service.stop(SHUTDOWN_STEP_S)
     return _stop_demo(stop_demo, 0)
+
+
+def _next_signal(signals: queue.SimpleQueue[int]) -> int:
+    """The next signal the handlers queued. The kernel may deliver a signal to any thread; Python then runs its
+    handler in the main thread only once that thread runs bytecode, which a wait without a timeout never does (a
+    SIGTERM was seen to go unanswered for good, about one start in six). So the wait wakes up twice a second."""
+    while True:
+        try:
+            return signals.get(timeout=SIGNAL_WAKE_S)
+        except queue.Empty:
+            continue
 
 
 def _reload(service: Service) -> None:
