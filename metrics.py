@@ -13,10 +13,12 @@ Sample exposition::
 
 from __future__ import annotations
 
+import functools
 import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -366,25 +368,39 @@ class ReplicationRegistry(CollectorRegistry):
             self.register(collector)
         for collector in (ages, process, platform):
             self._live.register(collector)
-        self._rendered: dict[str, tuple[tuple, bytes]] = {}  # content type -> (freshness key, bytes)
-        self._live_rendered: dict[str, tuple[tuple, float, bytes]] = {}  # content type -> (key, time, bytes)
+        self._kept: dict[str, _Kept] = {}  # content type -> what is served
         self._lock = threading.Lock()
 
     def render_cached(self, accept_header: str | None) -> tuple[bytes, str]:
-        encoder, content_type = choose_encoder(_preferred(accept_header or ""))
+        encoder, content_type = _encoder_for(accept_header or "")
         key = self._store.freshness_key()
         now = time.monotonic()
+        kept = self._kept.get(content_type)  # a lookup, no lock: a scrape between two renders waits for nobody
+        if kept is not None and kept.key == key and now - kept.live_at < LIVE_FOR_S:
+            return kept.body, content_type
         with self._lock:
-            cached = self._rendered.get(content_type)
-            if cached is None or cached[0] != key:
+            kept = self._kept.get(content_type)
+            if kept is None or kept.key != key:
                 # OpenMetrics ends with "# EOF": only the live part, which comes last, keeps it.
-                cached = (key, encoder(self._data).removesuffix(_EOF))
-                self._rendered[content_type] = cached
-            live = self._live_rendered.get(content_type)
-            if live is None or live[0] != key or now - live[1] >= LIVE_FOR_S:
-                live = (key, now, encoder(self._live))  # a publish renders the ages again too (sets come and go)
-                self._live_rendered[content_type] = live
-        return cached[1] + live[2], content_type
+                data = encoder(self._data).removesuffix(_EOF)
+            elif now - kept.live_at >= LIVE_FOR_S:
+                data = kept.data
+            else:
+                return kept.body, content_type  # another scrape rendered it meanwhile
+            live = encoder(self._live)  # a publish renders the ages again too (sets come and go)
+            kept = _Kept(key, now, data, data + live)
+            self._kept[content_type] = kept
+        return kept.body, content_type
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """One format's exposition as served: the data part kept per freshness key, the live part `LIVE_FOR_S`."""
+
+    key: tuple
+    live_at: float  # when the live part was rendered (time.monotonic)
+    data: bytes
+    body: bytes  # data + live, joined once rather than per scrape (1.4 MiB at 300 shards)
 
 
 _EOF = b"# EOF\n"
@@ -400,8 +416,13 @@ def render(registry: CollectorRegistry, accept_header: str | None) -> tuple[byte
     """The exposition and its content type: OpenMetrics when the scraper prefers it, else text 0.0.4."""
     if isinstance(registry, ReplicationRegistry):
         return registry.render_cached(accept_header)
-    encoder, content_type = choose_encoder(_preferred(accept_header or ""))
+    encoder, content_type = _encoder_for(accept_header or "")
     return encoder(registry), content_type
+
+
+@functools.lru_cache(maxsize=64)  # a scraper sends the same Accept every time; bounded against odd clients
+def _encoder_for(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
+    return choose_encoder(_preferred(accept))
 
 
 def _preferred(accept: str) -> str:

@@ -49,10 +49,14 @@ class SetDocuments:
 
 
 class SetReader:
-    """Reads one replica set per poll and caches its config between polls."""
+    """Reads one replica set per poll and caches its config between polls.
 
-    def __init__(self, timeout_s: float) -> None:
+    `danger_reads=False` leaves out the reads of how dangerous the lag is: only for bench/dangercost.py, which
+    measures what they cost per poll."""
+
+    def __init__(self, timeout_s: float, *, danger_reads: bool = True) -> None:
         self._timeout_s = timeout_s
+        self._danger_reads = danger_reads
         self._config: dict[str, Any] | None = None
         self._config_key: tuple[str, ...] | None = None
 
@@ -66,7 +70,11 @@ class SetReader:
                 status = self._ask_the_primary(connection) or status
             config = self._config_for(connection, status)
             probes = self._probe_oplog(connection, status)
-            evidence = _EvidenceReader(keeper, deadline, self._timeout_s / 4).read(status)
+            evidence = (
+                _EvidenceReader(keeper, deadline, self._timeout_s / 4).read(status)
+                if self._danger_reads
+                else Evidence()
+            )
         return SetDocuments(status, config, probes, evidence)
 
     def _replset_get_status(self, connection: Connection) -> dict[str, Any]:

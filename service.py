@@ -79,10 +79,14 @@ class Service:
         self.source.close(step_s)
 
 
-def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.monotonic) -> Service:
+def build_service(
+    settings: Settings, *, monotonic: Callable[[], float] = time.monotonic, danger_reads: bool = True
+) -> Service:
     """Build the service for `settings` (the URI, the label, the address, the intervals, the web config).
 
-    `monotonic` is the store's clock for the data age (tests move it). Raises before anything runs.
+    `monotonic` is the store's clock for the data age (tests move it); `danger_reads=False` polls a replica set
+    without the reads of how dangerous the lag is (only for the benchmark of their cost). Raises before anything
+    runs.
     """
     access = WebAccess(settings.web_config_file)
 
@@ -90,7 +94,7 @@ def build_service(settings: Settings, *, monotonic: Callable[[], float] = time.m
         return Connection(settings.uri, settings.timeout_s, settings.redact, interval_s=settings.interval_s)
 
     def replica_set(keeper: ClientKeeper) -> ReplicaSetSource:
-        return ReplicaSetSource(keeper, SetReader(settings.timeout_s))
+        return ReplicaSetSource(keeper, SetReader(settings.timeout_s, danger_reads=danger_reads))
 
     def connect_member(host: str) -> Connection:
         return _member_connection(settings, settings.uri, host)

@@ -11,6 +11,8 @@ I/O and nothing is written to disk: the user asked for memory only (each member'
 
 from __future__ import annotations
 
+import bisect
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -101,6 +103,13 @@ class View:
     config_watched: bool = True  # sharded: False when the config server set is not in the map
     routers: tuple[RouterState, ...] = ()
     history: LagHistory | None = None  # every member's lag at every poll for 24 h (the page's charts)
+    taken_at_s: float = 0.0  # the store's monotonic clock when the view was taken
+
+    def next_age_change_s(self) -> float:
+        """When (store clock) the next of the view's ages passes a whole second: until then an answer that prints
+        ages in whole seconds reads the same. Infinite when the view holds no age."""
+        ages = [self.age_s, self.map_age_s, *(s.age_s for s in self.sets)]
+        return min((self.taken_at_s + math.floor(a) + 1 - a for a in ages if a is not None), default=math.inf)
 
     # --- One replica set (the URI named a set): the readers of issue 5 read these. ---------------------------
 
@@ -212,6 +221,11 @@ class SnapshotStore:
         self._map_mono: float | None = None
         self._routers: tuple[RouterState, ...] = ()
         self._history = LagHistory()
+        self._turns_stale: tuple[float, ...] = ()  # sorted instants at which published data turns stale
+
+    def now_s(self) -> float:
+        """The store's monotonic clock: the one its ages and `View.next_age_change_s` count in."""
+        return self._monotonic()
 
     def publish(self, result: Snapshot | Failure | ClusterResult, duration_s: float) -> None:
         now_mono, now_wall = self._monotonic(), self._wall()
@@ -224,6 +238,8 @@ class SnapshotStore:
                 self._publish_cluster_failure(result)
             else:
                 self._publish_set(result, now_mono, now_wall)
+            since = [self._success_mono, self._map_mono, *(r.success_mono for r in self._sets.values())]
+            self._turns_stale = tuple(sorted({t + self.freshness_limit_s for t in since if t is not None}))
 
     def _publish_set(self, result: Snapshot | Failure, now_mono: float, now_wall: float) -> None:
         """The URI names one replica set: it is the only record, whatever its name turns out to be."""
@@ -291,17 +307,12 @@ class SnapshotStore:
     def _count(self, failure: Failure) -> None:
         self._failures[failure.kind] = self._failures.get(failure.kind, 0) + 1
 
-    def freshness_key(self) -> tuple:
-        """Changes exactly when what readers show changes, ages aside: at each publish, and when data turns stale.
-        Cheaper than a view: renderers key the bytes they keep by it."""
-        now, limit = self._monotonic(), self.freshness_limit_s
-
-        def stale(since: float | None) -> bool:
-            return since is None or now - since >= limit
-
-        with self._lock:
-            sets = tuple(stale(r.success_mono) for r in self._sets.values())
-            return (self._polls, stale(self._success_mono), stale(self._map_mono), sets)
+    def freshness_key(self) -> tuple[int, int]:
+        """Changes exactly when what readers show changes, ages aside: at each publish, and each time some data
+        turns stale (staleness only grows between publishes). Read on every request, so it takes no lock and no
+        time that grows with the cluster: the publish that changed the data computed when it turns stale."""
+        polls, turns_stale = self._polls, self._turns_stale  # replaced, never mutated; a torn pair only costs
+        return (polls, bisect.bisect_right(turns_stale, self._monotonic()))  # a caller one render more
 
     def view(self) -> View:
         now = self._monotonic()
@@ -339,4 +350,5 @@ class SnapshotStore:
                 config_watched=self._map.config_watched if self._map is not None else True,
                 routers=self._routers,
                 history=self._history,
+                taken_at_s=now,
             )

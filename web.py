@@ -22,6 +22,7 @@ import json
 import math
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import bottle
 
@@ -29,7 +30,7 @@ import bridge
 from httpserver import COMMON_HEADERS, DEFAULT_MAX_BODY_BYTES, error_document
 from metrics import render
 from page import ZERO_PROBLEM_PATH, page_key, render_status_page
-from store import SnapshotStore
+from store import SnapshotStore, View
 from webconfig import Verdict, WebAccess
 
 READ = ["GET", "HEAD"]  # listed explicitly so that a 405's Allow header names HEAD too
@@ -61,7 +62,7 @@ def create_app(
     bcrypt is busy with others, gets a 429 with `Retry-After` and no bcrypt is run for it.
     """
     app = bottle.Bottle()
-    kept = _Rendered()
+    kept = _Rendered(store)
 
     if access is not None:
 
@@ -95,9 +96,8 @@ def create_app(
     @app.route(ZERO_PROBLEM_PATH, method=["PUT", *READ])
     def zero_problem() -> bytes:
         # The consumer PUTs to ask for the status; what it sends is neither read nor stored.
-        view = store.view()
         bottle.response.content_type = "application/json"
-        return kept.get("document", bridge.document_key(view), lambda: _json(bridge.status_document(view)).encode())
+        return kept.get("document", bridge.document_key, _document)
 
     @app.route("/liveness", method=READ)
     def liveness() -> str:
@@ -116,8 +116,7 @@ def create_app(
     def status_page() -> bytes:
         bottle.response.content_type = "text/html; charset=utf-8"
         bottle.response.set_header("Content-Security-Policy", _PAGE_CSP)
-        view = store.view()
-        return kept.get("page", page_key(view), lambda: render_status_page(view).encode())
+        return kept.get("page", page_key, lambda view: render_status_page(view).encode())
 
     app.default_error_handler = _error_document
     return app
@@ -125,19 +124,45 @@ def create_app(
 
 class _Rendered:
     """Bytes rendered once per key and served to every request until the key changes. A key holds what the
-    answer shows that changes: the poll it shows (a new one at each publish), and the ages it prints."""
+    answer shows that changes: the poll it shows (a new one at each publish), and the ages it prints.
 
-    def __init__(self) -> None:
-        self._kept: dict[str, tuple[object, bytes]] = {}
+    Computing a key takes a view, which grows with the cluster, so a request does not: it compares the store's
+    freshness key (which moves at each publish and when data turns stale) with the one the kept bytes were
+    checked against, and the clock with the next whole second of any age the view holds (keys print ages in whole
+    seconds). Only when one of those moved is the key computed again, and the bytes rendered again if it changed.
+    """
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self._store = store
+        self._kept: dict[str, _Kept] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str, key: object, render: Callable[[], bytes]) -> bytes:
+    def get(self, name: str, key_of: Callable[[View], tuple], render: Callable[[View], bytes]) -> bytes:
+        freshness = self._store.freshness_key()
+        kept = self._kept.get(name)  # no lock: a request between two renders waits for nobody
+        if kept is not None and kept.freshness == freshness and self._store.now_s() < kept.until_s:
+            return kept.body
         with self._lock:
+            view = self._store.view()  # taken after `freshness`: never older than what it is kept under
+            key = key_of(view)
             kept = self._kept.get(name)
-            if kept is None or kept[0] != key:
-                kept = (key, render())
-                self._kept[name] = kept
-            return kept[1]
+            body = kept.body if kept is not None and kept.key == key else render(view)
+            # The ages an answer prints move in whole seconds: until the next one passes, these bytes hold.
+            until = view.next_age_change_s()
+            self._kept[name] = _Kept(freshness, key, until, body)
+            return body
+
+
+@dataclass(frozen=True)
+class _Kept:
+    freshness: tuple  # the store's freshness key the bytes were checked against
+    key: tuple  # the answer's own key (bridge.document_key, page.page_key)
+    until_s: float  # store clock: check the key again from then on
+    body: bytes
+
+
+def _document(view: View) -> bytes:
+    return _json(bridge.status_document(view)).encode()
 
 
 def basic_credentials(header: str) -> tuple[str, str] | None:

@@ -135,8 +135,9 @@ def run_cost(scrapes: int, idle_s: float, with_peer: bool) -> Section:
         f"{per_poll['window_s']:g} s using {per_poll['cpu_s']:.3f} CPU s; minus its idle rate "
         f"({ours['idle_cpu_per_s'] * 1000:.1f} ms/s, measured at the 60 s interval) that is "
         f"{poll_ms if poll_ms is not None else float('nan'):.2f} ms per poll "
-        f"({per_poll['per_poll_raw_s'] * 1000:.2f} ms without subtracting). A poll is replSetGetStatus plus one "
-        "oplog lookup per lagging member. The peer polls on every scrape (ServerStatus, replSetGetStatus, oplog "
+        f"({per_poll['per_poll_raw_s'] * 1000:.2f} ms without subtracting). A poll is replSetGetStatus, one "
+        "oplog lookup per lagging member and the danger reads (section 8: three small reads per data-bearing member "
+        "and serverStatus on the primary). The peer polls on every scrape (ServerStatus, replSetGetStatus, oplog "
         "collStats), so its CPU per poll is its CPU per scrape."
     )
     section.notes.append(

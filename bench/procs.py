@@ -10,12 +10,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import queue
 import re
 import resource
 import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,6 +83,28 @@ def request(method: str, port: int, path: str, timeout_s: float = 5.0) -> Reply:
         conn.close()
 
 
+class Lines:
+    """A child's stdout (a text pipe) read line by line on a thread of its own, so that every wait for a line has
+    a deadline and the child never blocks on a full pipe."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self._popen = popen
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, name="bench-lines", daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self._popen.stdout or ():
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def next(self, timeout_s: float) -> str | None:
+        """The next line, None once the child closed its stdout; TimeoutError after `timeout_s`."""
+        try:
+            return self._lines.get(timeout=timeout_s)
+        except queue.Empty:
+            raise TimeoutError(f"no line from {self._popen.args[0]} within {timeout_s:g} s") from None
+
+
 def read_proc_status(pid: int) -> dict[str, int]:
     """VmRSS, VmHWM (kB) and Threads from /proc/PID/status."""
     values = {}
@@ -106,6 +130,12 @@ def system_busy_s() -> float:
     """
     user, nice, system = (int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:4])
     return (user + nice + system) / CLOCK_TICKS_PER_S
+
+
+def steal_s() -> float:
+    """CPU seconds the hypervisor gave to other guests while this machine's vCPUs wanted to run (/proc/stat
+    steal): a virtual machine's neighbours, which no process list shows."""
+    return int(Path("/proc/stat").read_text().splitlines()[0].split()[8]) / CLOCK_TICKS_PER_S
 
 
 def children_cpu_s() -> float:

@@ -1,7 +1,7 @@
-"""Benchmarks of replicationlag against the peer (Debian's prometheus-mongodb-exporter), issue 8.
+"""Benchmarks of replicationlag against the peer (Debian's prometheus-mongodb-exporter), issues 8, 12, 13 and 14.
 
-    ./run bench                       # everything, about 12 minutes
-    ./run bench --only accuracy,idle  # some sections: speed, faults, accuracy, idle, cost, detection
+    ./run bench                       # everything, about 20 minutes
+    ./run bench --only accuracy,idle  # some sections: speed, faults, accuracy, idle, cost, detection, scale, danger
     ./run bench --quick               # shorter runs and fewer draws, to try the bench out (not for RESULTS.md)
 
 Everything runs on 127.0.0.1 against the replica-set simulator (mongosim); every load is bounded in time and
@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: mongosim and our modules
 
-from bench import accuracy, cost, detection, machine, scrape
+from bench import accuracy, cost, dangercost, detection, machine, scale, scrape
 from bench.procs import OUT, QUIET_CORES, wait_for_quiet
 from bench.report import Section
 
-SECTIONS = ("speed", "faults", "accuracy", "idle", "cost", "detection")
+SECTIONS = ("speed", "faults", "accuracy", "idle", "cost", "detection", "scale", "danger")
 FULL = {
     "duration_s": 5.0,
     "draws": 500,
@@ -36,6 +36,10 @@ FULL = {
     "idle_s": 20.0,
     "windows_5s": 4,
     "with_60s": True,
+    "scale_sizes": scale.SIZES,
+    "scale_interval_s": None,  # the default, 60 s
+    "danger_polls": 50,
+    "danger_blocks": 6,
 }
 QUICK = {
     "duration_s": 2.0,
@@ -46,6 +50,10 @@ QUICK = {
     "idle_s": 5.0,
     "windows_5s": 1,
     "with_60s": False,
+    "scale_sizes": scale.QUICK_SIZES,
+    "scale_interval_s": 15.0,
+    "danger_polls": 20,
+    "danger_blocks": 2,
 }
 
 
@@ -80,6 +88,10 @@ def run_section(name: str, p: dict, seed: int, with_peer: bool) -> list[Section]
         return [accuracy.run_idle(p["idle_minutes"], seed, with_peer)]
     if name == "cost":
         return [cost.run_cost(p["scrapes"], p["idle_s"], with_peer)]
+    if name == "scale":
+        return [scale.run_scale(p["scale_sizes"], p["scale_interval_s"], with_peer)]
+    if name == "danger":
+        return [dangercost.run_danger(p["danger_polls"], p["danger_blocks"])]
     return [detection.run_detection(p["windows_5s"], seed, p["with_60s"])]
 
 

@@ -57,7 +57,7 @@ def _measure(target: Target, proc: Proc, connections: int, duration_s: float, ti
 
 def _measure_once(target: Target, proc: Proc, connections: int, duration_s: float, timeout_s: float) -> dict:
     cpu0, sim0, log0 = proc.cpu_s(), time.process_time(), proc.log_lines()
-    busy0, wrk0 = procs.system_busy_s(), procs.children_cpu_s()
+    busy0, wrk0, steal0 = procs.system_busy_s(), procs.children_cpu_s(), procs.steal_s()
     result = load.wrk(proc.url(target.path), connections, duration_s, method=target.method, timeout_s=timeout_s)
     cpu = proc.cpu_s() - cpu0
     sim = time.process_time() - sim0  # this process = the simulator (and an idle main thread)
@@ -70,6 +70,7 @@ def _measure_once(target: Target, proc: Proc, connections: int, duration_s: floa
         "server_cpu_s": cpu,
         "sim_cpu_s": sim,
         "other_cpu_s": max(0.0, others),
+        "steal_s": procs.steal_s() - steal0,
         "log_lines": proc.log_lines() - log0,
     }
 
@@ -80,6 +81,7 @@ def _row(m: dict, scenario: str | None = None) -> list:
     seconds = m["seconds"] or None
     row += [m["max_ms"], m["errors"] + m["timeouts"], per_k]
     row += [m["sim_cpu_s"] / seconds if seconds else None, m["other_cpu_s"] / seconds if seconds else None]
+    row += [m["steal_s"] / seconds if seconds else None]
     return ([scenario] if scenario else []) + row
 
 
@@ -96,6 +98,7 @@ HEADERS = [
     "server CPU s / 1000 req",
     "simulator CPU (cores)",
     "other processes' CPU (cores)",
+    "hypervisor steal (cores)",
 ]
 
 
@@ -154,8 +157,12 @@ def run_speed(duration_s: float, with_peer: bool) -> Section:
     )
     logged = {t: sum(m["log_lines"] for m in measured if m["tool"] == t) for t in ("ours", "peer")}
     section.notes.append(
-        f"Log lines written during these runs: ours {logged['ours']:,} (waitress 'Task queue depth is N' warnings, "
-        f"one per request that waited for a worker thread), peer {logged['peer']:,} (6 glog info lines per scrape)."
+        f"Log lines written during these runs: ours {logged['ours']:,}, peer {logged['peer']:,} (6 glog info lines "
+        "per scrape)."
+    )
+    section.notes.append(
+        "Hypervisor steal (last column) is CPU time the host gave to other virtual machines while ours wanted it "
+        "(/proc/stat): no process here shows it, and it slows every figure of that run alike."
     )
     section.notes.append(
         "wrk keeps every connection busy (a closed loop), so at 50 connections the mean latency is 50 / throughput "

@@ -4,7 +4,7 @@ time, and what must stay live (ages, process metrics) does."""
 from __future__ import annotations
 
 from test_web import ZP, call
-from view_factory import healthy_set, make_store
+from view_factory import failure, healthy_set, make_store
 
 import web
 from metrics import build_registry, render
@@ -71,3 +71,27 @@ def test_openmetrics_and_text_are_each_kept_and_each_ends_as_its_format_requires
     assert text_type.startswith("text/plain") and b"# EOF" not in text
     assert om_type.startswith("application/openmetrics-text")
     assert om.endswith(b"# EOF\n") and om.count(b"# EOF") == 1
+
+
+def test_the_ages_an_answer_prints_move_with_the_clock_between_polls():
+    store, clock = make_store(healthy_set(1_000), failure())
+    app = web.create_app(store, build_registry(store))
+    clock.advance(59.5)
+    assert "Last successful collection 59 s ago" in call(app, "PUT", ZP).body.decode()
+    assert "(59 s ago)" in call(app, "GET", "/").body.decode()
+
+    clock.advance(0.5)
+    assert "Last successful collection 60 s ago" in call(app, "PUT", ZP).body.decode()
+    assert "(60 s ago)" in call(app, "GET", "/").body.decode()
+
+
+def test_a_healthy_document_is_the_same_bytes_from_one_publish_to_the_next_whatever_the_clock():
+    store, clock = make_store(healthy_set(1_000))
+    app = web.create_app(store, build_registry(store))
+    document = call(app, "PUT", ZP).body
+    for _ in range(3):
+        clock.advance(25.3)
+        assert call(app, "PUT", ZP).body == document
+
+    store.publish(healthy_set(1_200), duration_s=0.01)
+    assert b"replication lag 1200ms" in call(app, "PUT", ZP).body
