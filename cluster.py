@@ -66,6 +66,7 @@ class ShardedSource:
         self._map: ShardMap | None = None
         self._watched: dict[str, _Watched] = {}
         self._lock = threading.Lock()  # collect() and close() may race at shutdown
+        self._closed = False
 
     def collect(self) -> ClusterResult:
         deadline = time.monotonic() + self._timeout_s
@@ -90,13 +91,18 @@ class ShardedSource:
         return ClusterResult(shard_map, map_failure, results, routers)
 
     def close(self, wait_s: float) -> None:
-        """Close the router connection and every set's, each waited for at most `wait_s` in all."""
+        """Close the router connection and every set's, waiting at most about `wait_s` in all. One thread closes
+        the sets: starting a closing thread per set from here took 4.8 s at 300 shards during a poll, since each
+        start waits for the new thread's turn among a thousand busy ones (bench/RESULTS.md, section 7)."""
+        until = time.monotonic() + wait_s
         with self._lock:
+            self._closed = True  # a poll still running opens no set from now on
             watched, self._watched = list(self._watched.values()), {}
-        for each in watched:
-            if each.source is not None:
-                each.source.close(0)
+        sources = [each.source for each in watched if each.source is not None]
+        closer = threading.Thread(target=_close_all, args=(sources,), name="close-sets", daemon=True)
+        closer.start()
         self._router.close(wait_s)
+        closer.join(max(0.0, until - time.monotonic()))
 
     # --- the map ------------------------------------------------------------------------------------------------
 
@@ -157,12 +163,21 @@ class ShardedSource:
     # --- the sets -----------------------------------------------------------------------------------------------
 
     def _open(self, address: SetAddress) -> _Watched:
+        stopping = _Watched(address, None, Failure(FailureKind.ERROR, "the exporter is stopping", self._now_ms()))
+        if self._closed:  # a poll that was running when close() came opens nothing that nobody would close
+            return stopping
         try:
             watched = _Watched(address, self._open_set(address))
         except ClientError as error:
             watched = _Watched(address, None, Failure(FailureKind.ERROR, str(error), self._now_ms()))
         with self._lock:
-            self._watched[address.name] = watched
+            closed = self._closed
+            if not closed:
+                self._watched[address.name] = watched
+        if closed:
+            if watched.source is not None:
+                watched.source.close(0)
+            return stopping
         log.info("watching %s: %s", address.label, ",".join(address.hosts))
         return watched
 
@@ -207,6 +222,11 @@ class ShardedSource:
 
 class _MapRefused(Exception):
     """Every way of reading the shard map was refused; the text says what to grant."""
+
+
+def _close_all(sources: list[ReplicaSetSource]) -> None:
+    for source in sources:
+        source.close(0)
 
 
 def _collect_safely(source: ReplicaSetSource, now_ms: Callable[[], int]) -> Snapshot | Failure:

@@ -23,7 +23,7 @@ from webconfig import WebConfigError
 
 log = logging.getLogger("replicationlag")
 
-SHUTDOWN_STEP_S = 0.5  # each part gets this long to stop; SIGTERM to exit stays well under 2 s
+SHUTDOWN_STEP_S = 0.5  # closing the clients gets this long; SIGTERM to exit stays under 2 s (bench section 7)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Stray signals whose default would end the process silently: logged and ignored. SIGPIPE is ignored by Python
 # itself (a closed socket is an OSError instead).

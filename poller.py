@@ -132,7 +132,7 @@ class PollScheduler:
                 break
             self._scheduler.run_pending()
 
-    def stop(self, timeout_s: float = 1.0) -> None:
+    def stop(self) -> None:
+        """No poll starts from now on. One still running is not waited for (its threads are daemons): stop the
+        `Poller` first, and it publishes nothing."""
         self._stop.set()
-        if self._thread.ident is not None:  # started
-            self._thread.join(timeout_s)

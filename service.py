@@ -72,10 +72,11 @@ class Service:
         return config.summary()
 
     def stop(self, step_s: float = 0.5) -> None:
-        """Stop serving, polling and the MongoDB client; each part gets at most about `step_s`."""
+        """Stop serving, polling and the MongoDB client; closing the client gets at most about `step_s`. A poll
+        still running publishes nothing and is not waited for."""
         self.server.close()
-        self.scheduler.stop(step_s)
         self.poller.stop()
+        self.scheduler.stop()
         self.source.close(step_s)
 
 
