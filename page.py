@@ -116,6 +116,9 @@ def _footer(view: View) -> list[str]:
     ]
 
 
+_PROBLEM_CLASS = {Status.RED: "problem", Status.YELLOW: "warn", Status.GREEN: ""}
+
+
 def _cluster_body(view: View) -> list[str]:
     """A sharded cluster: its problems first, a table of every set (worst first), then each set's members; the
     members of GREEN sets are folded away (`<details>`), so the page stays usable at 100 shards."""
@@ -123,9 +126,11 @@ def _cluster_body(view: View) -> list[str]:
     shards = sum(1 for s in view.sets if s.address.role is SetRole.SHARD)
     parts = [f"<p>Infra <b>{_e(view.infra)}</b>: a sharded cluster, {shards} shard{'s' if shards != 1 else ''}"]
     parts[0] += " and the config servers.</p>" if view.config_watched else " (config servers not watched).</p>"
-    problems = bridge.cluster_problems(view) + [p for each in ranked for p in bridge.set_problems(each)]
+    # Coloured by what they make the set: a YELLOW set's lag is a warning, not an alarm.
+    problems = [(p, "problem") for p in bridge.cluster_problems(view)]
+    problems += [(p, _PROBLEM_CLASS[each.status]) for each in ranked for p in bridge.set_problems(each)]
     if problems:
-        parts.append("<ul>" + "".join(f'<li class="problem">{_e(p)}</li>' for p in problems) + "</ul>")
+        parts.append("<ul>" + "".join(f'<li class="{css}">{_e(p)}</li>' for p, css in problems) + "</ul>")
     head = "".join(
         f'<th class="num">{h}</th>' if h in ("Worst lag", "Data age") else f"<th>{h}</th>"
         for h in ("Replica set", "Shard", "Status", "Members", "Worst lag", "Data age")

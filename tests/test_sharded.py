@@ -360,6 +360,18 @@ def test_a_large_cluster_names_every_yellow_member_and_sums_up_the_green_sets(wa
     assert f"{member_name(w.cluster, 'shard04', 2)} (shard04) 7777ms" in worst  # drawn first, at the top
 
 
+def test_the_status_page_colours_each_sets_problems_by_what_they_make_the_set(watch):
+    w = watch(2)
+    w.cluster.shard("shard01").set_lag(1, 7_777)  # YELLOW: a warning
+    w.cluster.shard("shard02").set_lag(2, 45_000)  # RED: an alarm
+    w.poll()
+    page = w.page()
+    yellow = f"shard01 (replica set shard01): {member_name(w.cluster, 'shard01', 1)}: 7777 ms behind the primary"
+    red = f"shard02 (replica set shard02): {member_name(w.cluster, 'shard02', 2)}: 45000 ms behind the primary"
+    assert f'<li class="warn">{yellow}</li>' in page
+    assert f'<li class="problem">{red}</li>' in page
+
+
 def test_the_router_password_never_shows_anywhere(watch):
     w = watch(1, users=[("monitor", PASSWORD)], shard_users=[("monitor", PASSWORD)], uri=with_user)
     w.poll()
