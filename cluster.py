@@ -163,9 +163,8 @@ class ShardedSource:
     # --- the sets -----------------------------------------------------------------------------------------------
 
     def _open(self, address: SetAddress) -> _Watched:
-        stopping = _Watched(address, None, Failure(FailureKind.ERROR, "the exporter is stopping", self._now_ms()))
         if self._closed:  # a poll that was running when close() came opens nothing that nobody would close
-            return stopping
+            return self._stopping(address)
         try:
             watched = _Watched(address, self._open_set(address))
         except ClientError as error:
@@ -177,9 +176,12 @@ class ShardedSource:
         if closed:
             if watched.source is not None:
                 watched.source.close(0)
-            return stopping
+            return self._stopping(address)
         log.info("watching %s: %s", address.label, ",".join(address.hosts))
         return watched
+
+    def _stopping(self, address: SetAddress) -> _Watched:
+        return _Watched(address, None, Failure(FailureKind.ERROR, "the exporter is stopping", self._now_ms()))
 
     def _start(self, watched: _Watched) -> threading.Thread | None:
         """Start the set's poll on its own thread; None (and no new poll) while its previous poll still runs."""

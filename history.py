@@ -8,6 +8,7 @@ restart: the user asked for memory only. Thread-safe. Standard library only; imp
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from array import array
@@ -28,9 +29,7 @@ class _Series:
     def add(self, at_s: float, lag_ms: int | None) -> None:
         self.times.append(at_s)
         self.lags.append(math.nan if lag_ms is None else float(lag_ms))
-        old = 0
-        while old < len(self.times) and self.times[old] < at_s - KEEP_S:
-            old += 1
+        old = bisect.bisect_left(self.times, at_s - KEEP_S)
         excess = len(self.times) - MAX_POINTS
         if old or excess > 0:
             cut = max(old, excess + _TRIM_EVERY if excess > 0 else 0)
@@ -38,10 +37,12 @@ class _Series:
             del self.lags[:cut]
 
     def since(self, from_s: float) -> list[tuple[float, int | None]]:
+        # Points come in poll order, so the trend's five minutes are found without reading the day before them
+        # (should the set's clock step back, the cut is off by at most the points inside the step).
+        first = bisect.bisect_left(self.times, from_s)
         return [
             (t, None if math.isnan(lag) else int(lag))
-            for t, lag in zip(self.times, self.lags, strict=True)
-            if t >= from_s
+            for t, lag in zip(self.times[first:], self.lags[first:], strict=True)
         ]
 
 

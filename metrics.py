@@ -412,12 +412,9 @@ def build_registry(store: SnapshotStore) -> ReplicationRegistry:
     return ReplicationRegistry(store)
 
 
-def render(registry: CollectorRegistry, accept_header: str | None) -> tuple[bytes, str]:
+def render(registry: ReplicationRegistry, accept_header: str | None) -> tuple[bytes, str]:
     """The exposition and its content type: OpenMetrics when the scraper prefers it, else text 0.0.4."""
-    if isinstance(registry, ReplicationRegistry):
-        return registry.render_cached(accept_header)
-    encoder, content_type = _encoder_for(accept_header or "")
-    return encoder(registry), content_type
+    return registry.render_cached(accept_header)
 
 
 @functools.lru_cache(maxsize=64)  # a scraper sends the same Accept every time; bounded against odd clients

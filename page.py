@@ -103,8 +103,8 @@ def _history_charts(view: View, snapshot: Snapshot, max_points: int) -> str:
 def page_key(view: View) -> tuple:
     """What the page shows that changes between polls: the poll, the colour and every age it prints (whole
     seconds). Two views with the same key give the same page, so it is rendered once per key (web.py)."""
-    ages = tuple(None if s.age_s is None else int(s.age_s) for s in view.sets)
-    return (view.polls, view.status, None if view.age_s is None else int(view.age_s), ages, bridge.document_key(view))
+    ages = tuple(None if a is None else int(a) for a in (view.age_s, *(s.age_s for s in view.sets)))
+    return (bridge.document_key(view), ages)
 
 
 def _footer(view: View) -> list[str]:

@@ -154,12 +154,13 @@ def _probe_from_entry(entry: dict[str, Any] | None) -> OplogProbe:
 
 # Members whose own oplog says how far back they can serve (a RECOVERING member still holds its oplog).
 _OPLOG_STATES = frozenset({PRIMARY, SECONDARY, RECOVERING})
+_READ_STATES = _OPLOG_STATES | {STARTUP2}  # and a member in initial sync, for its progress
 # serverStatus sections left out: flow control is all that is read, and these are the large ones.
 _SERVER_STATUS_LEFT_OUT = {"wiredTiger": 0, "metrics": 0, "locks": 0, "tcmalloc": 0, "repl": 0, "opcounters": 0}
 _FIND, _STATS = "find on local.oplog.rs", "$collStats on local.oplog.rs"
 _GRANTS = {
-    "find on local.oplog.rs": "oplog windows need read on the local database: grant the monitoring user read on local",
-    "$collStats on local.oplog.rs": "oplog sizes need the collStats privilege on local.oplog.rs: grant clusterMonitor",
+    _FIND: "oplog windows need read on the local database: grant the monitoring user read on local",
+    _STATS: "oplog sizes need the collStats privilege on local.oplog.rs: grant clusterMonitor",
     "serverStatus": "flow control needs serverStatus: grant the monitoring user clusterMonitor",
     "replSetGetStatus": "initial-sync progress needs replSetGetStatus on that member: grant clusterMonitor",
 }
@@ -229,6 +230,3 @@ class _EvidenceReader:
             if error.code == UNAUTHORIZED:
                 self._denied["serverStatus"] = _GRANTS["serverStatus"]
             return None
-
-
-_READ_STATES = _OPLOG_STATES | {STARTUP2}

@@ -132,8 +132,11 @@ def _set_source(settings: Settings, address: SetAddress) -> ReplicaSetSource:
     credentials = settings.credentials_for(address.shard_id, config_servers=address.role is SetRole.CONFIG)
     login = {}
     if credentials is not None:
-        login = {"username": credentials.username, "password": credentials.password}
-        login["auth_source"] = credentials.auth_source
+        login = {
+            "username": credentials.username,
+            "password": credentials.password,
+            "auth_source": credentials.auth_source,
+        }
     uri = set_uri(settings.uri, address.name, address.hosts, **login)
 
     def connect() -> Connection:

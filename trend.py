@@ -1,8 +1,8 @@
 """Which way a member's lag is going, and when that means something: to RED, to caught up, to falling off the oplog.
 
-PURE: no I/O, no clock (the caller says what "now" is). Imports `replset` only (its thresholds). The rate is the
-least-squares slope of the member's lag over the last `WINDOW_S` seconds of polls (at least `MIN_POINTS`), so
-one odd poll moves it little; a member whose lag has no value in that span has no trend.
+PURE: no I/O, no clock (the caller says what "now" is). Imports `danger` (its duration words) and `replset` (its
+thresholds). The rate is the least-squares slope of the member's lag over the last `WINDOW_S` seconds of polls (at
+least `MIN_POINTS`), so one odd poll moves it little; a member whose lag has no value in that span has no trend.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from danger import duration_words
 from replset import RED_AT_MS
 
 WINDOW_S = 300  # "the last minutes": five polls at the default interval, sixty in the demo
@@ -49,13 +50,7 @@ def minutes_words(minutes: float) -> str:
     """`about 4 min`, `about 2 h 10 min`, `under a minute`."""
     if minutes < 1:
         return "under a minute"
-    whole = round(minutes)
-    if whole < 60:
-        return f"about {whole} min"
-    hours, rest = divmod(whole, 60)
-    if hours >= 48:
-        return f"about {hours // 24} d {hours % 24} h"
-    return f"about {hours} h {rest} min" if rest else f"about {hours} h"
+    return "about " + duration_words(round(minutes) * 60_000)
 
 
 def trend_words(found: Trend, lag_ms: int, headroom_ms: int | None = None) -> str:

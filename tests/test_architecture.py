@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "replset": {"kinds"},
     "shardmap": {"kinds"},
     "history": set(),
-    "trend": {"replset"},
+    "trend": {"danger", "replset"},
     "store": {"history", "kinds", "replset", "shardmap", "trend"},
     "bridge": {"danger", "kinds", "replset", "store", "trend"},
     "charts": {"replset"},
