@@ -226,13 +226,19 @@ def test_the_demo_polls_its_simulator_even_with_a_uri_in_the_environment():
 def test_the_cluster_demo_watches_every_set_of_a_simulated_sharded_cluster():
     exporter = service_util.Exporter("--demo", "--demo.cluster")
     try:
+        # /liveness is read before /metrics: under load the first poll can end between the two, so wait for both.
         look, _ = exporter.wait_for(
-            lambda look: len(look.metrics.series("mongodb_replication_set_info")) == 4, 15, "four sets watched"
+            lambda look: (
+                len(look.metrics.series("mongodb_replication_set_info")) == 4
+                and look.liveness_status == 200
+                and look.liveness["sets_collected"] == 4
+            ),
+            15,
+            "four sets watched and collected, liveness 200",
         )
     finally:
         status = exporter.stop()
     assert status == 0
     roles = sorted((s["shard"], s["role"]) for s in look.metrics.series("mongodb_replication_set_info"))
     assert roles == [("config", "config"), ("shard01", "shard"), ("shard02", "shard"), ("shard03", "shard")]
-    assert look.liveness_status == 200
     assert "polling the built-in simulated sharded cluster" in exporter.log_text
