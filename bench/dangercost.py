@@ -139,8 +139,7 @@ def run_danger(polls_per_block: int, blocks: int) -> Section:
     try:
         per_poll = _per_poll(uri, sim.pid, polls_per_block, blocks)
     finally:
-        sim.terminate()
-        sim.wait(procs.STOP_WAIT_S)
+        procs.stop_process(sim)
     table = Table(
         f"One simulated 3-member set (one secondary {SET_LAG_MS} ms behind), polls back to back in this process: "
         f"{blocks} alternating blocks of {polls_per_block} polls per mode, a fresh exporter per block",
@@ -194,7 +193,7 @@ def run_danger(polls_per_block: int, blocks: int) -> Section:
     memory = [_history_memory(HISTORY_SHARDS, DEFAULT_INTERVAL_S, DAY_S), _history_memory(HISTORY_SHARDS, 30, DAY_S)]
     mem_table = Table(
         f"history.LagHistory after a simulated day of polls at {HISTORY_SHARDS} shards (3 members each, plus a "
-        "3-member config server set: 602 replicating members)",
+        f"3-member config server set: {memory[0]['members']} replicating members)",
         [
             "interval s",
             "polls",
@@ -219,11 +218,12 @@ def run_danger(polls_per_block: int, blocks: int) -> Section:
         )
     section.tables.append(mem_table)
     section.data["history"] = memory
-    bound_mib = 602 * MAX_POINTS * 16 / 2**20
+    members = memory[0]["members"]  # the two days above hold the same members
+    bound_mib = members * MAX_POINTS * 16 / 2**20
     worst = max(memory, key=lambda m: m["bytes"])
     section.target(
         f"the 24 h history at 300 shards within its stated bound (at most {MAX_POINTS:,} points per member, 16 bytes "
-        f"each: {bound_mib:.1f} MiB for 602 members)",
+        f"each: {bound_mib:.1f} MiB for {members} members)",
         worst["bytes"] <= bound_mib * 2**20 * 1.25,
         f"{worst['bytes'] / 2**20:.1f} MiB at a {worst['interval_s']:g} s interval, "
         f"{worst['bytes_per_point']:.1f} bytes per point",

@@ -210,18 +210,28 @@ class Proc:
         return shlex.join(self.shown_argv or self.argv)
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(STOP_WAIT_S)
+        stop_process(self.popen)
 
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
             tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
             raise RuntimeError(f"{self.tool} exited with status {self.popen.returncode}; log tail:\n{tail}")
+
+
+def stop_process(popen: subprocess.Popen, wait_s: float = STOP_WAIT_S) -> float | None:
+    """SIGTERM, then a kill if the child is still there after `wait_s`. Seconds from the signal to the exit; None
+    when it had to be killed or had already exited."""
+    if popen.poll() is not None:
+        return None
+    started = time.monotonic()
+    popen.terminate()
+    try:
+        popen.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait(STOP_WAIT_S)
+        return None
+    return time.monotonic() - started
 
 
 def _spawn(tool: str, argv: list[str], port: int, tag: str, uri: str) -> Proc:

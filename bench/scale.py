@@ -25,7 +25,6 @@ and the tables say so.
 from __future__ import annotations
 
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -77,13 +76,7 @@ class Cluster:
         return procs.read_cpu_s(self.pid)
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(procs.STOP_WAIT_S)
+        procs.stop_process(self.popen, STOP_TIMEOUT_S)
 
 
 def start_cluster(shards: int) -> Cluster:
@@ -199,7 +192,7 @@ def _ours(cluster: Cluster, shards: int, interval_s: float | None) -> dict:
         m["rss_after_poll_kb"], m["hwm_kb"] = memory["VmRSS"], memory["VmHWM"]
         m["log_warnings"] = _warnings(proc)
     finally:
-        m["stop_s"] = _stop(proc)
+        m["stop_s"] = procs.stop_process(proc.popen, STOP_TIMEOUT_S)  # SIGTERM to exit; None if killed
     return m
 
 
@@ -228,21 +221,6 @@ def _warnings(proc: Proc) -> int:
     except OSError:
         return 0
     return sum(1 for line in text.splitlines() if "level=warn" in line or "level=error" in line)
-
-
-def _stop(proc: Proc) -> float | None:
-    """SIGTERM to exit, in seconds; None if it had to be killed after STOP_TIMEOUT_S."""
-    if proc.popen.poll() is not None:
-        return None
-    started = time.monotonic()
-    proc.popen.send_signal(signal.SIGTERM)
-    try:
-        proc.popen.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.popen.kill()
-        proc.popen.wait(procs.STOP_WAIT_S)
-        return None
-    return time.monotonic() - started
 
 
 def _peer(cluster: Cluster, shards: int) -> dict:
