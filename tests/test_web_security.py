@@ -889,6 +889,12 @@ def test_a_write_that_must_read_first_waits_for_the_peer_without_spinning(pki, s
 
     with tls_socket(server, client_context(pki)) as blocked:
         blocked.sendall(request)
+        # Its answer must be the first one written, or another session would be the one blocked: under load the
+        # next session's answer could come first.
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        while socket_class.victim is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert socket_class.victim is not None, "the first session was not answered"
         for _ in range(3):  # the loop turns many times while other sessions are served
             other = https(server, client_context(pki), "GET", "/liveness", headers=credentials())
             assert other[0] == 200
