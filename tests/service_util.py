@@ -9,6 +9,7 @@ Reused by the fault matrix, the credential tests and `bench/soak.py`; nothing he
   from the same poll.
 - `wait_until(condition, seconds, what)`: polls with a monotonic deadline; never a fixed sleep.
 - `uri_with_credentials(uri, user, password)`: the simulator's URI with a percent-encoded password in it.
+- `read_line(pipe, seconds)`: one line a child printed, with a deadline, taking nothing after it from the pipe.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import http.client
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import quote
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -59,6 +61,24 @@ def wait_until(condition: Callable[[], T], seconds: float, what: str, every_s: f
         if time.monotonic() >= deadline:
             raise AssertionError(f"waited {seconds:g} s for {what}; last value: {value!r}")
         time.sleep(every_s)
+
+
+def read_line(pipe: IO[Any], seconds: float) -> str:
+    """The next line from a child's stdout or stderr pipe, or "" at its end; AssertionError after `seconds`.
+
+    It reads the descriptor a byte at a time: the pipe object's own readline() takes whatever else has arrived
+    into a buffer that neither select() nor `Popen.communicate()` sees, so the next wait would miss a line that
+    came with this one (under load a child's lines arrive together)."""
+    deadline = time.monotonic() + seconds
+    line = b""
+    while not line.endswith(b"\n"):
+        if not select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise AssertionError(f"waited {seconds:g} s for a line; got {line!r}")
+        byte = os.read(pipe.fileno(), 1)
+        if not byte:
+            break
+        line += byte
+    return line.decode()
 
 
 def uri_with_credentials(uri: str, user: str, password: str) -> str:

@@ -25,6 +25,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 import pytest
+from service_util import read_line
 from view_factory import healthy_set, make_store
 
 import httpserver
@@ -372,7 +373,7 @@ def test_a_burst_of_10000_requests_leaves_memory_threads_and_descriptors_where_t
         env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
     )
     try:
-        port = int(child.stdout.readline())
+        port = int(read_line(child.stdout, 30))
         idle_fds = process_usage(child.pid)["fds"]
         assert burst(port, 2_000) == Counter({200: 2_000})  # warm-up: imports, caches, the thread pool
         assert wait_for(lambda: process_usage(child.pid)["fds"] == idle_fds)

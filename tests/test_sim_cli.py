@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from pymongo import ReadPreference
+from service_util import read_line
 
 from mongosim import ManualClock
 from mongosim.demo import DEMO_PERIOD_MS, demo_lag_ms, start_demo_set
@@ -30,10 +30,7 @@ def _ms(value: dt.datetime) -> int:
 
 
 def _first_line(proc: subprocess.Popen[str], timeout_s: float = 10) -> str:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
-    assert ready, "the simulator printed nothing"
-    return proc.stdout.readline().strip()
+    return read_line(proc.stdout, timeout_s).strip()  # communicate() still gets every line after it
 
 
 @pytest.fixture

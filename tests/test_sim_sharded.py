@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 from pymongo import MongoClient, ReadPreference
 from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
 from pymongo.server_type import SERVER_TYPE
+from service_util import read_line
 
 from mongosim import ManualClock, MemberSpec, ReplicaSet, ShardedCluster
 from mongosim.demo import start_demo_cluster
@@ -428,9 +428,7 @@ def test_the_cli_starts_a_cluster_prints_the_router_uri_first_and_exits_cleanly_
         [sys.executable, "-m", "mongosim", *flags], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        assert proc.stdout is not None
-        assert select.select([proc.stdout], [], [], 10)[0], "the simulator printed nothing"
-        uri = proc.stdout.readline().strip()
+        uri = read_line(proc.stdout, 10).strip()
         assert re.fullmatch(r"mongodb://127\.0\.0\.1:\d+,127\.0\.0\.1:\d+/", uri)
         client = connect(uri, **CREDENTIALS)
         assert list(client.admin.command("getShardMap")["map"]) == ["shard01", "shard02", "config"]

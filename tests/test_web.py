@@ -21,6 +21,7 @@ from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import pytest
+from service_util import read_line
 from view_factory import failure, healthy_set, make_store, member, primary, snapshot
 
 import httpserver
@@ -501,7 +502,7 @@ def _start_exporter(listen: str) -> tuple[subprocess.Popen, str]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if select.select([child.stderr], [], [], 0.5)[0]:
-            line = child.stderr.readline()
+            line = read_line(child.stderr, 5)
             if "serving " in line:
                 # Keep reading what it logs, so that a full pipe can never block it (on its "stopping" line, say).
                 threading.Thread(target=child.stderr.read, daemon=True).start()

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ops_util import run_promtool
+from service_util import read_line
 from view_factory import healthy_set, make_store
 
 import exporter
@@ -1050,7 +1051,7 @@ def _served_port(child: subprocess.Popen) -> int:
     while time.monotonic() < deadline:
         ready, _, _ = select.select([child.stderr], [], [], 0.5)
         if ready:
-            line = child.stderr.readline()
+            line = read_line(child.stderr, 5)
             if match := re.search(r"serving https://127\.0\.0\.1:(\d+)/", line):
                 return int(match.group(1))
             assert line, "the exporter ended before serving"
