@@ -71,6 +71,7 @@ _HISTORY_NOTE = (
 
 
 WORST_CHARTED = 8  # the members of a cluster drawn together at the top of its page
+HOUR_S = 3600
 
 
 def _worst_members_chart(view: View) -> str:
@@ -81,9 +82,10 @@ def _worst_members_chart(view: View) -> str:
     now_s = max(s.collected_at_ms for s in current) / 1000
     members = [(m.lag_ms, s.set_name, m.name) for s in current for m in s.members if m.lag_ms is not None]
     worst = sorted(members, reverse=True)[:WORST_CHARTED]
-    lines = [(f"{name} ({set_name})", view.history.points(set_name, name, now_s - 3600)) for _, set_name, name in worst]
+    since_s = now_s - HOUR_S
+    lines = [(f"{name} ({set_name})", view.history.points(set_name, name, since_s)) for _, set_name, name in worst]
     title = f"the {len(worst)} most lagging members, last hour"
-    return f'<div class="charts">{lag_chart(title, lines, now_s - 3600, now_s)}</div>'
+    return f'<div class="charts">{lag_chart(title, lines, since_s, now_s)}</div>'
 
 
 def _history_charts(view: View, snapshot: Snapshot, max_points: int) -> str:
@@ -93,7 +95,7 @@ def _history_charts(view: View, snapshot: Snapshot, max_points: int) -> str:
     now_s = snapshot.collected_at_ms / 1000
     members = [m.name for m in snapshot.members if m.is_data_bearing and not m.is_primary]
     charts = []
-    for title, span_s in (("last hour", 3600), ("last 24 h", 86400)):
+    for title, span_s in (("last hour", HOUR_S), ("last 24 h", 24 * HOUR_S)):
         lines = [(name, view.history.points(snapshot.set_name, name, now_s - span_s)) for name in members]
         label = f"{snapshot.set_name}: replication lag, {title}"
         charts.append(lag_chart(label, lines, now_s - span_s, now_s, max_points=max_points))
@@ -131,10 +133,7 @@ def _cluster_body(view: View) -> list[str]:
     problems += [(p, _PROBLEM_CLASS[each.status]) for each in ranked for p in bridge.set_problems(each)]
     if problems:
         parts.append("<ul>" + "".join(f'<li class="{css}">{_e(p)}</li>' for p, css in problems) + "</ul>")
-    head = "".join(
-        f'<th class="num">{h}</th>' if h in ("Worst lag", "Data age") else f"<th>{h}</th>"
-        for h in ("Replica set", "Shard", "Status", "Members", "Worst lag", "Data age")
-    )
+    head = _header_row(_SET_COLUMNS, numeric={"Worst lag", "Data age"})
     rows = "".join(_set_row(each) for each in ranked)
     parts.append(f"<table><caption>Replica sets</caption><tr>{head}</tr>{rows}</table>")
     parts.append(_worst_members_chart(view))
@@ -180,7 +179,23 @@ def _set_sentence(snapshot: Snapshot | None) -> str:
     return text + "."
 
 
-_NUMERIC = ("Lag", "Delay", "Oplog window", "Headroom")
+_SET_COLUMNS = ("Replica set", "Shard", "Status", "Members", "Worst lag", "Data age")
+_MEMBER_COLUMNS = (
+    "Member",
+    "Role",
+    "State",
+    "Status",
+    "Lag",
+    "Delay",
+    "Oplog window",
+    "Headroom",
+    "Why, and where it goes",
+)
+
+
+def _header_row(columns: tuple[str, ...], numeric: set[str]) -> str:
+    """The table's head cells; numeric columns are right-aligned like their values."""
+    return "".join(f'<th class="num">{h}</th>' if h in numeric else f"<th>{h}</th>" for h in columns)
 
 
 def _members_table(snapshot: Snapshot, *, last_known: bool, caption: str = "", trends: SetView | None = None) -> str:
@@ -188,20 +203,7 @@ def _members_table(snapshot: Snapshot, *, last_known: bool, caption: str = "", t
         caption = _e(caption) + (": last known members (not current)" if last_known else "")
     else:
         caption = "Last known members (not current)" if last_known else "Members"
-    head = "".join(
-        f'<th class="num">{h}</th>' if h in _NUMERIC else f"<th>{h}</th>"
-        for h in (
-            "Member",
-            "Role",
-            "State",
-            "Status",
-            "Lag",
-            "Delay",
-            "Oplog window",
-            "Headroom",
-            "Why, and where it goes",
-        )
-    )
+    head = _header_row(_MEMBER_COLUMNS, numeric={"Lag", "Delay", "Oplog window", "Headroom"})
     rows = [_member_row(m, trends.trend_of(m.name) if trends is not None else None) for m in snapshot.members]
     table = f"<table><caption>{caption}</caption><tr>{head}</tr>{''.join(rows)}</table>"
     # What endangers the whole set (the majority commit point, flow control, a refused read) stands out; the rest

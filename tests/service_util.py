@@ -9,7 +9,8 @@ Reused by the fault matrix, the credential tests and `bench/soak.py`; nothing he
   from the same poll.
 - `wait_until(condition, seconds, what)`: polls with a monotonic deadline; never a fixed sleep.
 - `uri_with_credentials(uri, user, password)`: the simulator's URI with a percent-encoded password in it.
-- `read_line(pipe, seconds)`: one line a child printed, with a deadline, taking nothing after it from the pipe.
+- `read_line(pipe, seconds)`: one line a child printed, with a deadline, taking nothing after it from the pipe;
+  `read_line_matching(pipe, pattern, seconds)`: the first such line that matches.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -40,9 +42,8 @@ ENDPOINTS = (SERVICE_PATH, "/liveness", "/metrics", "/")
 # an answer that hangs (a handler waiting on MongoDB) fails the test. The bound is 1 s, not 100 ms, because the
 # test shares 2 cores with the simulator and the exporter; bench/ measures the real figure (a few ms at p99).
 HTTP_TIMEOUT_S = 1.0
-LOOK_ATTEMPTS = (
-    5  # a look is retaken when a poll ended during it (a look takes milliseconds, a poll interval 0.5 s or more)
-)
+# A look is retaken when a poll ended during it (a look takes milliseconds, a poll interval 0.5 s or more).
+LOOK_ATTEMPTS = 5
 START_TIMEOUT_S = 15.0  # imports on a loaded 2-core machine take a few seconds at worst
 STOP_TIMEOUT_S = 5.0
 
@@ -79,6 +80,16 @@ def read_line(pipe: IO[Any], seconds: float) -> str:
             break
         line += byte
     return line.decode()
+
+
+def read_line_matching(pipe: IO[Any], pattern: str, seconds: float) -> re.Match[str]:
+    """The match of `pattern` in the first line from the pipe that has one; AssertionError if the pipe ends or
+    `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while line := read_line(pipe, max(0.0, deadline - time.monotonic())):
+        if match := re.search(pattern, line):
+            return match
+    raise AssertionError(f"the child's output ended before a line matching {pattern!r}")
 
 
 def uri_with_credentials(uri: str, user: str, password: str) -> str:

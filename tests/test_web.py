@@ -7,13 +7,11 @@ import http.client
 import io
 import json
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from wsgiref.headers import Headers
@@ -21,7 +19,7 @@ from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import pytest
-from service_util import read_line
+from service_util import read_line_matching
 from view_factory import failure, healthy_set, make_store, member, primary, snapshot
 
 import httpserver
@@ -499,17 +497,14 @@ def _start_exporter(listen: str) -> tuple[subprocess.Popen, str]:
         text=True,
         cwd=ROOT,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if select.select([child.stderr], [], [], 0.5)[0]:
-            line = read_line(child.stderr, 5)
-            if "serving " in line:
-                # Keep reading what it logs, so that a full pipe can never block it (on its "stopping" line, say).
-                threading.Thread(target=child.stderr.read, daemon=True).start()
-                return child, line
-            assert line, "the exporter ended before serving"
-    child.kill()
-    raise AssertionError("the exporter did not say where it serves")
+    try:
+        line = read_line_matching(child.stderr, "serving ", 30).string
+    except AssertionError:
+        child.kill()
+        raise
+    # Keep reading what it logs, so that a full pipe can never block it (on its "stopping" line, say).
+    threading.Thread(target=child.stderr.read, daemon=True).start()
+    return child, line
 
 
 def _stop(child: subprocess.Popen) -> None:

@@ -14,7 +14,6 @@ import io
 import ipaddress
 import json
 import os
-import re
 import select
 import signal
 import socket
@@ -37,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ops_util import run_promtool
-from service_util import read_line
+from service_util import read_line_matching
 from view_factory import healthy_set, make_store
 
 import exporter
@@ -1047,12 +1046,4 @@ def test_the_exporter_serves_https_with_credentials_and_an_open_liveness_from_it
 
 def _served_port(child: subprocess.Popen) -> int:
     """The port from the exporter's "serving https://127.0.0.1:PORT/" log line, read with a deadline."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([child.stderr], [], [], 0.5)
-        if ready:
-            line = read_line(child.stderr, 5)
-            if match := re.search(r"serving https://127\.0\.0\.1:(\d+)/", line):
-                return int(match.group(1))
-            assert line, "the exporter ended before serving"
-    raise AssertionError("the exporter did not say where it serves")
+    return int(read_line_matching(child.stderr, r"serving https://127\.0\.0\.1:(\d+)/", 30)[1])
