@@ -9,7 +9,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-COPY requirements.txt /tmp/requirements.txt
+COPY constraints.txt requirements.txt /tmp/
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --only-binary=:all: --no-compile -r /tmp/requirements.txt
 
@@ -25,7 +25,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY *.py ./
+COPY exporter.py bridge.py ./
+COPY replicationlag/ ./replicationlag/
 COPY mongosim/ ./mongosim/
 USER 10001:10001
 EXPOSE 9218

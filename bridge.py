@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from danger import duration_words
-from kinds import NoteKind
-from replset import Member, Snapshot, Status
-from store import SetView, View
-from trend import Trend, trend_words
+from replicationlag.danger import duration_words
+from replicationlag.model import NoteKind
+from replicationlag.replset import Member, Snapshot, Status
+from replicationlag.store import SetView, View
+from replicationlag.trend import Trend, trend_words
 
 # The consumer is configured with this id, typo included: it must not be "corrected".
 SERVICE_ID = "mhp.zeroproblem.mongo.replcationlag"

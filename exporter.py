@@ -15,11 +15,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from config import ConfigError, load_settings
-from driver import ClientError
-from logs import configure_logging
-from service import Service, build_service
-from webconfig import WebConfigError
+from replicationlag.config import ConfigError, load_settings
+from replicationlag.logs import configure_logging
+from replicationlag.mongo.driver import ClientError
+from replicationlag.service import Service, build_service
+from replicationlag.web.webconfig import WebConfigError
 
 log = logging.getLogger("replicationlag")
 

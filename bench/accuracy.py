@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import bridge
-import metrics
 from bench import procs
 from bench.procs import Proc
 from bench.report import Section, Table
-from config import load_settings
 from mongosim import ManualClock, ReplicaSet
-from service import build_service
+from replicationlag import metrics
+from replicationlag.config import load_settings
+from replicationlag.service import build_service
 
 START_MS = 1_723_763_174_512  # 2024-08-15T23:06:14.512Z, the test suite's ManualClock start
 YELLOW_AT_MS, RED_AT_MS = 5_000, 30_000

@@ -24,9 +24,9 @@ import tracemalloc
 
 from bench import procs
 from bench.report import Section, Table
-from config import load_settings
-from history import MAX_POINTS, LagHistory
-from service import build_service
+from replicationlag.config import load_settings
+from replicationlag.history import MAX_POINTS, LagHistory
+from replicationlag.service import build_service
 
 SET_LAG_MS = 1_500  # one secondary behind, so that a poll also looks up its oldest unapplied op
 WARM_UP_POLLS = 5

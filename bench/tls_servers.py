@@ -40,9 +40,9 @@ import logging, sys
 sys.path[:0] = [{root!r}, {tests!r}]
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as logs.py does in the exporter
 from view_factory import healthy_set, make_store
-import web
-from metrics import build_registry
-import webconfig
+from replicationlag.web import app as web
+from replicationlag.metrics import build_registry
+from replicationlag.web import webconfig
 kind, config, port_file = sys.argv[1:4]
 store, _ = make_store(healthy_set(1_239))
 if hasattr(webconfig, "WebAccess"):
@@ -57,7 +57,7 @@ else:  # the code before issue 15
         auth=loaded.basic_auth(), open_paths=loaded.excluded_paths,
     )
 if kind.startswith("waitress"):
-    import httpserver
+    from replicationlag.web import server as httpserver
     server = httpserver.Server(app, "127.0.0.1", 0, max_body_bytes={max_body}, tls=tls)
     open(port_file, "w").write(str(server.port))
     server.run()

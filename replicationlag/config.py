@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
-from kinds import FRESHNESS_LIMIT_S
-from version import VERSION
+from replicationlag.model import FRESHNESS_LIMIT_S
+from replicationlag.version import VERSION
 
 DEFAULT_LABEL = "clusterKeeper"
 DEFAULT_LISTEN = ":9218"
@@ -201,7 +201,7 @@ def uri_passwords(uri: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="exporter.py",
+        prog="replicationlag",
         description="MongoDB replication lag in exact milliseconds: Zero Problem status document, "
         "Prometheus metrics, liveness and a status page, from one process.",
         epilog="Every flag can also be set by the environment variable named in its help. "

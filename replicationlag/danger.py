@@ -13,8 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kinds import NoteKind, Reference
-from replset import FlowControl, InitialSync, Member, Note, OplogWindow, Snapshot, Status, date_ms, rejudged
+from replicationlag.model import NoteKind, Reference
+from replicationlag.replset import (
+    FlowControl,
+    InitialSync,
+    Member,
+    Note,
+    OplogWindow,
+    Snapshot,
+    Status,
+    date_ms,
+    rejudged,
+)
 
 # Headroom under this share of the sync source's (full) oplog window makes a member at least YELLOW, under the
 # second RED: the member would need a full resync if it fell that much further behind (README, "How dangerous").

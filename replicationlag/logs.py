@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from types import TracebackType
 
-from config import Settings
+from replicationlag.config import Settings
 
 log = logging.getLogger("replicationlag")
 

@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from kinds import FailureKind
-from replset import Member, Snapshot
-from store import SnapshotStore, View
-from version import VERSION
+from replicationlag.model import FailureKind
+from replicationlag.replset import Member, Snapshot
+from replicationlag.store import SnapshotStore, View
+from replicationlag.version import VERSION
 
 PREFIX = "mongodb_replication_"
 

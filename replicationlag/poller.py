@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import schedule
 
-from kinds import FailureKind
-from replset import Failure, Snapshot
-from store import ClusterResult, SnapshotStore, wall_now_ms
+from replicationlag.model import FailureKind
+from replicationlag.replset import Failure, Snapshot
+from replicationlag.store import ClusterResult, SnapshotStore, wall_now_ms
 
 log = logging.getLogger("replicationlag.poller")
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
-from kinds import FailureKind, NoteKind, Reference
+from replicationlag.model import FailureKind, NoteKind, Reference
 
 YELLOW_AT_MS = 5_000
 RED_AT_MS = 30_000

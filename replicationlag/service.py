@@ -15,20 +15,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpserver
-import metrics
-import web
-from cluster import ShardedSource
-from config import Settings
-from driver import Connection, member_uri, set_uri
-from keeper import ClientKeeper
-from kinds import SetRole
-from poller import Poller, PollScheduler
-from reader import SetReader
-from shardmap import SetAddress
-from source import DetectingSource, ReplicaSetSource, Source
-from store import SnapshotStore
-from webconfig import WebAccess
+from replicationlag import metrics
+from replicationlag.config import Settings
+from replicationlag.model import SetRole
+from replicationlag.mongo.cluster import ShardedSource
+from replicationlag.mongo.driver import Connection, member_uri, set_uri
+from replicationlag.mongo.keeper import ClientKeeper
+from replicationlag.mongo.reader import SetReader
+from replicationlag.mongo.source import DetectingSource, ReplicaSetSource, Source
+from replicationlag.poller import Poller, PollScheduler
+from replicationlag.shardmap import SetAddress
+from replicationlag.store import SnapshotStore
+from replicationlag.web import app as web
+from replicationlag.web import server as httpserver
+from replicationlag.web.webconfig import WebAccess
 
 MAX_BODY_BYTES = httpserver.DEFAULT_MAX_BODY_BYTES  # the same cap for the app and the server, given to both
 # Behind mongos routers, each set's client hears from its members this often, in polled mode (one thread per

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kinds import SetRole
+from replicationlag.model import SetRole
 
 CONFIG_SHARD_ID = "config"  # getShardMap's key for the config server set, and the _id of an 8.0 config shard
 

@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from history import LagHistory
-from kinds import FRESHNESS_LIMIT_S, FailureKind, SetRole
-from replset import Failure, Snapshot, Status
-from shardmap import SetAddress, ShardMap
-from trend import WINDOW_S as TREND_WINDOW_S
-from trend import Trend, trend
+from replicationlag.history import LagHistory
+from replicationlag.model import FRESHNESS_LIMIT_S, FailureKind, SetRole
+from replicationlag.replset import Failure, Snapshot, Status
+from replicationlag.shardmap import SetAddress, ShardMap
+from replicationlag.trend import WINDOW_S as TREND_WINDOW_S
+from replicationlag.trend import Trend, trend
 
 
 def wall_now_ms() -> int:

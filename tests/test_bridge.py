@@ -17,8 +17,8 @@ from view_factory import (
 )
 
 from bridge import SERVICE_ID, liveness_document, status_document
-from replset import ARBITER, SECONDARY
-from store import FRESHNESS_LIMIT_S
+from replicationlag.replset import ARBITER, SECONDARY
+from replicationlag.store import FRESHNESS_LIMIT_S
 
 DOWN, RECOVERING = 8, 3
 

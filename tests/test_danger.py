@@ -11,9 +11,17 @@ import pytest
 from test_replset import load
 from view_factory import member, primary, snapshot
 
-from danger import Evidence, MemberEvidence, assess, duration_words, flow_control, initial_sync, oplog_window
-from kinds import NoteKind
-from replset import Status, build_snapshot
+from replicationlag.danger import (
+    Evidence,
+    MemberEvidence,
+    assess,
+    duration_words,
+    flow_control,
+    initial_sync,
+    oplog_window,
+)
+from replicationlag.model import NoteKind
+from replicationlag.replset import Status, build_snapshot
 
 T0 = dt.datetime(2024, 8, 15, 23, 6, 14, 512000, tzinfo=dt.UTC)
 HOUR_MS = 3_600_000

@@ -15,11 +15,11 @@ from ops_util import promtool
 from prometheus_client.parser import text_string_to_metric_families
 
 import bridge
-import metrics
-import page
-import service as service_module
-from config import load_settings
 from mongosim import ManualClock, MemberSpec, ReplicaSet
+from replicationlag import metrics
+from replicationlag import service as service_module
+from replicationlag.config import load_settings
+from replicationlag.web import page
 
 FIXTURE_NOW_MS = 1_723_763_174_512
 HOUR_MS = 3_600_000

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from version import VERSION
+from replicationlag.version import VERSION
 
 pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
 

@@ -22,8 +22,8 @@ import pytest
 from pymongo.errors import ExecutionTimeout
 from service_util import Exporter, Look, uri_with_credentials
 
-from driver import classify
 from mongosim import ReplicaSet
+from replicationlag.mongo.driver import classify
 
 pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
 

@@ -28,9 +28,9 @@ import pytest
 from service_util import read_line
 from view_factory import healthy_set, make_store
 
-import httpserver
-import web
-from metrics import build_registry
+from replicationlag.metrics import build_registry
+from replicationlag.web import app as web
+from replicationlag.web import server as httpserver
 
 pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
 
@@ -289,9 +289,9 @@ def test_an_internal_error_through_the_real_server_is_a_json_500_without_stack_t
 SERVER_SCRIPT = """
 import sys
 from view_factory import healthy_set, make_store
-import httpserver
-import web
-from metrics import build_registry
+from replicationlag.web import server as httpserver
+from replicationlag.web import app as web
+from replicationlag.metrics import build_registry
 store, _ = make_store(healthy_set(1_239))
 server = httpserver.Server(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
 print(server.port, flush=True)

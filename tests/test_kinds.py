@@ -9,10 +9,10 @@ import pytest
 from view_factory import healthy_set, make_store
 
 from bridge import liveness_document, status_document
-from kinds import FailureKind
-from metrics import build_registry
-from replset import Failure
-from store import FRESHNESS_LIMIT_S
+from replicationlag.metrics import build_registry
+from replicationlag.model import FailureKind
+from replicationlag.replset import Failure
+from replicationlag.store import FRESHNESS_LIMIT_S
 
 KINDS = list(FailureKind)
 

@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from config import Settings, load_settings
-from logs import configure_logging
+from replicationlag.config import Settings, load_settings
+from replicationlag.logs import configure_logging
 
 LONG_PASSWORD = "correct-horse-battery-staple-is-40-chars"
 PASSWORDS = ["e", "1", "lag", "127", "the", "info", LONG_PASSWORD]

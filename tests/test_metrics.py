@@ -14,10 +14,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.parser import text_string_to_metric_families as prometheus_text
 from view_factory import failure, healthy_set, make_store, member, primary, snapshot
 
-from metrics import build_registry, render
-from replset import ARBITER, PRIMARY, SECONDARY, build_snapshot
-from store import FRESHNESS_LIMIT_S
-from version import VERSION
+from replicationlag.metrics import build_registry, render
+from replicationlag.replset import ARBITER, PRIMARY, SECONDARY, build_snapshot
+from replicationlag.store import FRESHNESS_LIMIT_S
+from replicationlag.version import VERSION
 
 SET = {"infra": "clusterKeeper", "set": "rs0"}
 DOWN = 8

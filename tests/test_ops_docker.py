@@ -167,7 +167,7 @@ def test_the_dockerfile_check_lists_every_broken_promise_of_a_careless_dockerfil
 
 
 def test_the_image_listens_exposes_and_checks_the_exporters_default_port():
-    from config import DEFAULT_LISTEN  # the exporter's own default, ":9218"
+    from replicationlag.config import DEFAULT_LISTEN  # the exporter's own default, ":9218"
 
     text = DOCKERFILE.read_text(encoding="utf-8")
     port = DEFAULT_LISTEN.rpartition(":")[2]

@@ -1,11 +1,12 @@
-"""`pip install .`: pyproject.toml lists every top-level product module (and none that is gone), and the built wheel,
-installed into a fresh virtual environment, gives a `replicationlag` command with the flags of `python exporter.py`
-that serves the demo (the simulator package ships in the wheel).
+"""`pip install .`: the wheel adds four top-level names (exporter, bridge, the replicationlag package, the mongosim
+simulator), declares compatible ranges that admit the pins of the lock (constraints.txt), and, installed into a
+fresh virtual environment, gives a `replicationlag` command with the flags of `python exporter.py` that serves the
+demo.
 
 The slow test builds the wheel from a copy of the source tree (setuptools writes build/ and *.egg-info/ beside the
 sources) with `--no-build-isolation`, so the build uses the setuptools pinned in requirements-dev.txt and needs no
 network, and installs it with `--no-deps`. The runtime dependencies then come from this test run's own environment
-through a .pth file; that the wheel *declares* them is checked on its metadata, against requirements.txt.
+through a .pth file; that the wheel *declares* them is checked on its metadata, against pyproject.toml.
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ from pathlib import Path
 
 import pytest
 from ops_util import REPO
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from version import VERSION
+from replicationlag.version import VERSION
 
 PYPROJECT = REPO / "pyproject.toml"
+PRODUCT_PACKAGE = "replicationlag"
 SIMULATOR_PACKAGE = "mongosim"
+MAX_TOP_LEVEL_NAMES = 4
 BUILD_TIMEOUT_S = 120
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -42,48 +47,74 @@ def setuptools_settings() -> dict:
     return tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["tool"]["setuptools"]
 
 
-def top_level_modules() -> set[str]:
-    """Every top-level *.py of the repository is a product module (tests, bench and tools live in folders)."""
+def root_modules() -> set[str]:
+    """Every top-level *.py of the repository: the design card's two (tests, bench and tools live in folders)."""
     return {path.stem for path in REPO.glob("*.py")}
 
 
-def runtime_pins() -> list[str]:
-    """requirements.txt's requirements, comments dropped: what the wheel must declare as Requires-Dist."""
-    lines = (line.split("#", 1)[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines())
-    return [line for line in lines if line]
+def shipped_sources() -> set[str]:
+    """Every Python file the wheel must hold, as a path inside it."""
+    files = {f"{module}.py" for module in root_modules()}
+    for package in (PRODUCT_PACKAGE, SIMULATOR_PACKAGE):
+        files |= {path.relative_to(REPO).as_posix() for path in (REPO / package).rglob("*.py")}
+    return files
+
+
+def requirement_lines(name: str) -> list[str]:
+    """A requirements file's requirements: comments and pip options (-c, -r) dropped."""
+    lines = (line.split("#", 1)[0].strip() for line in (REPO / name).read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("-")]
+
+
+def locked_versions() -> dict[str, str]:
+    """constraints.txt, the lock: canonical name -> exact version."""
+    pins = {}
+    for line in requirement_lines("constraints.txt"):
+        name, _, version = line.partition("==")
+        assert version, f"constraints.txt: {line!r} is not an exact pin"
+        pins[canonicalize_name(name)] = version
+    return pins
 
 
 def flags(help_text: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])--[a-z][\w.-]*", help_text))
 
 
-def test_py_modules_lists_every_top_level_module_and_nothing_that_is_gone():
-    listed = set(setuptools_settings()["py-modules"])
-    modules = top_level_modules()
-    assert not modules - listed, f"add to [tool.setuptools] py-modules in pyproject.toml: {sorted(modules - listed)}"
-    assert not listed - modules, f"listed in py-modules but not in the repository: {sorted(listed - modules)}"
+def test_only_the_design_cards_two_files_are_top_level_modules_and_every_package_is_found():
+    assert root_modules() == set(setuptools_settings()["py-modules"]) == {"exporter", "bridge"}
+    include = setuptools_settings()["packages"]["find"]["include"]
+    assert include == [PRODUCT_PACKAGE, f"{PRODUCT_PACKAGE}.*", SIMULATOR_PACKAGE]
+    for folder in (REPO / PRODUCT_PACKAGE).rglob("*"):
+        if folder.is_dir() and folder.name != "__pycache__" and any(folder.glob("*.py")):
+            assert (folder / "__init__.py").is_file(), f"{folder} holds modules but is no package: the wheel skips it"
 
 
-def test_the_module_list_check_sees_a_new_module(tmp_path, monkeypatch):
-    """The check above is not vacuous: a module added at the top level and not listed is noticed."""
-    fake_repo = tmp_path / "repo"
-    fake_repo.mkdir()
-    for name in [*setuptools_settings()["py-modules"], "routes"]:
-        (fake_repo / f"{name}.py").write_text("")
-    monkeypatch.setattr(sys.modules[__name__], "REPO", fake_repo)
-    with pytest.raises(AssertionError, match="routes"):
-        test_py_modules_lists_every_top_level_module_and_nothing_that_is_gone()
+def test_the_package_declares_compatible_ranges_that_admit_the_locked_pins():
+    """pyproject.toml says what we work with (ranges), constraints.txt what we install (exact pins): the same
+    packages as requirements.txt, every range admits its pin, and no range is itself a pin."""
+    declared = [Requirement(text) for text in tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]]
+    locked = locked_versions()
+    assert {canonicalize_name(r.name) for r in declared} == {
+        canonicalize_name(line) for line in requirement_lines("requirements.txt")
+    }
+    for requirement in declared:
+        assert not any(s.operator in {"==", "==="} for s in requirement.specifier), f"{requirement} is a pin"
+        assert any(s.operator == "<" for s in requirement.specifier), f"{requirement} has no upper bound"
+        assert requirement.specifier.contains(locked[canonicalize_name(requirement.name)]), requirement
+    dev = {canonicalize_name(line) for line in requirement_lines("requirements-dev.txt")}
+    assert dev | {canonicalize_name(r.name) for r in declared} == set(locked), "constraints.txt pins what we install"
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        text = (REPO / name).read_text()
+        assert "-c constraints.txt" in text or "-r requirements.txt" in text, f"{name} installs outside the lock"
 
 
-def test_the_simulator_package_ships_for_the_demo_and_the_command_is_exporter_main():
+def test_the_command_is_exporter_main():
     project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
-    assert setuptools_settings()["packages"] == [SIMULATOR_PACKAGE]
     assert (REPO / SIMULATOR_PACKAGE / "__init__.py").is_file()
     assert project["project"]["scripts"] == {"replicationlag": "exporter:main"}
     tree = ast.parse((REPO / "exporter.py").read_text(encoding="utf-8"))
     (main,) = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main"]
     assert [arg.arg for arg in main.args.args] == ["argv"] and main.args.defaults, "main(argv=None) expected"
-    assert project["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
 
 
 def _copy_sources(destination: Path) -> Path:
@@ -131,12 +162,13 @@ def test_the_wheel_installs_a_replicationlag_command_that_serves_the_demo(tmp_pa
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         requires = re.findall(r"^Requires-Dist: (.+)$", archive.read(metadata).decode(), flags=re.MULTILINE)
         scripts = archive.read(entry_points).decode()
-    for module in top_level_modules():
-        assert f"{module}.py" in names, f"{module}.py is not in the wheel"
-    for path in (REPO / SIMULATOR_PACKAGE).glob("*.py"):
-        assert f"{SIMULATOR_PACKAGE}/{path.name}" in names, f"{SIMULATOR_PACKAGE}/{path.name} is not in the wheel"
+    top_level = {name.split("/")[0].removesuffix(".py") for name in names if ".dist-info/" not in name}
+    assert top_level == {"exporter", "bridge", PRODUCT_PACKAGE, SIMULATOR_PACKAGE}
+    assert len(top_level) <= MAX_TOP_LEVEL_NAMES
+    assert not shipped_sources() - names, f"not in the wheel: {sorted(shipped_sources() - names)}"
     assert not {n for n in names if n.startswith(("tests/", "bench/"))}
-    assert requires == runtime_pins()
+    declared = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    assert [Requirement(r) for r in requires] == [Requirement(r) for r in declared]
     assert "replicationlag = exporter:main" in scripts
 
     command = _fresh_venv_with(wheel, tmp_path / "venv")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from test_web import ZP, call
 from view_factory import failure, healthy_set, make_store
 
-import web
-from metrics import build_registry, render
-from store import FRESHNESS_LIMIT_S
+from replicationlag.metrics import build_registry, render
+from replicationlag.store import FRESHNESS_LIMIT_S
+from replicationlag.web import app as web
 
 
 def data_lines(body: bytes) -> list[str]:

@@ -14,8 +14,8 @@ import pytest
 from bson import Int64, Timestamp, json_util
 from bson.json_util import JSONOptions
 
-from kinds import NoteKind
-from replset import (
+from replicationlag.model import NoteKind
+from replicationlag.replset import (
     ARBITER,
     PRIMARY,
     RED_AT_MS,

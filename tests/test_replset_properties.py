@@ -12,7 +12,7 @@ from bson import Int64, Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replset import (
+from replicationlag.replset import (
     ARBITER,
     PRIMARY,
     SECONDARY,

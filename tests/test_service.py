@@ -16,11 +16,11 @@ import pytest
 from view_factory import FakeClock
 
 import bridge
-import poller
-import service as service_module
-from config import load_settings
 from mongosim import ManualClock, MemberSpec, ReplicaSet
-from store import SnapshotStore
+from replicationlag import poller
+from replicationlag import service as service_module
+from replicationlag.config import load_settings
+from replicationlag.store import SnapshotStore
 
 FIXTURE_NOW_MS = 1_723_763_174_512
 SERVICE_PATH = "/mhp.zeroproblem.mongo.replcationlag"

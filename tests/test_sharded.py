@@ -19,9 +19,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from view_factory import FakeClock
 
-import service as service_module
-from config import load_settings
 from mongosim import ManualClock, ShardedCluster
+from replicationlag import service as service_module
+from replicationlag.config import load_settings
 
 FIXTURE_NOW_MS = 1_723_763_174_512
 SERVICE_ID = "mhp.zeroproblem.mongo.replcationlag"

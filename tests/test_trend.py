@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-import history
-from history import LagHistory
-from trend import Trend, minutes_words, trend, trend_words
+from replicationlag import history
+from replicationlag.history import LagHistory
+from replicationlag.trend import Trend, minutes_words, trend, trend_words
 
 NOW = 1_723_763_174.512
 

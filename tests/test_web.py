@@ -22,12 +22,12 @@ import pytest
 from service_util import read_line_matching
 from view_factory import failure, healthy_set, make_store, member, primary, snapshot
 
-import httpserver
-import web
 from bridge import SERVICE_ID, status_document
-from metrics import build_registry
-from replset import ARBITER, SECONDARY
-from store import FRESHNESS_LIMIT_S
+from replicationlag.metrics import build_registry
+from replicationlag.replset import ARBITER, SECONDARY
+from replicationlag.store import FRESHNESS_LIMIT_S
+from replicationlag.web import app as web
+from replicationlag.web import server as httpserver
 
 ROOT = Path(__file__).resolve().parent.parent
 ZP = "/mhp.zeroproblem.mongo.replcationlag"

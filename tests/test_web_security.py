@@ -40,10 +40,10 @@ from service_util import read_line_matching
 from view_factory import healthy_set, make_store
 
 import exporter
-import httpserver
-import web
-from metrics import build_registry
-from webconfig import (
+from replicationlag.metrics import build_registry
+from replicationlag.web import app as web
+from replicationlag.web import server as httpserver
+from replicationlag.web.webconfig import (
     FAILURE_BURST,
     BasicAuth,
     LoginLimiter,

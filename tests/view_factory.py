@@ -16,8 +16,8 @@ from pathlib import Path
 from bson import json_util
 from bson.json_util import JSONOptions
 
-from kinds import FailureKind, NoteKind
-from replset import (
+from replicationlag.model import FailureKind, NoteKind
+from replicationlag.replset import (
     ARBITER,
     PRIMARY,
     SECONDARY,
@@ -30,7 +30,7 @@ from replset import (
     build_snapshot,
     status_for_lag,
 )
-from store import SnapshotStore, View
+from replicationlag.store import SnapshotStore, View
 
 COLLECTED_AT_MS = 1_723_763_174_512  # 2024-08-15T23:06:14.512Z, the synthetic fixtures' `date`
 FIXTURES = Path(__file__).parent / "fixtures"

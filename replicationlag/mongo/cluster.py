@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from driver import COMMAND_NOT_FOUND, UNAUTHORIZED, ClientError, DriverError
-from keeper import ClientKeeper
-from kinds import FailureKind, SetRole
-from replset import Failure, Snapshot
-from shardmap import SetAddress, ShardMap, from_shard_documents, from_shard_map
-from source import ReplicaSetSource
-from store import ClusterResult, RouterState, wall_now_ms
+from replicationlag.model import FailureKind, SetRole
+from replicationlag.mongo.driver import COMMAND_NOT_FOUND, UNAUTHORIZED, ClientError, DriverError
+from replicationlag.mongo.keeper import ClientKeeper
+from replicationlag.mongo.source import ReplicaSetSource
+from replicationlag.replset import Failure, Snapshot
+from replicationlag.shardmap import SetAddress, ShardMap, from_shard_documents, from_shard_map
+from replicationlag.store import ClusterResult, RouterState, wall_now_ms
 
 log = logging.getLogger("replicationlag.cluster")
 

@@ -31,7 +31,7 @@ from pymongo.monitoring import ServerHeartbeatListener
 from pymongo.server_type import SERVER_TYPE
 from pymongo.uri_parser import parse_uri
 
-from kinds import FailureKind
+from replicationlag.model import FailureKind
 
 APP_NAME = "replicationlag"
 HEARTBEAT_MS = 2_000  # how soon the driver notices an election or a member coming back

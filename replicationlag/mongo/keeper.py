@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from driver import Connection, DriverError
-from kinds import FailureKind
+from replicationlag.model import FailureKind
+from replicationlag.mongo.driver import Connection, DriverError
 
 log = logging.getLogger("replicationlag.keeper")
 

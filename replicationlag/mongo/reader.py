@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from danger import Evidence, MemberEvidence
-from driver import UNAUTHORIZED, ClientError, Connection, DriverError
-from keeper import ClientKeeper
-from replset import (
+from replicationlag.danger import Evidence, MemberEvidence
+from replicationlag.mongo.driver import UNAUTHORIZED, ClientError, Connection, DriverError
+from replicationlag.mongo.keeper import ClientKeeper
+from replicationlag.replset import (
     PRIMARY,
     RECOVERING,
     SECONDARY,

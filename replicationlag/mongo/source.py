@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from danger import assess
-from driver import DriverError
-from keeper import ClientKeeper
-from reader import SetReader
-from replset import Failure, Snapshot, build_snapshot
-from store import ClusterResult, wall_now_ms
+from replicationlag.danger import assess
+from replicationlag.mongo.driver import DriverError
+from replicationlag.mongo.keeper import ClientKeeper
+from replicationlag.mongo.reader import SetReader
+from replicationlag.replset import Failure, Snapshot, build_snapshot
+from replicationlag.store import ClusterResult, wall_now_ms
 
 
 class ReplicaSetSource:

@@ -12,12 +12,12 @@ import html
 from datetime import UTC, datetime
 
 import bridge
-from charts import lag_chart
-from danger import duration_words
-from kinds import Reference, SetRole
-from replset import Member, Snapshot, Status
-from store import SetView, View
-from trend import Trend
+from replicationlag.danger import duration_words
+from replicationlag.model import Reference, SetRole
+from replicationlag.replset import Member, Snapshot, Status
+from replicationlag.store import SetView, View
+from replicationlag.trend import Trend
+from replicationlag.web.charts import lag_chart
 
 ZERO_PROBLEM_PATH = "/" + bridge.SERVICE_ID
 
