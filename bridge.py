@@ -10,11 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from replicationlag.danger import duration_words
-from replicationlag.model import NoteKind
-from replicationlag.replset import Member, Snapshot, Status
+from replicationlag.model import Member, NoteKind, Snapshot, Status
 from replicationlag.store import SetView, View
 from replicationlag.trend import Trend, trend_words
+from replicationlag.words import duration_words
 
 # The consumer is configured with this id, typo included: it must not be "corrected".
 SERVICE_ID = "mhp.zeroproblem.mongo.replcationlag"

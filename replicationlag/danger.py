@@ -2,9 +2,10 @@
 each replicating member's headroom before it falls off its sync source's oplog, the majority commit point, flow
 control, and the progress of an initial sync, judged from what the reader found beside the status document.
 
-PURE: no I/O, no clock. Imports `kinds` and `replset`. `assess(snapshot, evidence)` returns the snapshot with these
-facts on its members and set, a member made at least YELLOW (or RED) when its headroom is small against a full
-oplog's window, and notes that say why. A not-yet-full oplog is not a limit: its headroom never raises an alarm.
+PURE: no I/O, no clock. Imports `model`, `values` and `words`. The engine (`replset.build_snapshot`) calls
+`assess(members, evidence, ...)` after judging the members' lag and before its one verdict on the set: it returns the
+members with these facts, a member made at least YELLOW (or RED) when its headroom is small against a full oplog's
+window, and the set's notes that say why. A not-yet-full oplog is not a limit: its headroom never raises an alarm.
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from replicationlag.model import NoteKind, Reference
-from replicationlag.replset import (
+from replicationlag.model import (
     FlowControl,
     InitialSync,
     Member,
     Note,
+    NoteKind,
     OplogWindow,
-    Snapshot,
+    Reference,
     Status,
-    date_ms,
-    rejudged,
 )
+from replicationlag.values import as_int, date_ms
+from replicationlag.words import duration_words
 
 # Headroom under this share of the sync source's (full) oplog window makes a member at least YELLOW, under the
 # second RED: the member would need a full resync if it fell that much further behind (README, "How dangerous").
@@ -53,27 +54,6 @@ class Evidence:
     missing: tuple[str, ...] = ()  # reads refused for want of a privilege: what to grant, each said once
 
 
-def duration_words(ms: int) -> str:
-    """A duration as people say it: `45 s`, `12 min`, `5 h 12 min`, `3 d 4 h`."""
-    seconds = max(0, ms) // 1000
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return int(value)
-
-
 def oplog_window(evidence: MemberEvidence) -> OplogWindow | None:
     """The member's window from its own oldest and newest entries' `wall`, and whether the oplog is full yet."""
     oldest = date_ms(evidence.oldest.get("wall")) if evidence.oldest else None
@@ -81,7 +61,7 @@ def oplog_window(evidence: MemberEvidence) -> OplogWindow | None:
     if oldest is None or newest is None:
         return None
     stats = evidence.stats or {}
-    size, max_size = _int(stats.get("size")), _int(stats.get("maxSize"))
+    size, max_size = as_int(stats.get("size")), as_int(stats.get("maxSize"))
     full = size >= max_size if size is not None and max_size else None
     return OplogWindow(max(0, newest - oldest), full, size, max_size)
 
@@ -94,18 +74,18 @@ def initial_sync(own_status: Mapping[str, Any] | None) -> InitialSync | None:
     databases = found.get("databases")
     cloned = total = None
     if isinstance(databases, Mapping):
-        cloned = _int(databases.get("databasesCloned"))
-        total = _int(databases.get("databasesToClone"))
+        cloned = as_int(databases.get("databasesCloned"))
+        total = as_int(databases.get("databasesToClone"))
         if total is not None and cloned is not None:
             total = max(total, cloned)
     return InitialSync(
-        elapsed_ms=_int(found.get("totalInitialSyncElapsedMillis")),
-        copied_bytes=_int(found.get("approxTotalBytesCopied")),
-        total_bytes=_int(found.get("approxTotalDataSize")),
-        remaining_ms=_int(found.get("remainingInitialSyncEstimatedMillis")),
+        elapsed_ms=as_int(found.get("totalInitialSyncElapsedMillis")),
+        copied_bytes=as_int(found.get("approxTotalBytesCopied")),
+        total_bytes=as_int(found.get("approxTotalDataSize")),
+        remaining_ms=as_int(found.get("remainingInitialSyncEstimatedMillis")),
         databases_cloned=cloned,
         databases_total=total,
-        failed_attempts=_int(found.get("failedInitialSyncAttempts")),
+        failed_attempts=as_int(found.get("failedInitialSyncAttempts")),
     )
 
 
@@ -114,12 +94,12 @@ def flow_control(server_status: Mapping[str, Any] | None) -> FlowControl | None:
     found = server_status.get("flowControl") if isinstance(server_status, Mapping) else None
     if not isinstance(found, Mapping) or not isinstance(found.get("enabled"), bool):
         return None
-    lagged_us, acquiring_us = _int(found.get("isLaggedTimeMicros")), _int(found.get("timeAcquiringMicros"))
+    lagged_us, acquiring_us = as_int(found.get("isLaggedTimeMicros")), as_int(found.get("timeAcquiringMicros"))
     return FlowControl(
         enabled=found["enabled"],
         engaged=found.get("isLagged") is True,
-        target_rate=_int(found.get("targetRateLimit")),
-        lagged_count=_int(found.get("isLaggedCount")),
+        target_rate=as_int(found.get("targetRateLimit")),
+        lagged_count=as_int(found.get("isLaggedCount")),
         lagged_time_s=None if lagged_us is None else lagged_us / 1e6,
         acquiring_time_s=None if acquiring_us is None else acquiring_us / 1e6,
     )
@@ -142,14 +122,31 @@ def initial_sync_words(sync: InitialSync) -> str:
     return text
 
 
-def assess(snapshot: Snapshot, evidence: Evidence) -> Snapshot:
-    """The snapshot with every danger fact the evidence holds, statuses raised by small headroom, and notes."""
-    members = [_with_own_facts(m, evidence.members.get(m.name)) for m in snapshot.members]
-    by_name = {m.name: m for m in members}
-    primary = next((m for m in members if m.is_primary), None)
-    members = [_with_headroom(m, by_name, primary, snapshot) for m in members]
-    notes = list(snapshot.notes)
-    lag = snapshot.majority_commit_lag_ms
+@dataclass(frozen=True)
+class Assessment:
+    """What the danger reads add to one poll of a set: its members with their facts, and the set's notes."""
+
+    members: tuple[Member, ...]
+    notes: tuple[Note, ...]
+    flow_control: FlowControl | None
+
+
+def assess(
+    members: tuple[Member, ...],
+    evidence: Evidence,
+    *,
+    reference: Reference,
+    reference_member: str,
+    majority_commit_lag_ms: int | None,
+) -> Assessment:
+    """Every danger fact the evidence holds on the members (statuses raised by small headroom) and the set's notes:
+    the majority commit point, flow control, a read the user may not make."""
+    found = [_with_own_facts(m, evidence.members.get(m.name)) for m in members]
+    by_name = {m.name: m for m in found}
+    primary = next((m for m in found if m.is_primary), None)
+    judged = tuple(_with_headroom(m, by_name, primary, reference, reference_member) for m in found)
+    notes = []
+    lag = majority_commit_lag_ms
     if lag is not None and lag >= MAJORITY_COMMIT_NOTE_AT_MS:
         text = (
             f'majority commit point {lag}ms behind the primary\'s last write: w: "majority" writes wait about '
@@ -162,7 +159,7 @@ def assess(snapshot: Snapshot, evidence: Evidence) -> Snapshot:
         text = f"flow control is throttling writes on the primary{rate} to let the majority commit point catch up"
         notes.append(Note(NoteKind.FLOW_CONTROL_ENGAGED, text, values=(("target_rate", control.target_rate),)))
     notes += [Note(NoteKind.PRIVILEGE_MISSING, text) for text in evidence.missing]
-    return rejudged(snapshot, tuple(members), notes=tuple(notes), flow_control=control)
+    return Assessment(judged, tuple(notes), control)
 
 
 def _with_own_facts(member: Member, evidence: MemberEvidence | None) -> Member:
@@ -182,15 +179,17 @@ def _with_own_facts(member: Member, evidence: MemberEvidence | None) -> Member:
     return replace(member, oplog=oplog_window(evidence), initial_sync=sync, notes=tuple(notes))
 
 
-def _with_headroom(member: Member, by_name: dict[str, Member], primary: Member | None, snapshot: Snapshot) -> Member:
+def _with_headroom(
+    member: Member, by_name: dict[str, Member], primary: Member | None, reference: Reference, reference_member: str
+) -> Member:
     """Headroom = the sync source's window + the source's own lag - the member's raw lag: how much further the
     member can fall behind before the entries it still needs are gone from its source's oplog. A delayed member's
     raw lag includes its delay, which it needs room for too."""
     if member.is_primary or not member.is_data_bearing or member.raw_lag_ms is None:
         return member
     source = by_name.get(member.sync_source) if member.sync_source else primary
-    if source is None and snapshot.reference is Reference.FRESHEST:
-        source = by_name.get(snapshot.reference_member)
+    if source is None and reference is Reference.FRESHEST:
+        source = by_name.get(reference_member)
     if source is None or source.oplog is None or source is member:
         return member
     source_lag = source.raw_lag_ms or 0

@@ -24,8 +24,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from replicationlag.model import FailureKind
-from replicationlag.replset import Member, Snapshot
+from replicationlag.model import FailureKind, Member, Snapshot
 from replicationlag.store import SnapshotStore, View
 from replicationlag.version import VERSION
 

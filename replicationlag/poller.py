@@ -16,9 +16,8 @@ from collections.abc import Callable
 
 import schedule
 
-from replicationlag.model import FailureKind
-from replicationlag.replset import Failure, Snapshot
-from replicationlag.store import ClusterResult, SnapshotStore, wall_now_ms
+from replicationlag.model import ClusterResult, Failure, FailureKind, Snapshot
+from replicationlag.store import SnapshotStore, wall_now_ms
 
 log = logging.getLogger("replicationlag.poller")
 

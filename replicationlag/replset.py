@@ -13,265 +13,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from enum import IntEnum
+from dataclasses import dataclass, replace
 from typing import Any
 
-from replicationlag.model import FailureKind, NoteKind, Reference
+from replicationlag.danger import Evidence, assess
+from replicationlag.model import (
+    ARBITER,
+    PRIMARY,
+    SECONDARY,
+    STATE_NAMES,
+    Member,
+    Note,
+    NoteKind,
+    OplogProbe,
+    Reference,
+    Snapshot,
+    Status,
+    status_for_lag,
+)
+from replicationlag.values import as_int, as_number, as_text, date_ms
 
-YELLOW_AT_MS = 5_000
-RED_AT_MS = 30_000
-
-
-class Status(IntEnum):
-    """Traffic-light status; the order is the severity, so `max()` gives the worst."""
-
-    GREEN = 0
-    YELLOW = 1
-    RED = 2
-
-
-# replSetGetStatus `state` codes (MongoDB manual, "Replica Set Member States").
-STATE_NAMES = {
-    0: "STARTUP",
-    1: "PRIMARY",
-    2: "SECONDARY",
-    3: "RECOVERING",
-    5: "STARTUP2",
-    6: "UNKNOWN",
-    7: "ARBITER",
-    8: "DOWN",
-    9: "ROLLBACK",
-    10: "REMOVED",
-}
-PRIMARY, SECONDARY, RECOVERING, STARTUP2, ARBITER = 1, 2, 3, 5, 7
-
-
-@dataclass(frozen=True)
-class Note:
-    """One fact the engine states, with its kind and values; `text` is the engine's words for people.
-
-    `member` is the host:port the fact is about, "" for the whole set. `str(note)` names the member, for lists
-    of the whole set's facts.
-    """
-
-    kind: NoteKind
-    text: str
-    member: str = ""
-    values: tuple[tuple[str, Any], ...] = ()
-
-    def value(self, key: str, default: Any = None) -> Any:
-        return dict(self.values).get(key, default)
-
-    def __str__(self) -> str:
-        return f"{self.member}: {self.text}" if self.member else self.text
-
-
-def texts(notes: tuple[Note, ...]) -> tuple[str, ...]:
-    """The notes as people read them."""
-    return tuple(str(note) for note in notes)
-
-
-@dataclass(frozen=True)
-class OplogProbe:
-    """What the collector found in the primary's oplog for one lagging member (docs/domain.md §6).
-
-    `oldest_unapplied_wall_ms` is the `wall` of the first oplog entry after the member's `optime.ts`, or None
-    when the member has applied everything. `error` is set (in words) when the lookup could not be made,
-    e.g. no `read` on `local`; the engine then falls back to the naive value and says so.
-    """
-
-    oldest_unapplied_wall_ms: int | None = None
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class OplogWindow:
-    """The span a member's oplog holds (docs/domain.md §12), from its own oldest and newest entries."""
-
-    window_ms: int  # wall of the newest entry - wall of the oldest, exact ms
-    full: bool | None  # size reached its configured maximum; None when the sizes could not be read
-    size_bytes: int | None = None
-    max_size_bytes: int | None = None
-
-
-@dataclass(frozen=True)
-class InitialSync:
-    """A member's initial sync as its own replSetGetStatus tells it (docs/domain.md §14); None where untold."""
-
-    elapsed_ms: int | None = None
-    copied_bytes: int | None = None  # 5.2+
-    total_bytes: int | None = None  # 5.2+
-    remaining_ms: int | None = None  # 5.2+: the server's own estimate
-    databases_cloned: int | None = None
-    databases_total: int | None = None
-    failed_attempts: int | None = None
-
-    @property
-    def progress(self) -> float | None:
-        """Bytes copied of the total (0..1), else databases cloned of the total, else None."""
-        if self.copied_bytes is not None and self.total_bytes:
-            return min(1.0, self.copied_bytes / self.total_bytes)
-        if self.databases_cloned is not None and self.databases_total:
-            return min(1.0, self.databases_cloned / self.databases_total)
-        return None
-
-
-@dataclass(frozen=True)
-class FlowControl:
-    """The primary's `serverStatus().flowControl` (docs/domain.md §13); counters are cumulative."""
-
-    enabled: bool
-    engaged: bool  # isLagged: the primary throttles writes now
-    target_rate: int | None = None  # targetRateLimit: tickets (about ops) per second while engaged
-    lagged_count: int | None = None  # isLaggedCount
-    lagged_time_s: float | None = None  # isLaggedTimeMicros, in seconds
-    acquiring_time_s: float | None = None  # timeAcquiringMicros, in seconds
-
-
-@dataclass(frozen=True)
-class Member:
-    """One member of the set as the engine judged it."""
-
-    id: int
-    name: str  # host:port, as the set's config spells it
-    state: int
-    state_str: str  # PRIMARY, SECONDARY, ARBITER, DOWN, ...
-    healthy: bool
-    is_self: bool  # the member that answered replSetGetStatus
-    hidden: bool = False
-    priority: float = 1.0
-    votes: int = 1
-    delay_ms: int = 0  # secondaryDelaySecs / slaveDelay, in ms
-    raw_lag_ms: int | None = None  # behind the reference, before subtracting the delay
-    lag_ms: int | None = None  # effective lag: max(0, raw - delay); None when the member has no usable optime
-    precision: str | None = None  # "ms" (wall times / oplog) or "s" (optimeDate fallback); None without a lag
-    lag_source: str | None = None  # "oplog", "wall" or "optimeDate"
-    written_lag_ms: int | None = None  # 8.0+: behind the reference in oplog *written*
-    sync_source: str = ""
-    ping_ms: int | None = None
-    status: Status = Status.GREEN
-    notes: tuple[Note, ...] = ()  # why the member is not fine, and facts beside its lag (an oplog fallback)
-    # How dangerous the lag is (danger.py fills these in from the extra reads of a poll).
-    oplog: OplogWindow | None = None
-    headroom_ms: int | None = None  # the sync source's window minus the raw lag (docs/domain.md §12)
-    sync_source_full: bool | None = None  # whether that window is a limit yet (a not-yet-full oplog is not)
-    initial_sync: InitialSync | None = None
-
-    @property
-    def reason(self) -> str:
-        """The notes in words, one sentence; empty when there is nothing to say."""
-        return "; ".join(note.text for note in self.notes)
-
-    def has_note(self, kind: NoteKind) -> bool:
-        return any(note.kind is kind for note in self.notes)
-
-    @property
-    def is_primary(self) -> bool:
-        return self.state == PRIMARY
-
-    @property
-    def is_arbiter(self) -> bool:
-        return self.state == ARBITER
-
-    @property
-    def is_data_bearing(self) -> bool:
-        return self.state != ARBITER
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A whole replica set at one collection."""
-
-    set_name: str
-    answered_by: str  # host:port of the member that answered
-    reference: Reference
-    reference_member: str  # host:port of the reference member, "" when none
-    has_primary: bool
-    status: Status
-    reasons: tuple[str, ...]  # why the status is not GREEN, worst first; empty when GREEN
-    members: tuple[Member, ...]  # primary first, then by _id
-    collected_at_ms: int  # the status document's `date`, ms since the epoch
-    notes: tuple[Note, ...] = field(default=())  # facts that do not change the status (e.g. oplog fallback)
-    majority_commit_lag_ms: int | None = None  # on the primary: applied minus majority-committed wall time
-    flow_control: FlowControl | None = None
-    problems: tuple[str, ...] = ()  # what could not be read in the document (each makes the set RED)
-
-    @property
-    def max_lag_ms(self) -> int | None:
-        lags = [m.lag_ms for m in self.members if m.lag_ms is not None]
-        return max(lags) if lags else None
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A collection that produced no snapshot. `message` is in words and never holds a credential."""
-
-    kind: FailureKind
-    message: str
-    at_ms: int  # when it failed, ms since the epoch
-    status: Status = Status.RED
-
-
-def status_for_lag(lag_ms: int) -> Status:
-    """The colour of one effective lag: GREEN < 5 000 ms <= YELLOW < 30 000 ms <= RED."""
-    if lag_ms >= RED_AT_MS:
-        return Status.RED
-    if lag_ms >= YELLOW_AT_MS:
-        return Status.YELLOW
-    return Status.GREEN
-
-
-# Timestamps and dates pymongo may hand over; naive datetimes are UTC (pymongo's default codec options).
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_NAIVE = datetime(1970, 1, 1)
 _LAG_STATES = (PRIMARY, SECONDARY)
 _SOURCE_WORDS = {"wall": "wall times", "optimeDate": "optimeDate (whole seconds)", None: "nothing comparable"}
-_INT64_MAX = 2**63 - 1
-
-
-def _number(value: Any) -> int | float | None:
-    """A finite int or float that BSON can carry (Int64 is an int); bools, strings and the rest are not."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, int) and abs(value) > _INT64_MAX:
-        return None
-    return value
-
-
-def _int(value: Any) -> int | None:
-    number = _number(value)
-    return None if number is None else int(number)
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _ms(value: Any) -> int | None:
-    """Milliseconds since the epoch of a BSON date, or None when `value` is no date."""
-    if isinstance(value, datetime):
-        epoch = _EPOCH if value.utcoffset() is not None else _EPOCH_NAIVE
-        delta = value - epoch
-        # Integer arithmetic: BSON dates are whole ms, and float seconds would round some of them.
-        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-    if callable(getattr(value, "as_datetime", None)) and not isinstance(value, bool):
-        # bson.DatetimeMS, which pymongo returns for dates a datetime cannot hold (DATETIME_AUTO).
-        try:
-            return int(value)
-        except (TypeError, ValueError, OverflowError):
-            return None
-    return None
-
-
-def date_ms(value: Any) -> int | None:
-    """A BSON date after the epoch, in ms (an oplog entry's `wall`, a status `date`). Down members report the
-    epoch (or earlier): that is no date."""
-    ms = _ms(value)
-    return ms if ms is not None and ms > 0 else None
 
 
 @dataclass(frozen=True)
@@ -294,9 +57,9 @@ def _optime(value: Any) -> _OpTime | None:
     """`{ts: Timestamp, t: term}` (or a bare Timestamp, protocol version 0); None when it is not usable."""
     term = None
     if isinstance(value, Mapping):
-        term = _int(value.get("t"))
+        term = as_int(value.get("t"))
         value = value.get("ts")
-    time, inc = _int(getattr(value, "time", None)), _int(getattr(value, "inc", None))
+    time, inc = as_int(getattr(value, "time", None)), as_int(getattr(value, "inc", None))
     if time is None or inc is None or time <= 0:
         return None  # missing, junk, or Timestamp(0, 0): the optime of a member nobody has heard from
     return _OpTime(time, inc, term, value)
@@ -340,19 +103,19 @@ class _Reported:
 
 
 def _read_member(index: int, entry: Mapping[str, Any]) -> _Reported:
-    state = _int(entry.get("state"))
-    name = _text(entry.get("name")) or f"members[{index}]"
-    member_id = _int(entry.get("_id"))
+    state = as_int(entry.get("state"))
+    name = as_text(entry.get("name")) or f"members[{index}]"
+    member_id = as_int(entry.get("_id"))
     state_name = STATE_NAMES.get(state) if state is not None else None
     if state_name is None:
-        state_name = _text(entry.get("stateStr")) or ("UNKNOWN" if state is None else f"state {state}")
+        state_name = as_text(entry.get("stateStr")) or ("UNKNOWN" if state is None else f"state {state}")
     return _Reported(
         index=index,
         id=member_id if member_id is not None else -1,
         name=name,
         state=state,
         state_name=state_name,
-        health=_number(entry.get("health")),
+        health=as_number(entry.get("health")),
         is_self=entry.get("self") is True,
         optime=_optime(entry.get("optime")),
         optime_date_ms=date_ms(entry.get("optimeDate")),
@@ -360,11 +123,11 @@ def _read_member(index: int, entry: Mapping[str, Any]) -> _Reported:
         written_optime=_optime(entry.get("optimeWritten")),
         written_wall_ms=date_ms(entry.get("lastWrittenWallTime")),
         # 4.0 still names the sync source `syncingTo`; 4.4 removed it (docs/domain.md §1).
-        sync_source=_text(entry.get("syncSourceHost")) or _text(entry.get("syncingTo")),
-        ping_ms=_int(entry.get("pingMs")),
-        message=_text(entry.get("lastHeartbeatMessage")) or _text(entry.get("infoMessage")),
-        config_version=_int(entry.get("configVersion")),
-        config_term=_int(entry.get("configTerm")),
+        sync_source=as_text(entry.get("syncSourceHost")) or as_text(entry.get("syncingTo")),
+        ping_ms=as_int(entry.get("pingMs")),
+        message=as_text(entry.get("lastHeartbeatMessage")) or as_text(entry.get("infoMessage")),
+        config_version=as_int(entry.get("configVersion")),
+        config_term=as_int(entry.get("configTerm")),
     )
 
 
@@ -494,7 +257,7 @@ def read_status(status_doc: Any) -> StatusReport:
     reference, kind, primaries = _choose_reference(members) if members else (None, Reference.NONE, 0)
     return StatusReport(
         majority_commit_lag_ms=_commit_lag(doc.get("optimes")),
-        set_name=_text(doc.get("set")),
+        set_name=as_text(doc.get("set")),
         date_ms=date_ms(doc.get("date")),
         members=tuple(members) if members is not None else None,
         problems=tuple(problems),
@@ -547,15 +310,15 @@ def config_is_stale(status: StatusReport | dict[str, Any], config_doc: dict[str,
     if config is None:
         return True
     report = _report(status)
-    config_set = _text(config.get("_id"))
+    config_set = as_text(config.get("_id"))
     if report.set_name and config_set and report.set_name != config_set:
         return True
     me = report.answered_by
     if me is None or me.config_version is None:
         return False  # nothing to compare with; the next good document decides
-    if _int(config.get("version")) != me.config_version:
+    if as_int(config.get("version")) != me.config_version:
         return True
-    config_term = _int(config.get("term"))
+    config_term = as_int(config.get("term"))
     return me.config_term is not None and config_term is not None and config_term != me.config_term
 
 
@@ -584,10 +347,10 @@ def _read_settings(config_doc: Any) -> tuple[dict[str, _Settings], dict[int, _Se
         if not isinstance(entry, Mapping):
             continue
         # 5.0+ (FCV 5.0) says secondaryDelaySecs, earlier servers slaveDelay (docs/domain.md §5).
-        delay_s = _number(entry.get("secondaryDelaySecs"))
+        delay_s = as_number(entry.get("secondaryDelaySecs"))
         if delay_s is None:
-            delay_s = _number(entry.get("slaveDelay"))
-        priority, votes = _number(entry.get("priority")), _int(entry.get("votes"))
+            delay_s = as_number(entry.get("slaveDelay"))
+        priority, votes = as_number(entry.get("priority")), as_int(entry.get("votes"))
         delay_ms = delay_s * 1000 if delay_s is not None else 0
         settings = _Settings(
             hidden=entry.get("hidden") is True,
@@ -595,7 +358,7 @@ def _read_settings(config_doc: Any) -> tuple[dict[str, _Settings], dict[int, _Se
             votes=votes if votes is not None else 1,
             delay_ms=max(0, round(delay_ms)) if math.isfinite(delay_ms) else 0,
         )
-        host, member_id = _text(entry.get("host")), _int(entry.get("_id"))
+        host, member_id = as_text(entry.get("host")), as_int(entry.get("_id"))
         if host:
             by_host[host] = settings
         if member_id is not None:
@@ -632,7 +395,7 @@ def _measure(member: _Reported, reference: _Reported, probe: OplogProbe | None, 
     elif date_ms is None:
         problem = "the status document has no date to age the oplog entry against"
     else:
-        oldest_ms = _int(probe.oldest_unapplied_wall_ms)
+        oldest_ms = as_int(probe.oldest_unapplied_wall_ms)
         if oldest_ms is not None:
             return _Lag(max(0, date_ms - oldest_ms), "oplog")
         problem = "the oplog lookup gave no usable wall time"
@@ -743,12 +506,14 @@ def build_snapshot(
     status: StatusReport | dict[str, Any],
     config_doc: dict[str, Any] | None = None,
     oplog: dict[str, OplogProbe] | None = None,
+    evidence: Evidence | None = None,
 ) -> Snapshot:
     """Judge one replSetGetStatus document (or its `read_status` reading, so the collector reads it once).
 
     `config_doc` is the `config` sub-document of replSetGetConfig (members with hidden/priority/votes/delay);
-    `oplog` maps a member name to what the primary's oplog said about it. Never raises on any document shape
-    a server can produce: odd fields become reasons, not exceptions.
+    `oplog` maps a member name to what the primary's oplog said about it; `evidence` is what the danger reads found
+    (oplog windows, flow control, initial sync), judged by `danger.assess` before the set's one verdict. Never
+    raises on any document shape a server can produce: odd fields become reasons, not exceptions.
     """
     report = _report(status)
     date_ms = report.date_ms
@@ -785,7 +550,7 @@ def build_snapshot(
     judged = []
     for member in reported:
         probe = probes.get(member.name) if member.index in probed else None
-        verdict = _judge(
+        judgement = _judge(
             member,
             reference,
             kind,
@@ -793,13 +558,26 @@ def build_snapshot(
             probe=probe if isinstance(probe, OplogProbe) else None,
             date_ms=date_ms,
         )
-        judged.append((member.index, verdict))
-        notes += [note for note in verdict.notes if note.kind is NoteKind.OPLOG_FALLBACK]
+        judged.append((member.index, judgement))
+        notes += [note for note in judgement.notes if note.kind is NoteKind.OPLOG_FALLBACK]
 
     # Primary first, then by _id; the document order breaks ties so equal ids stay put.
     members = tuple(m for _, m in sorted(judged, key=lambda pair: (not pair[1].is_primary, pair[1].id, pair[0])))
+    # Only the primary's commit point is the set's (a secondary's view trails by a heartbeat).
+    commit_lag = report.majority_commit_lag_ms if report.answered_by_primary else None
+    control = None
+    if evidence is not None:
+        danger = assess(
+            members,
+            evidence,
+            reference=kind,
+            reference_member=reference.name if reference else "",
+            majority_commit_lag_ms=commit_lag,
+        )
+        members, control = danger.members, danger.flow_control
+        notes += danger.notes
     has_primary = report.reports_a_healthy_primary
-    status, reasons = _verdict(members, tuple(problems), has_primary)
+    status, reasons = verdict(members, tuple(problems), has_primary)
     answered_by = report.answered_by
     return Snapshot(
         set_name=report.set_name,
@@ -813,12 +591,12 @@ def build_snapshot(
         members=members,
         collected_at_ms=date_ms or 0,
         notes=tuple(notes),
-        # Only the primary's commit point is the set's (a secondary's view trails by a heartbeat).
-        majority_commit_lag_ms=report.majority_commit_lag_ms if report.answered_by_primary else None,
+        majority_commit_lag_ms=commit_lag,
+        flow_control=control,
     )
 
 
-def _verdict(
+def verdict(
     members: tuple[Member, ...], problems: tuple[str, ...], has_primary: bool
 ) -> tuple[Status, tuple[str, ...]]:
     """The set's status and its reasons, worst first: no primary, unreadable parts, then each member not GREEN."""
@@ -827,10 +605,3 @@ def _verdict(
     ranked += [(m.status, f"{m.name}: {m.reason}") for m in members if m.status is not Status.GREEN]
     ranked.sort(key=lambda pair: -pair[0])  # stable: equal severities keep the member order
     return max((status for status, _ in ranked), default=Status.GREEN), tuple(text for _, text in ranked)
-
-
-def rejudged(snapshot: Snapshot, members: tuple[Member, ...], **changes: Any) -> Snapshot:
-    """The snapshot with these members (e.g. with their oplog headroom judged) and its status and reasons
-    recomputed from them by the same rule as `build_snapshot`."""
-    status, reasons = _verdict(members, snapshot.problems, snapshot.has_primary)
-    return replace(snapshot, members=members, status=status, reasons=reasons, **changes)

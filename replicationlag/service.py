@@ -17,14 +17,13 @@ from dataclasses import dataclass
 
 from replicationlag import metrics
 from replicationlag.config import Settings
-from replicationlag.model import SetRole
+from replicationlag.model import SetAddress, SetRole
 from replicationlag.mongo.cluster import ShardedSource
 from replicationlag.mongo.driver import Connection, member_uri, set_uri
 from replicationlag.mongo.keeper import ClientKeeper
 from replicationlag.mongo.reader import SetReader
 from replicationlag.mongo.source import DetectingSource, ReplicaSetSource, Source
 from replicationlag.poller import Poller, PollScheduler
-from replicationlag.shardmap import SetAddress
 from replicationlag.store import SnapshotStore
 from replicationlag.web import app as web
 from replicationlag.web import server as httpserver

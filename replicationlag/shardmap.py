@@ -9,43 +9,12 @@ then listed twice. Imports `kinds` only.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from replicationlag.model import SetRole
+from replicationlag.model import SetAddress, SetRole, ShardMap
 
 CONFIG_SHARD_ID = "config"  # getShardMap's key for the config server set, and the _id of an 8.0 config shard
-
-
-@dataclass(frozen=True)
-class SetAddress:
-    """Where one replica set of the cluster lives and what it is to the cluster."""
-
-    name: str  # the replica-set name
-    hosts: tuple[str, ...]  # host:port seeds, as the router spells them
-    role: SetRole
-    shard_id: str = ""  # the shard's _id; "config" for the config servers; "" for a plain replica set
-    draining: bool = False  # removeShard has started and the balancer is moving its chunks away
-
-    @property
-    def label(self) -> str:
-        """How people name the set: `shard03 (rs shard03rs)`, `config servers (rs configRepl)`, or the set name."""
-        if self.role is SetRole.REPLICA_SET:
-            return self.name
-        owner = "config servers" if self.role is SetRole.CONFIG else self.shard_id
-        return f"{owner} (replica set {self.name})"
-
-
-@dataclass(frozen=True)
-class ShardMap:
-    """The sets to watch: the shards in shard-id order, then the config server set (when known)."""
-
-    sets: tuple[SetAddress, ...]
-    source: str  # the command that gave it: "getShardMap", "listShards" or "config.shards"
-    config_watched: bool  # False when only listShards/config.shards answered: they do not name the config set
-
-    def names(self) -> frozenset[str]:
-        return frozenset(s.name for s in self.sets)
 
 
 def parse_connection_string(text: Any) -> tuple[str, tuple[str, ...]] | None:

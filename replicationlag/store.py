@@ -19,9 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from replicationlag.history import LagHistory
-from replicationlag.model import FRESHNESS_LIMIT_S, FailureKind, SetRole
-from replicationlag.replset import Failure, Snapshot, Status
-from replicationlag.shardmap import SetAddress, ShardMap
+from replicationlag.model import (
+    FRESHNESS_LIMIT_S,
+    ClusterResult,
+    Failure,
+    FailureKind,
+    RouterState,
+    SetAddress,
+    SetRole,
+    ShardMap,
+    Snapshot,
+    Status,
+)
 from replicationlag.trend import WINDOW_S as TREND_WINDOW_S
 from replicationlag.trend import Trend, trend
 
@@ -29,22 +38,6 @@ from replicationlag.trend import Trend, trend
 def wall_now_ms() -> int:
     """The wall clock in ms since the epoch: when a failure happened."""
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class RouterState:
-    address: str  # host:port of a mongos
-    reachable: bool  # its last heartbeat succeeded
-
-
-@dataclass(frozen=True)
-class ClusterResult:
-    """One poll of a sharded cluster: the map it used and one result per set of that map."""
-
-    map: ShardMap | None  # the map read this poll, or the last known one; None when none was ever read
-    map_failure: Failure | None  # why the map could not be read this poll (then `map` is the last known one)
-    sets: tuple[tuple[SetAddress, Snapshot | Failure], ...]
-    routers: tuple[RouterState, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from replicationlag.danger import duration_words
-from replicationlag.replset import RED_AT_MS
+from replicationlag.model import RED_AT_MS
+from replicationlag.words import duration_words
 
 WINDOW_S = 300  # "the last minutes": five polls at the default interval, sixty in the demo
 MIN_POINTS = 3

@@ -17,8 +17,7 @@ from view_factory import (
 )
 
 from bridge import SERVICE_ID, liveness_document, status_document
-from replicationlag.replset import ARBITER, SECONDARY
-from replicationlag.store import FRESHNESS_LIMIT_S
+from replicationlag.model import ARBITER, FRESHNESS_LIMIT_S, SECONDARY
 
 DOWN, RECOVERING = 8, 3
 

@@ -9,7 +9,7 @@ from view_factory import healthy_set, make_store
 
 from bridge import liveness_document
 from replicationlag.config import ConfigError, Secrets, load_settings, redact_uri
-from replicationlag.store import FRESHNESS_LIMIT_S
+from replicationlag.model import FRESHNESS_LIMIT_S
 
 URI = "mongodb://monitor:s3cr%40t-pw@db0:27017,db1:27017/?replicaSet=rs0"
 

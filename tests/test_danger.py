@@ -11,20 +11,31 @@ import pytest
 from test_replset import load
 from view_factory import member, primary, snapshot
 
-from replicationlag.danger import (
-    Evidence,
-    MemberEvidence,
-    assess,
-    duration_words,
-    flow_control,
-    initial_sync,
-    oplog_window,
-)
-from replicationlag.model import NoteKind
-from replicationlag.replset import Status, build_snapshot
+from replicationlag import danger
+from replicationlag.danger import Evidence, MemberEvidence, flow_control, initial_sync, oplog_window
+from replicationlag.model import NoteKind, Status
+from replicationlag.replset import build_snapshot, verdict
+from replicationlag.words import duration_words
 
 T0 = dt.datetime(2024, 8, 15, 23, 6, 14, 512000, tzinfo=dt.UTC)
 HOUR_MS = 3_600_000
+
+
+def assess(snap, evidence):
+    """A hand-made snapshot judged with this evidence as `build_snapshot` judges a poll: the danger facts, then the
+    set's one verdict."""
+    found = danger.assess(
+        snap.members,
+        evidence,
+        reference=snap.reference,
+        reference_member=snap.reference_member,
+        majority_commit_lag_ms=snap.majority_commit_lag_ms,
+    )
+    status, reasons = verdict(found.members, snap.problems, snap.has_primary)
+    notes = snap.notes + found.notes
+    return replace(
+        snap, members=found.members, notes=notes, flow_control=found.flow_control, status=status, reasons=reasons
+    )
 
 
 def entry(ms_before_t0: int) -> dict:

@@ -10,9 +10,7 @@ from view_factory import healthy_set, make_store
 
 from bridge import liveness_document, status_document
 from replicationlag.metrics import build_registry
-from replicationlag.model import FailureKind
-from replicationlag.replset import Failure
-from replicationlag.store import FRESHNESS_LIMIT_S
+from replicationlag.model import FRESHNESS_LIMIT_S, Failure, FailureKind
 
 KINDS = list(FailureKind)
 

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families as prometheu
 from view_factory import failure, healthy_set, make_store, member, primary, snapshot
 
 from replicationlag.metrics import build_registry, render
-from replicationlag.replset import ARBITER, PRIMARY, SECONDARY, build_snapshot
-from replicationlag.store import FRESHNESS_LIMIT_S
+from replicationlag.model import ARBITER, FRESHNESS_LIMIT_S, PRIMARY, SECONDARY
+from replicationlag.replset import build_snapshot
 from replicationlag.version import VERSION
 
 SET = {"infra": "clusterKeeper", "set": "rs0"}

@@ -7,7 +7,7 @@ from test_web import ZP, call
 from view_factory import failure, healthy_set, make_store
 
 from replicationlag.metrics import build_registry, render
-from replicationlag.store import FRESHNESS_LIMIT_S
+from replicationlag.model import FRESHNESS_LIMIT_S
 from replicationlag.web import app as web
 
 

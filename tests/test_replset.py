@@ -14,23 +14,21 @@ import pytest
 from bson import Int64, Timestamp, json_util
 from bson.json_util import JSONOptions
 
-from replicationlag.model import NoteKind
-from replicationlag.replset import (
+from replicationlag.model import (
     ARBITER,
     PRIMARY,
     RED_AT_MS,
     SECONDARY,
     STATE_NAMES,
     YELLOW_AT_MS,
+    NoteKind,
     OplogProbe,
     Snapshot,
     Status,
-    build_snapshot,
-    config_is_stale,
-    members_needing_oplog_probe,
     status_for_lag,
     texts,
 )
+from replicationlag.replset import build_snapshot, config_is_stale, members_needing_oplog_probe
 
 FIXTURES = Path(__file__).parent / "fixtures"
 UTC = dt.UTC

@@ -12,18 +12,8 @@ from bson import Int64, Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicationlag.replset import (
-    ARBITER,
-    PRIMARY,
-    SECONDARY,
-    STATE_NAMES,
-    OplogProbe,
-    Snapshot,
-    Status,
-    build_snapshot,
-    members_needing_oplog_probe,
-    status_for_lag,
-)
+from replicationlag.model import ARBITER, PRIMARY, SECONDARY, STATE_NAMES, OplogProbe, Snapshot, Status, status_for_lag
+from replicationlag.replset import build_snapshot, members_needing_oplog_probe
 
 FAST = settings(max_examples=200, deadline=None)
 TIP = dt.datetime(2024, 8, 15, 23, 6, 13, 941_000, tzinfo=dt.UTC)  # the primary's last applied op

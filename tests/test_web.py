@@ -24,8 +24,7 @@ from view_factory import failure, healthy_set, make_store, member, primary, snap
 
 from bridge import SERVICE_ID, status_document
 from replicationlag.metrics import build_registry
-from replicationlag.replset import ARBITER, SECONDARY
-from replicationlag.store import FRESHNESS_LIMIT_S
+from replicationlag.model import ARBITER, FRESHNESS_LIMIT_S, SECONDARY
 from replicationlag.web import app as web
 from replicationlag.web import server as httpserver
 

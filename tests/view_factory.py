@@ -16,20 +16,21 @@ from pathlib import Path
 from bson import json_util
 from bson.json_util import JSONOptions
 
-from replicationlag.model import FailureKind, NoteKind
-from replicationlag.replset import (
+from replicationlag.model import (
     ARBITER,
     PRIMARY,
     SECONDARY,
     STATE_NAMES,
     Failure,
+    FailureKind,
     Member,
     Note,
+    NoteKind,
     Snapshot,
     Status,
-    build_snapshot,
     status_for_lag,
 )
+from replicationlag.replset import build_snapshot
 from replicationlag.store import SnapshotStore, View
 
 COLLECTED_AT_MS = 1_723_763_174_512  # 2024-08-15T23:06:14.512Z, the synthetic fixtures' `date`

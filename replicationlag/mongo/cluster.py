@@ -17,13 +17,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from replicationlag.model import FailureKind, SetRole
+from replicationlag.model import (
+    ClusterResult,
+    Failure,
+    FailureKind,
+    RouterState,
+    SetAddress,
+    SetRole,
+    ShardMap,
+    Snapshot,
+)
 from replicationlag.mongo.driver import COMMAND_NOT_FOUND, UNAUTHORIZED, ClientError, DriverError
 from replicationlag.mongo.keeper import ClientKeeper
 from replicationlag.mongo.source import ReplicaSetSource
-from replicationlag.replset import Failure, Snapshot
-from replicationlag.shardmap import SetAddress, ShardMap, from_shard_documents, from_shard_map
-from replicationlag.store import ClusterResult, RouterState, wall_now_ms
+from replicationlag.shardmap import from_shard_documents, from_shard_map
+from replicationlag.store import wall_now_ms
 
 log = logging.getLogger("replicationlag.cluster")
 

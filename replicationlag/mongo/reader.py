@@ -21,19 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replicationlag.danger import Evidence, MemberEvidence
+from replicationlag.model import PRIMARY, RECOVERING, SECONDARY, STARTUP2, OplogProbe
 from replicationlag.mongo.driver import UNAUTHORIZED, ClientError, Connection, DriverError
 from replicationlag.mongo.keeper import ClientKeeper
-from replicationlag.replset import (
-    PRIMARY,
-    RECOVERING,
-    SECONDARY,
-    STARTUP2,
-    OplogProbe,
-    StatusReport,
-    config_is_stale,
-    date_ms,
-    read_status,
-)
+from replicationlag.replset import StatusReport, config_is_stale, date_ms, read_status
 
 log = logging.getLogger("replicationlag.reader")
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from replicationlag.danger import assess
+from replicationlag.model import ClusterResult, Failure, Snapshot
 from replicationlag.mongo.driver import DriverError
 from replicationlag.mongo.keeper import ClientKeeper
 from replicationlag.mongo.reader import SetReader
-from replicationlag.replset import Failure, Snapshot, build_snapshot
-from replicationlag.store import ClusterResult, wall_now_ms
+from replicationlag.replset import build_snapshot
+from replicationlag.store import wall_now_ms
 
 
 class ReplicaSetSource:
@@ -34,7 +34,7 @@ class ReplicaSetSource:
             kind, message = self._keeper.explain(error)
             return Failure(kind, message, self._now_ms())
         self._keeper.succeeded()
-        return assess(build_snapshot(documents.status, documents.config, documents.probes), documents.evidence)
+        return build_snapshot(documents.status, documents.config, documents.probes, documents.evidence)
 
     def close(self, wait_s: float) -> None:
         self._keeper.close(wait_s)

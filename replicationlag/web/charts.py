@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from replicationlag.replset import RED_AT_MS, YELLOW_AT_MS
+from replicationlag.model import RED_AT_MS, YELLOW_AT_MS
 
 WIDTH, HEIGHT = 560, 150
 LEFT, RIGHT, TOP, BOTTOM = 44, 200, 18, 22  # room for the axis labels and the current values

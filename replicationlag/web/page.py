@@ -12,12 +12,11 @@ import html
 from datetime import UTC, datetime
 
 import bridge
-from replicationlag.danger import duration_words
-from replicationlag.model import Reference, SetRole
-from replicationlag.replset import Member, Snapshot, Status
+from replicationlag.model import Member, Reference, SetRole, Snapshot, Status
 from replicationlag.store import SetView, View
 from replicationlag.trend import Trend
 from replicationlag.web.charts import lag_chart
+from replicationlag.words import duration_words
 
 ZERO_PROBLEM_PATH = "/" + bridge.SERVICE_ID
 
