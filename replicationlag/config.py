@@ -1,9 +1,9 @@
-"""Settings from flags, environment and the config file, validated once into a frozen value; URI redaction.
+"""Settings from flags, environment and the config file, validated once into a frozen value.
 
 Every problem found is listed in one `ConfigError`, so a user fixes them all at once. The password of a
-MongoDB URI never leaves this module in clear: `Settings.redacted_uri` and `Settings.redact()` (a `Secrets`
-value that redacts where credentials occur) are what the rest of the program prints. Standard library only;
-imports `kinds` (the freshness limit the poll cycle must keep).
+MongoDB URI never leaves the settings in clear: `Settings.redacted_uri` and `Settings.redact()` (the `Secrets` of
+`credentials`, which redact where credentials occur) are what the rest of the program prints. Standard library
+only; imports `credentials`, `model` (the freshness limit the poll cycle must keep) and `version`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
+from replicationlag.credentials import URI_SCHEME, Credentials, Secrets, redact_uri, uri_passwords
 from replicationlag.model import FRESHNESS_LIMIT_S
 from replicationlag.version import VERSION
 
@@ -35,7 +35,6 @@ MAX_CONFIG_BYTES = 1 << 20
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 LOG_FORMATS = ("text", "json")
 URI_SCHEMES = ("mongodb://", "mongodb+srv://")
-REDACTED = "***"
 DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # Each flag, its environment variable and its help. The env names follow the flag (dots become underscores).
@@ -70,59 +69,6 @@ FLAGS = {
 
 class ConfigError(Exception):
     """Invalid settings; the text lists every problem, one per line, with no credential in it."""
-
-
-# A secret at least this long is also replaced wherever a text holds it verbatim; a shorter one is not searched
-# for in free text: starring "e", "lag" or "27017" inside ordinary words makes the log unreadable and spells it out.
-VERBATIM_MIN_CHARS = 16
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_URI_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://\S+")
-_SECRET_OPTIONS = re.compile(r"(?i)([?&;](?:password|authmechanismproperties)=)[^&;]*")
-
-
-@dataclass(frozen=True)
-class Secrets:
-    """The credentials this process holds, and `redact()`, which keeps them out of any text it shows.
-
-    Redaction works where credentials occur, never by searching whole lines for a password's text: every URI in a
-    text loses its userinfo's password and its password-bearing options, however malformed it is (`redact_uri`),
-    and a secret of VERBATIM_MIN_CHARS or more is also replaced wherever a text quotes it bare. More credentials
-    (a shard's, a config server's) join with `Secrets.of(...) | ...`; nothing else changes.
-    """
-
-    values: tuple[str, ...] = field(default=(), repr=False)  # every spelling of every secret, longest first
-
-    @classmethod
-    def of(cls, *, uris: Iterable[str] = (), passwords: Iterable[str] = ()) -> Secrets:
-        """The secrets of these URIs (their passwords, in every spelling) and of these bare passwords."""
-        found = {p for p in passwords if p}
-        for uri in uris:
-            found.update(uri_passwords(uri))
-        spellings: set[str] = set()
-        for secret in found:
-            for plain in (secret, unquote(secret), unquote_plus(secret)):
-                spellings.update({plain, quote(plain, safe=""), quote_plus(plain)})
-        return cls(tuple(sorted((s for s in spellings if s), key=lambda s: (-len(s), s))))
-
-    def __or__(self, other: Secrets) -> Secrets:
-        return Secrets(tuple(sorted(set(self.values) | set(other.values), key=lambda s: (-len(s), s))))
-
-    def redact(self, text: str) -> str:
-        """`text` with every URI's password and every long secret replaced by ***; nothing else touched."""
-        text = _URI_IN_TEXT.sub(lambda match: redact_uri(match.group(0)), text)
-        for secret in self.values:
-            if len(secret) >= VERBATIM_MIN_CHARS:
-                text = text.replace(secret, REDACTED)
-        return text
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A user for the replica sets behind mongos routers, from the config file (docs/domain.md §11)."""
-
-    username: str
-    password: str = field(repr=False)
-    auth_source: str | None = None  # None: the router URI's authSource (or its default)
 
 
 CREDENTIAL_KEYS = {"username", "password", "auth_source"}
@@ -161,42 +107,6 @@ class Settings:
     def redact(self, text: str) -> str:
         """`text` with the credentials this process holds redacted where they occur, for logs and answers."""
         return self.secrets.redact(text)
-
-
-def _userinfo_span(uri: str) -> tuple[int, int] | None:
-    """Where the userinfo is: from the scheme (or the start) to the LAST '@'; None without an '@'.
-
-    A password that was not percent-encoded may hold '/', '?', '#' or '@'; the driver would then read part of it
-    as a host, a database or an option. Taking everything up to the last '@' errs towards hiding too much.
-    """
-    scheme = _SCHEME.match(uri)
-    start = scheme.end() if scheme else 0
-    at = uri.rfind("@", start)
-    return (start, at) if at >= 0 else None
-
-
-def redact_uri(uri: str) -> str:
-    """The URI with its password and password-bearing options replaced by ***, however malformed it is."""
-    span = _userinfo_span(uri)
-    if span is not None:
-        start, at = span
-        user, colon, _ = uri[start:at].partition(":")
-        if colon:
-            uri = f"{uri[:start]}{user}:{REDACTED}{uri[at:]}"
-    return _SECRET_OPTIONS.sub(rf"\1{REDACTED}", uri)
-
-
-def uri_passwords(uri: str) -> list[str]:
-    """The passwords a URI holds as written: its userinfo's, a `password=` option's, an AWS session token."""
-    found = []
-    span = _userinfo_span(uri)
-    if span is not None:
-        _, colon, password = uri[span[0] : span[1]].partition(":")
-        if colon and password:
-            found.append(password)
-    found += re.findall(r"(?i)[?&;]password=([^&;]*)", uri)
-    found += re.findall(r"(?i)AWS_SESSION_TOKEN:([^,&;]*)", uri)
-    return [secret for secret in found if secret]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -430,7 +340,7 @@ def _uri_problems(uri: str) -> list[str]:
     """What is wrong with the URI's shape, in words that quote no piece of a password however malformed it is: the
     URI only redacted, and never a host's port, which is a password's tail when the '@host' part is missing."""
     if not uri.startswith(URI_SCHEMES):
-        scheme = _SCHEME.match(uri)
+        scheme = URI_SCHEME.match(uri)
         given = f" (not {scheme.group(0)!r})" if scheme else ""
         return [f"malformed MongoDB URI: it must start with mongodb:// or mongodb+srv://{given}"]
     shown = redact_uri(uri)

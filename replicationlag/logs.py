@@ -21,7 +21,7 @@ log = logging.getLogger("replicationlag")
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats a record as logfmt-like text or JSON, its message passed through `redact` (config.Secrets.redact).
+    """Formats a record as logfmt-like text or JSON, its message passed through `redact` (credentials.Secrets.redact).
 
     Only the message can hold a credential (a URI, or a driver text quoting one); the time, level and source are
     ours and are never touched, so a one-character password cannot make a line unreadable.

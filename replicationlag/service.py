@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from replicationlag import metrics
 from replicationlag.config import Settings
+from replicationlag.credentials import member_uri, set_uri
 from replicationlag.model import SetAddress, SetRole
 from replicationlag.mongo.cluster import ShardedSource
-from replicationlag.mongo.driver import Connection, member_uri, set_uri
+from replicationlag.mongo.driver import Connection
 from replicationlag.mongo.keeper import ClientKeeper
 from replicationlag.mongo.reader import SetReader
 from replicationlag.mongo.source import DetectingSource, ReplicaSetSource, Source

@@ -140,9 +140,8 @@ def test_the_exporter_takes_its_uri_from_the_mounted_config_file_not_the_command
 
 
 def test_the_exporters_settings_loader_accepts_the_compose_command_with_its_config_file(model):
-    from replicationlag.config import (
-        load_settings,  # the exporter's own parser: the compose command must make sense to it
-    )
+    # the exporter's own parser: the compose command must make sense to it
+    from replicationlag.config import load_settings
 
     command = model["services"]["exporter"]["command"]
     path_at = command.index("--config.file") + 1

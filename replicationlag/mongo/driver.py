@@ -16,7 +16,6 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import quote
 
 import pymongo
 from pymongo import MongoClient, ReadPreference, common
@@ -388,65 +387,3 @@ def _only_the_aimed_member(servers: list[Any]) -> list[Any]:
     """The driver's custom server selector: while a read is aimed at a member, only that member is eligible."""
     aimed = _AIMED_AT.get()
     return servers if aimed is None else [s for s in servers if _address_text(s.address) == aimed]
-
-
-# Options that describe how to reach the routers, not a replica set behind them.
-_ROUTER_ONLY_OPTIONS = frozenset({"replicaset", "directconnection", "loadbalanced", "srvservicename", "srvmaxhosts"})
-
-
-def set_uri(
-    router_uri: str,
-    set_name: str,
-    hosts: tuple[str, ...],
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    auth_source: str | None = None,
-) -> str:
-    """The URI of one replica set behind the routers: its seeds and name, with the router URI's credentials and
-    options (TLS, authSource, mechanism, timeouts), or the given credentials instead."""
-    return derived_uri(
-        router_uri, hosts, replica_set=set_name, username=username, password=password, auth_source=auth_source
-    )
-
-
-def member_uri(uri: str, host: str) -> str:
-    """A direct connection to one member, with `uri`'s credentials and options: to read the member's own oplog."""
-    return derived_uri(uri, (host,), direct=True)
-
-
-def derived_uri(
-    base_uri: str,
-    hosts: tuple[str, ...],
-    *,
-    replica_set: str | None = None,
-    direct: bool = False,
-    username: str | None = None,
-    password: str | None = None,
-    auth_source: str | None = None,
-) -> str:
-    """`base_uri` with other hosts (and a set name, or a direct connection), keeping its credentials and options.
-
-    `base_uri` was accepted by the driver already, so its userinfo has no unescaped '@', '/' or '?'. A
-    `mongodb+srv://` URI implies TLS; the derived URI is a plain `mongodb://` one and says `tls=true`.
-    """
-    scheme, _, rest = base_uri.partition("://")
-    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-    netloc, tail = rest[:end], rest[end:]
-    userinfo, at, _ = netloc.rpartition("@")
-    path, _, query = tail.lstrip("/").partition("?")
-    options = [o for o in query.split("&") if o and o.split("=", 1)[0].lower() not in _ROUTER_ONLY_OPTIONS]
-    names = {o.split("=", 1)[0].lower() for o in options}
-    if scheme == "mongodb+srv" and not names & {"tls", "ssl"}:
-        options.append("tls=true")
-    if username is not None:
-        userinfo, at = f"{quote(username, safe='')}:{quote(password or '', safe='')}", "@"
-    if auth_source is not None:
-        options = [o for o in options if o.split("=", 1)[0].lower() != "authsource"]
-        options.append(f"authSource={quote(auth_source, safe='')}")
-    if replica_set is not None:
-        options.append(f"replicaSet={quote(replica_set, safe='')}")
-    if direct:
-        options.append("directConnection=true")
-    credentials = f"{userinfo}@" if at else ""
-    return f"mongodb://{credentials}{','.join(hosts)}/{path}?{'&'.join(options)}"
