@@ -45,8 +45,12 @@ from replicationlag.metrics import build_registry
 from replicationlag.web import webconfig
 kind, config, port_file = sys.argv[1:4]
 store, _ = make_store(healthy_set(1_239))
-if hasattr(webconfig, "WebAccess"):
-    access = webconfig.WebAccess(config)
+try:
+    from replicationlag.web.access import WebAccess
+except ImportError:
+    WebAccess = None
+if WebAccess is not None:
+    access = WebAccess(config)
     tls = access.config.tls
     app = web.create_app(store, build_registry(store), max_body_bytes={max_body}, access=access)
 else:  # the code before issue 15

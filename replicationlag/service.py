@@ -28,7 +28,7 @@ from replicationlag.poller import Poller, PollScheduler
 from replicationlag.store import SnapshotStore
 from replicationlag.web import app as web
 from replicationlag.web import server as httpserver
-from replicationlag.web.webconfig import WebAccess
+from replicationlag.web.access import WebAccess
 
 MAX_BODY_BYTES = httpserver.DEFAULT_MAX_BODY_BYTES  # the same cap for the app and the server, given to both
 # Behind mongos routers, each set's client hears from its members this often, in polled mode (one thread per

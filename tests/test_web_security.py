@@ -43,16 +43,8 @@ import exporter
 from replicationlag.metrics import build_registry
 from replicationlag.web import app as web
 from replicationlag.web import server as httpserver
-from replicationlag.web.webconfig import (
-    FAILURE_BURST,
-    BasicAuth,
-    LoginLimiter,
-    Verdict,
-    WebAccess,
-    WebConfig,
-    WebConfigError,
-    load_web_config,
-)
+from replicationlag.web.access import FAILURE_BURST, BasicAuth, LoginLimiter, Verdict, WebAccess
+from replicationlag.web.webconfig import WebConfig, WebConfigError, load_web_config
 
 ZP = "/mhp.zeroproblem.mongo.replcationlag"
 USER, PASSWORD = "prometheus", "s3cret-Scrape"
@@ -181,11 +173,12 @@ def test_a_toolkit_file_with_tls_users_and_an_open_liveness_loads_into_a_frozen_
 
 @pytest.mark.parametrize("text", [None, "", "# nothing configured\n"])
 def test_no_file_or_an_empty_one_means_plain_http_without_credentials(tmp_path, text):
-    config = load_web_config(None if text is None else write_config(tmp_path, text))
+    path = None if text is None else write_config(tmp_path, text)
+    config = load_web_config(path)
 
     assert config == WebConfig()
     assert config.tls is None
-    assert config.basic_auth() is None
+    assert WebAccess(path).check("/metrics", None, "127.0.0.1").verdict is Verdict.ALLOWED  # no credential asked
 
 
 def test_certificate_paths_are_relative_to_the_config_file_as_in_exporter_toolkit(pki):

@@ -29,9 +29,9 @@ import bottle
 import bridge
 from replicationlag.metrics import render
 from replicationlag.store import SnapshotStore, View
+from replicationlag.web.access import Verdict, WebAccess
 from replicationlag.web.page import ZERO_PROBLEM_PATH, page_key, render_status_page
 from replicationlag.web.server import COMMON_HEADERS, DEFAULT_MAX_BODY_BYTES, error_document
-from replicationlag.web.webconfig import Verdict, WebAccess
 
 READ = ["GET", "HEAD"]  # listed explicitly so that a 405's Allow header names HEAD too
 
