@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import bridge
 from replicationlag.config import ConfigError, load_settings
 from replicationlag.logs import configure_logging
 from replicationlag.mongo.driver import ClientError
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = dataclasses.replace(settings, uri=simulated.uri)
 
     try:
-        service = build_service(settings)
+        service = build_service(settings, bridge)
     except (ClientError, WebConfigError) as error:
         return _stop_demo(stop_demo, fail(str(error)))
     except OSError as error:

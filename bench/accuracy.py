@@ -58,7 +58,7 @@ class InProcessExporter:
             "--collect.timeout",
             f"{POLL_TIMEOUT_S:g}",
         ]
-        self.service = build_service(load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={}))
+        self.service = build_service(load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={}), bridge)
         self.store = self.service.store
         self.registry = self.service.registry
 

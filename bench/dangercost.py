@@ -22,6 +22,7 @@ import sys
 import time
 import tracemalloc
 
+import bridge
 from bench import procs
 from bench.report import Section, Table
 from replicationlag.config import load_settings
@@ -67,7 +68,7 @@ def _per_poll(uri: str, sim_pid: int, polls_per_block: int, blocks: int) -> dict
         for mode in (True, False):
             # A fresh exporter per block: back-to-back polls would otherwise fill the 5-minute trend window with
             # hundreds of points, which a poll a minute never has.
-            service = build_service(load_settings(flags, env={}), danger_reads=mode)
+            service = build_service(load_settings(flags, env={}), bridge, danger_reads=mode)
             try:
                 for _ in range(WARM_UP_POLLS):
                     service.poll()

@@ -39,6 +39,7 @@ CHILD = """
 import logging, sys
 sys.path[:0] = [{root!r}, {tests!r}]
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as logs.py does in the exporter
+import bridge
 from view_factory import healthy_set, make_store
 from replicationlag.web import app as web
 from replicationlag.metrics import build_registry
@@ -52,7 +53,7 @@ except ImportError:
 if WebAccess is not None:
     access = WebAccess(config)
     tls = access.config.tls
-    app = web.create_app(store, build_registry(store), max_body_bytes={max_body}, access=access)
+    app = web.create_app(store, build_registry(store), bridge, max_body_bytes={max_body}, access=access)
 else:  # the code before issue 15
     loaded = webconfig.load_web_config(config)
     tls = loaded.tls

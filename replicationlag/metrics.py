@@ -3,7 +3,7 @@
 The only module that imports prometheus_client. `collect()` reads one `store.view()` and yields fresh metric
 families, so a member that left the set simply stops being exported and a scrape never sees a half-updated set.
 No I/O and no global gauges: the data comes from the last scheduled collection, as every HELP text says.
-Imports `kinds`, `replset` and `store` only. The names and labels are documented in docs/metrics.md.
+Imports `liveness`, `model`, `store`, `version` and `view` only. The names and labels are documented in docs/metrics.md.
 
 Sample exposition::
 
@@ -24,9 +24,11 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from replicationlag.liveness import liveness_problems
 from replicationlag.model import FailureKind, Member, Snapshot
-from replicationlag.store import SnapshotStore, View
+from replicationlag.store import SnapshotStore
 from replicationlag.version import VERSION
+from replicationlag.view import View
 
 PREFIX = "mongodb_replication_"
 
@@ -177,7 +179,7 @@ def _families(view: View) -> Iterator[Metric]:
     """The exporter's own families, then each set's while its data is current."""
     family = _Families(view)
     infra = view.infra
-    up = not view.liveness_problems() if view.sharded else view.current is not None
+    up = not liveness_problems(view) if view.sharded else view.current is not None
 
     yield family.gauge(
         "up",

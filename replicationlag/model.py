@@ -9,6 +9,7 @@ meaning travels with it, metrics zero-initialise every kind, and /liveness judge
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -84,6 +85,11 @@ class SetRole(StrEnum):
     REPLICA_SET = "replica_set"  # the URI named a replica set: the cluster is that one set
     SHARD = "shard"  # a shard of a sharded cluster
     CONFIG = "config"  # the config server set (from 8.0 it may hold data too: a config shard)
+
+
+def wall_now_ms() -> int:
+    """The wall clock in ms since the epoch: when a failure happened (the default of every `now_ms` injected)."""
+    return time.time_ns() // 1_000_000
 
 
 # --- Statuses and thresholds. ---

@@ -3,7 +3,7 @@
 `Poller.poll()` runs one collection on a thread of its own and waits for it at most the poll deadline plus a grace,
 so a driver that misbehaves can neither delay the next poll nor keep the process from exiting; then it publishes
 exactly one `Snapshot` or `Failure` to the store and logs what changed. Nothing here raises into the scheduler.
-`PollScheduler` runs the poll at start and then every interval, and stops at once. Imports `kinds`, `replset`
+`PollScheduler` runs the poll at start and then every interval, and stops at once. Imports `model`
 and `store`.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import schedule
 
-from replicationlag.model import ClusterResult, Failure, FailureKind, Snapshot
-from replicationlag.store import SnapshotStore, wall_now_ms
+from replicationlag.model import ClusterResult, Failure, FailureKind, Snapshot, wall_now_ms
+from replicationlag.store import SnapshotStore
 
 log = logging.getLogger("replicationlag.poller")
 

@@ -1,8 +1,8 @@
 """The lag engine: a replSetGetStatus document (plus the cached replSetGetConfig and the oplog lookups) in,
 one immutable snapshot of the replica set out.
 
-PURE: no I/O, no clock, no logging. Imports `kinds` only and no third-party package: the bson values pymongo
-hands over (Timestamp, Int64, datetime) are read by their shape. A status document is read once (`read_status`);
+PURE: no I/O, no clock, no logging. Imports `danger`, `model` and `values`, and no third-party package: the bson values
+pymongo hands over (Timestamp, Int64, datetime) are read by their shape. A status document is read once (`read_status`);
 the collector asks that reading which members to look up in the oplog and whether its cached config is stale,
 then `build_snapshot` judges it. Every reader (metrics, the Zero Problem document, /liveness, the status page)
 reads the values defined here, and facts come as `Note`s with a kind and values, so no reader parses words.

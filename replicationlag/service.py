@@ -5,7 +5,7 @@ same wiring.
 `build_service()` binds the port and makes the MongoDB client (which connects lazily), and raises
 `driver.ClientError`, `webconfig.WebConfigError` or `OSError` (the port) before anything runs; `start()` serves
 and polls; `reload_web_config()` re-reads the web config (SIGHUP); `stop()` ends everything within a few short
-steps. Imports every product module except `exporter`.
+steps. Imports the package's modules; never `exporter` or `bridge` (the process hands the bridge over).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from replicationlag.mongo.reader import SetReader
 from replicationlag.mongo.source import DetectingSource, ReplicaSetSource, Source
 from replicationlag.poller import Poller, PollScheduler
 from replicationlag.store import SnapshotStore
-from replicationlag.web import app as web
-from replicationlag.web import server as httpserver
 from replicationlag.web.access import WebAccess
+from replicationlag.web.app import DocumentBridge, create_app
+from replicationlag.web.server import DEFAULT_MAX_BODY_BYTES, Server
 
-MAX_BODY_BYTES = httpserver.DEFAULT_MAX_BODY_BYTES  # the same cap for the app and the server, given to both
+MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # the same cap for the app and the server, given to both
 # Behind mongos routers, each set's client hears from its members this often, in polled mode (one thread per
 # member): a cluster of 100 sets costs little between polls (measured: bench/RESULTS.md). Elections are still
 # followed at poll time: a command that meets a stale view makes the driver look again at once.
@@ -51,7 +51,7 @@ class Service:
     scheduler: PollScheduler
     registry: object
     app: Callable
-    server: httpserver.Server
+    server: Server
     access: WebAccess
 
     def start(self) -> None:
@@ -81,9 +81,14 @@ class Service:
 
 
 def build_service(
-    settings: Settings, *, monotonic: Callable[[], float] = time.monotonic, danger_reads: bool = True
+    settings: Settings,
+    bridge: DocumentBridge,
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+    danger_reads: bool = True,
 ) -> Service:
-    """Build the service for `settings` (the URI, the label, the address, the intervals, the web config).
+    """Build the service for `settings` (the URI, the label, the address, the intervals, the web config), serving
+    the Zero Problem document that `bridge` makes (bridge.py, which the package does not import).
 
     `monotonic` is the store's clock for the data age (tests move it); `danger_reads=False` polls a replica set
     without the reads of how dangerous the lag is (only for the benchmark of their cost). Raises before anything
@@ -108,14 +113,9 @@ def build_service(
     source = DetectingSource(ClientKeeper(connect, connect_member), replica_set, sharded)
     store = SnapshotStore(settings.infra_label, settings.interval_s, monotonic=monotonic)
     registry = metrics.build_registry(store)
-    app = web.create_app(
-        store,
-        registry,
-        max_body_bytes=MAX_BODY_BYTES,
-        access=access,
-    )
+    app = create_app(store, registry, bridge, max_body_bytes=MAX_BODY_BYTES, access=access)
     try:
-        server = httpserver.Server(
+        server = Server(
             app, settings.listen_host, settings.listen_port, max_body_bytes=MAX_BODY_BYTES, tls=access.config.tls
         )
     except OSError:

@@ -3,7 +3,7 @@
 PURE: no I/O. `getShardMap` names every shard's set and the config server set; `listShards` (or the
 `config.shards` collection) names the shards only, with `draining` while a shard is being removed. Sets are
 deduplicated by replica-set name: from 8.0 the config server set can also be a shard (a "config shard") and is
-then listed twice. Imports `kinds` only.
+then listed twice. Imports `model` only (where the address types live).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The in-memory store of the latest collection, and the read-only view every endpoint answers from.
+"""The in-memory store of the latest collection, from which every endpoint takes its read-only `View`.
 
 The scheduled job publishes one result per poll (a swap under a lock): a `Snapshot` or a `Failure` when the URI
 names a replica set, a `ClusterResult` (the shard map and one result per set) when it names mongos routers.
@@ -6,13 +6,12 @@ Readers take a `View`, an immutable value with the data ages computed from an in
 keeps its last good snapshot beside its latest failure, so readers can say "failed 40 s ago; last known: ...".
 A set that leaves the shard map is dropped: memory is one record per set of the current map. Nothing here does
 I/O and nothing is written to disk: the user asked for memory only (each member's lag history is bounded: see
-`history`). Imports `history`, `kinds`, `replset`, `shardmap` and `trend`.
+`history`). Imports `history`, `model`, `trend` and `view`.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -29,149 +28,10 @@ from replicationlag.model import (
     SetRole,
     ShardMap,
     Snapshot,
-    Status,
 )
 from replicationlag.trend import WINDOW_S as TREND_WINDOW_S
 from replicationlag.trend import Trend, trend
-
-
-def wall_now_ms() -> int:
-    """The wall clock in ms since the epoch: when a failure happened."""
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class SetView:
-    """One replica set as readers see it: its last good snapshot and its latest failure."""
-
-    address: SetAddress
-    snapshot: Snapshot | None  # the last successful snapshot, None before the first success
-    failure: Failure | None  # the last poll's failure; None when the last poll succeeded
-    age_s: float | None  # seconds since the last success, None before the first success
-    last_success_wall_s: float | None  # wall clock of the last success
-    freshness_limit_s: float = FRESHNESS_LIMIT_S
-    trends: tuple[tuple[str, Trend], ...] = ()  # member -> its lag's trend over the last minutes, when known
-
-    def trend_of(self, member: str) -> Trend | None:
-        return dict(self.trends).get(member)
-
-    @property
-    def is_stale(self) -> bool:
-        return self.age_s is None or self.age_s >= self.freshness_limit_s
-
-    @property
-    def current(self) -> Snapshot | None:
-        """The snapshot readers may present as the state now: the last poll succeeded and it is fresh."""
-        if self.failure is None and self.snapshot is not None and not self.is_stale:
-            return self.snapshot
-        return None
-
-    @property
-    def status(self) -> Status:
-        current = self.current
-        return current.status if current is not None else Status.RED
-
-    @property
-    def name(self) -> str:
-        return self.address.name or (self.snapshot.set_name if self.snapshot is not None else "")
-
-
-@dataclass(frozen=True)
-class View:
-    """What one reader sees at one instant: every set of the cluster (one when the URI names a replica set)."""
-
-    infra: str
-    interval_s: float
-    sharded: bool
-    sets: tuple[SetView, ...]  # the shards in shard-id order, then the config servers; one set when not sharded
-    age_s: float | None  # seconds since the last poll that collected anything, None before the first
-    last_duration_s: float | None  # how long the last poll took
-    last_success_wall_s: float | None  # wall clock of the last poll that collected anything
-    polls: int  # how many polls have ended (success or failure)
-    failures_by_kind: tuple[tuple[FailureKind, int], ...]  # cumulative failures per kind (sets and map), by kind
-    freshness_limit_s: float = FRESHNESS_LIMIT_S
-    map_failure: Failure | None = None  # sharded: why the map could not be read in the last poll
-    map_age_s: float | None = None  # sharded: seconds since the map was last read
-    map_source: str = ""  # sharded: getShardMap, listShards or config.shards
-    config_watched: bool = True  # sharded: False when the config server set is not in the map
-    routers: tuple[RouterState, ...] = ()
-    history: LagHistory | None = None  # every member's lag at every poll for 24 h (the page's charts)
-    taken_at_s: float = 0.0  # the store's monotonic clock when the view was taken
-
-    def next_age_change_s(self) -> float:
-        """When (store clock) the next of the view's ages passes a whole second: until then an answer that prints
-        ages in whole seconds reads the same. Infinite when the view holds no age."""
-        ages = [self.age_s, self.map_age_s, *(s.age_s for s in self.sets)]
-        return min((self.taken_at_s + math.floor(a) + 1 - a for a in ages if a is not None), default=math.inf)
-
-    # --- One replica set (the URI named a set): the readers of issue 5 read these. ---------------------------
-
-    @property
-    def single(self) -> SetView | None:
-        return self.sets[0] if not self.sharded and self.sets else None
-
-    @property
-    def snapshot(self) -> Snapshot | None:
-        return self.single.snapshot if self.single is not None else None
-
-    @property
-    def failure(self) -> Failure | None:
-        """The last poll's failure: the set's when not sharded, the map's when sharded."""
-        if self.sharded:
-            return self.map_failure
-        return self.single.failure if self.single is not None else None
-
-    @property
-    def current(self) -> Snapshot | None:
-        return self.single.current if self.single is not None else None
-
-    # --- Any cluster. -------------------------------------------------------------------------------------------
-
-    @property
-    def is_stale(self) -> bool:
-        return self.age_s is None or self.age_s >= self.freshness_limit_s
-
-    @property
-    def status(self) -> Status:
-        """The worst set; RED before anything was collected. A set that could not be collected is RED."""
-        if not self.sets:
-            return Status.RED
-        return max(s.status for s in self.sets)
-
-    def liveness_problems(self) -> list[str]:
-        """Why the exporter is not doing its job; empty when it is. A RED set is the cluster's problem, not this."""
-        if self.sharded:
-            return self._cluster_liveness_problems()
-        problems = []
-        failure = self.failure
-        # Failures that stop collecting are 503 at once; a missed deadline waits for staleness (kinds.FailureKind).
-        if failure is not None and failure.kind.stops_collecting:
-            problems.append(failure.message)
-        if self.snapshot is None:
-            if self.polls == 0:
-                problems.append("no collection has finished yet")
-            elif not problems:
-                problems.append("no collection has succeeded yet")
-        elif self.is_stale:
-            problems.append(self._stale_sentence())
-        return problems
-
-    def _cluster_liveness_problems(self) -> list[str]:
-        """Sharded: alive while the map or some set was read within the freshness limit."""
-        if self.polls == 0:
-            return ["no collection has finished yet"]
-        map_fresh = self.map_age_s is not None and self.map_age_s < self.freshness_limit_s
-        if map_fresh or any(s.current is not None for s in self.sets):
-            return []
-        problems = [self.map_failure.message] if self.map_failure is not None else []
-        if self.age_s is None:
-            problems.append("nothing has been collected from the cluster yet")
-        else:
-            problems.append(self._stale_sentence())
-        return problems
-
-    def _stale_sentence(self) -> str:
-        return f"the last successful collection is {self.age_s:.0f} s old (limit {self.freshness_limit_s:g} s)"
+from replicationlag.view import SetView, View
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """The import rules of README "Layout", enforced: a wrong import fails the build.
 
-Every top-level module must be listed in `ALLOWED` with the modules of ours it may import, so a new module has to
-be placed in the architecture before it can land; each third-party package has exactly one importing module; no
-module imports `exporter`; the product imports the simulator only in exporter.py's demo path.
+Modules are named by their place: `exporter` and `bridge` at the top of the repository, everything else inside the
+`replicationlag` package (`model`, `mongo.driver`, `web.app`, ...). Every module must be listed in `ALLOWED` with the
+modules of ours it may import, so a new module has to be placed in the architecture before it can land. The pure
+core imports neither the MongoDB edge (`mongo.*`) nor the HTTP edge (`web.*`) nor any third-party package; each
+third-party package has exactly one importing module; the package never imports `exporter` or `bridge` (the process
+hands the bridge to the service); only exporter.py's demo path starts the simulator.
 """
 
 from __future__ import annotations
@@ -14,112 +17,182 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = {path.stem for path in ROOT.glob("*.py")}
+PACKAGE = "replicationlag"
+ROOT_MODULES = ("exporter", "bridge")  # the design card's two files
+SIMULATOR = "mongosim"
 
-# Who may import whom (ours only). Read top to bottom: the pure core first, then the edges, then the wiring.
+# Who may import whom (ours only). Read top to bottom: the pure core, the MongoDB edge, the HTTP edge, the wiring.
 ALLOWED: dict[str, set[str]] = {
-    "kinds": set(),
+    # The pure core: values and rules, no I/O, no third-party package.
     "version": set(),
-    "replset": {"kinds"},
-    "shardmap": {"kinds"},
+    "values": set(),
+    "model": set(),
+    "credentials": set(),
     "history": set(),
-    "trend": {"danger", "replset"},
-    "store": {"history", "kinds", "replset", "shardmap", "trend"},
-    "bridge": {"danger", "kinds", "replset", "store", "trend"},
-    "charts": {"replset"},
-    "page": {"bridge", "charts", "danger", "kinds", "replset", "store", "trend"},
-    "metrics": {"kinds", "replset", "store", "version"},
-    "httpserver": set(),
-    "web": {"bridge", "httpserver", "metrics", "page", "store", "webconfig"},
-    "config": {"kinds", "version"},
-    "webconfig": set(),
+    "trend": set(),
+    "shardmap": {"model"},
+    "view": {"history", "model", "trend"},
+    "words": {"model", "trend", "view"},
+    "danger": {"model", "values", "words"},
+    "replset": {"danger", "model", "values"},
+    "liveness": {"view"},
+    "store": {"history", "model", "trend", "view"},
+    "config": {"credentials", "model", "version"},
+    # Edges that keep state or talk to libraries, each the only user of its library.
     "logs": {"config"},
-    "driver": {"kinds"},
-    "keeper": {"driver", "kinds"},
-    "danger": {"kinds", "replset"},
-    "reader": {"danger", "driver", "keeper", "replset"},
-    "source": {"danger", "driver", "keeper", "reader", "replset", "store"},
-    "cluster": {"driver", "keeper", "kinds", "replset", "shardmap", "source", "store"},
-    "poller": {"kinds", "replset", "store"},
+    "poller": {"model", "store"},
+    "metrics": {"liveness", "model", "store", "version", "view"},
+    # The MongoDB edge.
+    "mongo.driver": {"model"},
+    "mongo.keeper": {"model", "mongo.driver"},
+    "mongo.reader": {"danger", "model", "mongo.driver", "mongo.keeper", "replset"},
+    "mongo.source": {"model", "mongo.driver", "mongo.keeper", "mongo.reader", "replset"},
+    "mongo.cluster": {"model", "mongo.driver", "mongo.keeper", "mongo.source", "shardmap"},
+    # The HTTP edge.
+    "web.server": set(),
+    "web.webconfig": set(),
+    "web.access": {"web.webconfig"},
+    "web.charts": {"model"},
+    "web.page": {"model", "trend", "view", "web.charts", "words"},
+    "web.app": {"liveness", "metrics", "store", "view", "web.access", "web.page", "web.server"},
+    # The wiring, then the two files of the design card.
     "service": {
-        "cluster",
         "config",
-        "driver",
-        "httpserver",
-        "keeper",
-        "kinds",
+        "credentials",
         "metrics",
+        "model",
+        "mongo.cluster",
+        "mongo.driver",
+        "mongo.keeper",
+        "mongo.reader",
+        "mongo.source",
         "poller",
-        "reader",
-        "shardmap",
-        "source",
         "store",
-        "web",
-        "webconfig",
+        "web.access",
+        "web.app",
+        "web.server",
     },
-    "exporter": {"config", "driver", "logs", "mongosim", "service", "webconfig"},
+    "bridge": {"model", "trend", "view", "words"},
+    "exporter": {"bridge", "config", "logs", "mongo.driver", SIMULATOR, "service", "web.webconfig"},
+}
+
+# The core: no MongoDB or HTTP edge and no third-party package (config and logs read files and write logs, no more).
+CORE = {
+    "version",
+    "values",
+    "model",
+    "credentials",
+    "history",
+    "trend",
+    "shardmap",
+    "view",
+    "words",
+    "danger",
+    "replset",
+    "liveness",
+    "store",
+    "config",
+    "logs",
+    "bridge",
 }
 
 # Each third-party package and the one module of ours that may import it.
 THIRD_PARTY_OWNER = {
-    "pymongo": "driver",
-    "bson": "driver",
+    "pymongo": "mongo.driver",
+    "bson": "mongo.driver",
     "schedule": "poller",
     "prometheus_client": "metrics",
-    "bottle": "web",
-    "waitress": "httpserver",
-    "yaml": "webconfig",
-    "bcrypt": "webconfig",
+    "bottle": "web.app",
+    "waitress": "web.server",
+    "yaml": "web.webconfig",
+    "bcrypt": "web.access",
 }
 
 
-def imported_roots(module: str) -> set[str]:
-    """The top-level names `module` imports, at any depth of its code (imports inside functions count)."""
-    tree = ast.parse((ROOT / f"{module}.py").read_text())
-    roots: set[str] = set()
-    for node in ast.walk(tree):
+def module_paths(root: Path) -> dict[str, Path]:
+    """Every module of the product by its name in the rules: `exporter`, `bridge`, `model`, `web.app`, ..."""
+    found = {name: root / f"{name}.py" for name in ROOT_MODULES if (root / f"{name}.py").is_file()}
+    for path in sorted((root / PACKAGE).rglob("*.py")):
+        if path.name != "__init__.py":
+            found[".".join(path.relative_to(root / PACKAGE).with_suffix("").parts)] = path
+    return found
+
+
+def imports_of(path: Path, known: set[str]) -> tuple[set[str], set[str]]:
+    """(the modules of ours, the top-level third-party or stdlib names) that `path` imports, at any depth of its code
+    (imports inside functions count)."""
+    ours: set[str] = set()
+    others: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
+            names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            root = name.split(".")[0]
+            if root == PACKAGE:
+                inner = name.removeprefix(f"{PACKAGE}.")
+                if inner in known:
+                    ours.add(inner)
+            elif root in ROOT_MODULES or root == SIMULATOR:
+                ours.add(root)
+            else:
+                others.add(root)
+    return ours, others
 
 
-def ours(roots: set[str]) -> set[str]:
-    return {root for root in roots if root in PRODUCT or root == "mongosim"}
+def third_party(names: set[str]) -> set[str]:
+    return {name for name in names if name not in sys.stdlib_module_names and name != "__future__"}
 
 
-def third_party(roots: set[str]) -> set[str]:
-    return {root for root in roots if root not in sys.stdlib_module_names and root not in PRODUCT | {"mongosim"}}
+MODULES = module_paths(ROOT)
 
 
-def test_every_top_level_module_has_a_place_in_the_import_rules():
-    assert set(ALLOWED) == PRODUCT, "add the new module to ALLOWED (and README's layout table)"
+def test_every_module_has_a_place_in_the_import_rules():
+    assert set(ALLOWED) == set(MODULES), "add the new module to ALLOWED (and README's layout table)"
 
 
 @pytest.mark.parametrize("module", sorted(ALLOWED))
 def test_a_module_imports_only_what_the_rules_allow(module):
-    unexpected = ours(imported_roots(module)) - ALLOWED[module] - {module}
+    ours, _ = imports_of(MODULES[module], set(MODULES))
+    unexpected = ours - ALLOWED[module] - {module}
     assert not unexpected, f"{module} imports {sorted(unexpected)}, which the import rules do not allow"
 
 
 @pytest.mark.parametrize("module", sorted(ALLOWED))
 def test_a_third_party_package_is_imported_only_by_its_one_owner(module):
-    for package in third_party(imported_roots(module)):
+    _, others = imports_of(MODULES[module], set(MODULES))
+    for package in third_party(others):
         assert package in THIRD_PARTY_OWNER, f"{module} imports {package}: give it one owning module first"
-        assert THIRD_PARTY_OWNER[package] == module, f"{package} belongs to {THIRD_PARTY_OWNER[package]}.py"
+        assert THIRD_PARTY_OWNER[package] == module, f"{package} belongs to {THIRD_PARTY_OWNER[package]}"
 
 
-def test_nothing_imports_the_entry_point_and_only_it_may_start_the_simulator():
-    for module in sorted(PRODUCT - {"exporter"}):
-        roots = imported_roots(module)
-        assert "exporter" not in roots, module
-        assert "mongosim" not in roots, module
+def test_the_core_imports_no_edge_and_no_third_party_package():
+    for module in sorted(CORE):
+        ours, others = imports_of(MODULES[module], set(MODULES))
+        assert not {m for m in ours if m.startswith(("mongo.", "web."))}, module
+        assert not third_party(others), module
 
 
-def test_the_rules_catch_a_wrong_import(tmp_path, monkeypatch):
-    """The check is real: a pure module that imported the driver would fail it."""
-    (tmp_path / "replset.py").write_text("import driver\nimport pymongo\n")
-    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    assert ours(imported_roots("replset")) - ALLOWED["replset"] == {"driver"}
-    assert third_party(imported_roots("replset")) == {"pymongo"}
+def test_the_package_never_imports_the_process_or_the_bridge_and_only_the_process_starts_the_simulator():
+    for module in sorted(set(MODULES) - {"exporter"}):
+        ours, _ = imports_of(MODULES[module], set(MODULES))
+        assert SIMULATOR not in ours, module
+        assert "exporter" not in ours, module
+        if module != "bridge":
+            assert "bridge" not in ours, f"{module} imports bridge: the process hands it over instead"
+
+
+def test_the_rules_catch_a_wrong_import(tmp_path):
+    """The check is real: a lag engine that imported bottle and the driver would fail it."""
+    (tmp_path / PACKAGE).mkdir()
+    (tmp_path / PACKAGE / "replset.py").write_text("import bottle\nfrom replicationlag.mongo import driver\n")
+    (tmp_path / PACKAGE / "mongo").mkdir()
+    (tmp_path / PACKAGE / "mongo" / "driver.py").write_text("")
+    planted = module_paths(tmp_path)
+    ours, others = imports_of(planted["replset"], set(planted))
+    assert ours - ALLOWED["replset"] == {"mongo.driver"}
+    assert third_party(others) == {"bottle"}
+    assert THIRD_PARTY_OWNER["bottle"] != "replset"

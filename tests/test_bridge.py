@@ -16,7 +16,8 @@ from view_factory import (
     view_of,
 )
 
-from bridge import SERVICE_ID, liveness_document, status_document
+from bridge import SERVICE_ID, status_document
+from replicationlag.liveness import liveness_document
 from replicationlag.model import ARBITER, FRESHNESS_LIMIT_S, SECONDARY
 
 DOWN, RECOVERING = 8, 3

@@ -7,9 +7,9 @@ from urllib.parse import quote, quote_plus
 import pytest
 from view_factory import healthy_set, make_store
 
-from bridge import liveness_document
 from replicationlag.config import ConfigError, load_settings
 from replicationlag.credentials import Secrets, redact_uri
+from replicationlag.liveness import liveness_document
 from replicationlag.model import FRESHNESS_LIMIT_S
 
 URI = "mongodb://monitor:s3cr%40t-pw@db0:27017,db1:27017/?replicaSet=rs0"

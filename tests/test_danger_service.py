@@ -54,7 +54,7 @@ class Watched:
         return next(line for line in self.body().splitlines() if f" {name} " in line)
 
     def page(self) -> str:
-        return page.render_status_page(self.built.store.view())
+        return page.render_status_page(self.built.store.view(), document_path=bridge.PATH)
 
     def name(self, member: int) -> str:
         host, port = self.rs.address(member)
@@ -70,7 +70,7 @@ def watch() -> Iterator[Callable[..., Watched]]:
         rs = ReplicaSet(members, **options).start()
         uri = rs.uri.replace("mongodb://", f"mongodb://{credentials}@") if credentials else rs.uri
         flags = ["--mongodb.uri", uri, "--collect.timeout", "2", "--web.listen-address", "127.0.0.1:0"]
-        built = service_module.build_service(load_settings(flags, env={}))
+        built = service_module.build_service(load_settings(flags, env={}), bridge)
         started.append(Watched(rs, built))
         return started[-1]
 

@@ -28,6 +28,7 @@ import pytest
 from service_util import read_line
 from view_factory import healthy_set, make_store
 
+import bridge
 from replicationlag.metrics import build_registry
 from replicationlag.web import app as web
 from replicationlag.web import server as httpserver
@@ -48,7 +49,7 @@ def start_server() -> Iterator[Callable[..., httpserver.Server]]:
 
     def start(registry: object = None, **options) -> httpserver.Server:
         store, _ = make_store(healthy_set(1_239))
-        app = web.create_app(store, registry or build_registry(store), max_body_bytes=MAX_BODY)
+        app = web.create_app(store, registry or build_registry(store), bridge, max_body_bytes=MAX_BODY)
         running.append(httpserver.serve(app, "127.0.0.1", 0, max_body_bytes=MAX_BODY, **options))
         return running[-1]
 
@@ -288,12 +289,13 @@ def test_an_internal_error_through_the_real_server_is_a_json_500_without_stack_t
 
 SERVER_SCRIPT = """
 import sys
+import bridge
 from view_factory import healthy_set, make_store
 from replicationlag.web import server as httpserver
 from replicationlag.web import app as web
 from replicationlag.metrics import build_registry
 store, _ = make_store(healthy_set(1_239))
-server = httpserver.Server(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
+server = httpserver.Server(web.create_app(store, build_registry(store), bridge), "127.0.0.1", 0)
 print(server.port, flush=True)
 import threading
 threading.Thread(target=server.run, daemon=True).start()

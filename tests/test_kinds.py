@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 from view_factory import healthy_set, make_store
 
-from bridge import liveness_document, status_document
+from bridge import status_document
+from replicationlag.liveness import liveness_document
 from replicationlag.metrics import build_registry
 from replicationlag.model import FRESHNESS_LIMIT_S, Failure, FailureKind
 

@@ -175,13 +175,15 @@ def test_the_image_listens_exposes_and_checks_the_exporters_default_port():
     assert LIVENESS_URL.replace("9218", port) in text
 
 
-def test_the_dockerignore_lets_in_every_top_level_module_the_simulator_and_the_pins_and_nothing_else():
+def test_the_dockerignore_lets_in_the_top_level_modules_the_package_the_simulator_and_the_pins_and_nothing_else():
     patterns = dockerignore_patterns()
     modules = sorted(path.name for path in REPO.glob("*.py"))
     assert set(PRODUCT_MODULES) <= set(modules)
     simulator = sorted(f"mongosim/{path.name}" for path in (REPO / "mongosim").glob("*.py"))
     assert "mongosim/demo.py" in simulator  # --demo imports it
-    for name in [*modules, *simulator, "requirements.txt"]:
+    package = sorted(path.relative_to(REPO).as_posix() for path in (REPO / "replicationlag").rglob("*.py"))
+    assert "replicationlag/web/app.py" in package
+    for name in [*modules, *simulator, *package, "requirements.txt", "constraints.txt"]:
         assert dockerignore_allows(name, patterns), f"{name} is left out of the image"
     for name in (
         "tests/test_ops_docker.py",

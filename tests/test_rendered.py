@@ -6,6 +6,7 @@ from __future__ import annotations
 from test_web import ZP, call
 from view_factory import failure, healthy_set, make_store
 
+import bridge
 from replicationlag.metrics import build_registry, render
 from replicationlag.model import FRESHNESS_LIMIT_S
 from replicationlag.web import app as web
@@ -23,7 +24,7 @@ def data_lines(body: bytes) -> list[str]:
 
 def test_every_answer_shows_the_newest_poll_as_soon_as_it_is_published():
     store, _ = make_store(healthy_set(1_000))
-    app = web.create_app(store, build_registry(store))
+    app = web.create_app(store, build_registry(store), bridge)
     first = (call(app, "GET", "/metrics").body, call(app, "PUT", ZP).body, call(app, "GET", "/").body)
     assert b"1.0" in first[0] and b"replication lag 1000ms" in first[1]
 
@@ -37,7 +38,7 @@ def test_every_answer_shows_the_newest_poll_as_soon_as_it_is_published():
 def test_between_polls_the_data_is_served_byte_for_byte_and_only_the_live_families_move():
     store, clock = make_store(healthy_set(1_000))
     registry = build_registry(store)
-    app = web.create_app(store, registry)
+    app = web.create_app(store, registry, bridge)
     before = call(app, "GET", "/metrics").body
     document = call(app, "PUT", ZP).body
     clock.advance(30)
@@ -49,15 +50,15 @@ def test_between_polls_the_data_is_served_byte_for_byte_and_only_the_live_famili
 
 def test_data_that_turns_stale_without_a_poll_is_rendered_again_and_shows_it():
     store, clock = make_store(healthy_set(1_000))
-    app = web.create_app(store, build_registry(store))
+    app = web.create_app(store, build_registry(store), bridge)
     assert b'mongodb_replication_up{infra="clusterKeeper"} 1.0' in call(app, "GET", "/metrics").body
-    assert call(app, "PUT", ZP).json()[web.bridge.SERVICE_ID]["status"] == "GREEN"
+    assert call(app, "PUT", ZP).json()[bridge.SERVICE_ID]["status"] == "GREEN"
 
     clock.advance(FRESHNESS_LIMIT_S)
     metrics = call(app, "GET", "/metrics").body
     assert b'mongodb_replication_up{infra="clusterKeeper"} 0.0' in metrics
     assert b"mongodb_replication_lag_seconds" not in metrics
-    document = call(app, "PUT", ZP).json()[web.bridge.SERVICE_ID]
+    document = call(app, "PUT", ZP).json()[bridge.SERVICE_ID]
     assert document["status"] == "RED"
     assert "Data is stale: last successful collection 180 s ago" in document["messages"][0]["actionBody"]
 
@@ -75,7 +76,7 @@ def test_openmetrics_and_text_are_each_kept_and_each_ends_as_its_format_requires
 
 def test_the_ages_an_answer_prints_move_with_the_clock_between_polls():
     store, clock = make_store(healthy_set(1_000), failure())
-    app = web.create_app(store, build_registry(store))
+    app = web.create_app(store, build_registry(store), bridge)
     clock.advance(59.5)
     assert "Last successful collection 59 s ago" in call(app, "PUT", ZP).body.decode()
     assert "(59 s ago)" in call(app, "GET", "/").body.decode()
@@ -87,7 +88,7 @@ def test_the_ages_an_answer_prints_move_with_the_clock_between_polls():
 
 def test_a_healthy_document_is_the_same_bytes_from_one_publish_to_the_next_whatever_the_clock():
     store, clock = make_store(healthy_set(1_000))
-    app = web.create_app(store, build_registry(store))
+    app = web.create_app(store, build_registry(store), bridge)
     document = call(app, "PUT", ZP).body
     for _ in range(3):
         clock.advance(25.3)

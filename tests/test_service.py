@@ -20,6 +20,7 @@ from mongosim import ManualClock, MemberSpec, ReplicaSet
 from replicationlag import poller
 from replicationlag import service as service_module
 from replicationlag.config import load_settings
+from replicationlag.liveness import liveness_document
 from replicationlag.store import SnapshotStore
 
 FIXTURE_NOW_MS = 1_723_763_174_512
@@ -97,7 +98,7 @@ def service() -> Iterator[Callable[..., Service]]:
         flags = ["--mongodb.uri", uri, "--collect.interval", "60", "--collect.timeout", f"{timeout_s:g}"]
         settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
         monotonic = FakeClock()
-        built = service_module.build_service(settings, monotonic=monotonic)
+        built = service_module.build_service(settings, bridge, monotonic=monotonic)
         threading.Thread(target=built.server.run, daemon=True).start()  # HTTP only: the test runs the polls
         started.append((rs, built))
         return Service(rs, built, monotonic)
@@ -247,10 +248,10 @@ def test_a_mechanism_the_server_does_not_offer_is_an_auth_failure_that_says_what
 def test_an_srv_name_that_does_not_resolve_is_unreachable_and_says_what_to_check():
     """Issue 17 item 8: a failed SRV lookup was kind `error`; no member can be reached, so liveness fails at once."""
     flags = ["--mongodb.uri", "mongodb+srv://monitor:pw@no-such-cluster.invalid/", "--collect.timeout", "1"]
-    built = service_module.build_service(load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={}))
+    built = service_module.build_service(load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={}), bridge)
     try:
         built.poll()
-        status, answer = bridge.liveness_document(built.store.view())
+        status, answer = liveness_document(built.store.view())
     finally:
         built.stop()
     assert (status, answer["last_failure_kind"]) == (503, "unreachable")

@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from view_factory import FakeClock
 
+import bridge
 from mongosim import ManualClock, ShardedCluster
 from replicationlag import service as service_module
 from replicationlag.config import load_settings
@@ -106,7 +107,7 @@ def watch(tmp_path) -> Iterator[Callable[..., Watched]]:
             flags += ["--mongodb.uri", uri(cluster)]
         settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
         monotonic = FakeClock()
-        built = service_module.build_service(settings, monotonic=monotonic)
+        built = service_module.build_service(settings, bridge, monotonic=monotonic)
         threading.Thread(target=built.server.run, daemon=True).start()
         started.append((cluster, built))
         return Watched(cluster, built, monotonic)

@@ -9,7 +9,8 @@ import pytest
 
 from replicationlag import history
 from replicationlag.history import LagHistory
-from replicationlag.trend import Trend, minutes_words, trend, trend_words
+from replicationlag.trend import Trend, trend
+from replicationlag.words import minutes_words, trend_words
 
 NOW = 1_723_763_174.512
 

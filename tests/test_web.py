@@ -22,6 +22,7 @@ import pytest
 from service_util import read_line_matching
 from view_factory import failure, healthy_set, make_store, member, primary, snapshot
 
+import bridge
 from bridge import SERVICE_ID, status_document
 from replicationlag.metrics import build_registry
 from replicationlag.model import ARBITER, FRESHNESS_LIMIT_S, SECONDARY
@@ -80,7 +81,7 @@ def app_of(*results, age_s: float = 0.0, max_body_bytes: int = web.DEFAULT_MAX_B
     """The app over a real store that published `results`, `age_s` seconds ago."""
     store, clock = make_store(*results)
     clock.advance(age_s)
-    return web.create_app(store, build_registry(store), max_body_bytes=max_body_bytes), store
+    return web.create_app(store, build_registry(store), bridge, max_body_bytes=max_body_bytes), store
 
 
 STATES = {
@@ -198,7 +199,7 @@ def test_a_content_length_that_is_not_a_number_is_a_400():
 
 def test_the_document_follows_the_store_between_requests():
     store, clock = make_store(healthy_set(0))
-    app = web.create_app(store, build_registry(store))
+    app = web.create_app(store, build_registry(store), bridge)
     assert call(app, "PUT", ZP).json()[SERVICE_ID]["status"] == "GREEN"
 
     store.publish(healthy_set(5_000), duration_s=0.01)
@@ -353,7 +354,7 @@ class ExplodingRegistry:
 
 def test_an_internal_error_is_a_json_500_without_stack_trace_or_credentials():
     store, _ = make_store(healthy_set(0))
-    app = web.create_app(store, ExplodingRegistry())
+    app = web.create_app(store, ExplodingRegistry(), bridge)
 
     answer = call(app, "GET", "/metrics")
 
@@ -377,7 +378,7 @@ def test_every_answer_forbids_caching_and_content_sniffing():
 def server():
     """The real waitress server on an ephemeral port, with ONE worker thread so that any blocking shows."""
     store, _ = make_store(healthy_set(1_239))
-    app = web.create_app(store, build_registry(store), max_body_bytes=1_000)
+    app = web.create_app(store, build_registry(store), bridge, max_body_bytes=1_000)
     running = httpserver.serve(app, "127.0.0.1", 0, threads=1, max_body_bytes=1_000)
     yield running
     running.close()
@@ -446,7 +447,7 @@ def test_a_port_in_use_is_reported_before_anything_runs():
         threads_before = threading.active_count()
 
         with pytest.raises(OSError) as refused:
-            httpserver.Server(web.create_app(store, build_registry(store)), "127.0.0.1", taken.getsockname()[1])
+            httpserver.Server(web.create_app(store, build_registry(store), bridge), "127.0.0.1", taken.getsockname()[1])
 
     assert refused.value.errno == errno.EADDRINUSE
     assert threading.active_count() == threads_before
@@ -454,7 +455,7 @@ def test_a_port_in_use_is_reported_before_anything_runs():
 
 def test_close_stops_the_server_promptly_even_with_a_client_connected():
     store, _ = make_store(healthy_set(0))
-    running = httpserver.serve(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
+    running = httpserver.serve(web.create_app(store, build_registry(store), bridge), "127.0.0.1", 0)
     assert request(running, "GET", "/liveness")[0] == 200
     idle = socket.create_connection(("127.0.0.1", running.port), timeout=10)
     idle.sendall(b"GET / HTTP/1.1\r\n")
@@ -471,7 +472,7 @@ def test_close_stops_the_server_promptly_even_with_a_client_connected():
 
 def test_a_server_on_port_0_reports_the_port_it_got():
     store, _ = make_store(healthy_set(0))
-    running = httpserver.Server(web.create_app(store, build_registry(store)), "127.0.0.1", 0)
+    running = httpserver.Server(web.create_app(store, build_registry(store), bridge), "127.0.0.1", 0)
     try:
         worker = threading.Thread(target=running.run, daemon=True)
         worker.start()
@@ -553,7 +554,7 @@ def test_an_ipv6_listen_address_is_logged_in_brackets():
 
 def test_a_server_on_an_empty_host_listens_on_ipv4_and_ipv6_with_one_port():
     store, _ = make_store(healthy_set(0))
-    running = httpserver.serve(web.create_app(store, build_registry(store)), "", 0)
+    running = httpserver.serve(web.create_app(store, build_registry(store), bridge), "", 0)
     try:
         assert running.addresses == [("0.0.0.0", running.port), ("::", running.port)]
         assert running.urls == [f"http://0.0.0.0:{running.port}/", f"http://[::]:{running.port}/"]

@@ -39,6 +39,7 @@ from ops_util import run_promtool
 from service_util import read_line_matching
 from view_factory import healthy_set, make_store
 
+import bridge
 import exporter
 from replicationlag.metrics import build_registry
 from replicationlag.web import app as web
@@ -459,7 +460,7 @@ def serve_config(tmp_path):
         if sslsocket_class is not None:
             access.config.tls.sslsocket_class = sslsocket_class
         store, _ = make_store(healthy_set(1_239))
-        app = web.create_app(store, build_registry(store), max_body_bytes=200_000, access=access)
+        app = web.create_app(store, build_registry(store), bridge, max_body_bytes=200_000, access=access)
         server = httpserver.serve(
             app, "127.0.0.1", 0, threads=threads, max_body_bytes=200_000, tls=access.config.tls, **options
         )
@@ -710,7 +711,7 @@ def test_a_reloaded_web_config_with_tls_applies_to_new_connections_and_open_ones
     path = write_config(tmp_path, users_yaml())
     access = WebAccess(path)
     store, _ = make_store(healthy_set(1_239))
-    server = httpserver.serve(web.create_app(store, build_registry(store), access=access), "127.0.0.1", 0)
+    server = httpserver.serve(web.create_app(store, build_registry(store), bridge, access=access), "127.0.0.1", 0)
     kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT_S)
     try:
         kept.request("GET", "/metrics", headers=credentials())

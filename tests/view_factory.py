@@ -31,7 +31,8 @@ from replicationlag.model import (
     status_for_lag,
 )
 from replicationlag.replset import build_snapshot
-from replicationlag.store import SnapshotStore, View
+from replicationlag.store import SnapshotStore
+from replicationlag.view import View
 
 COLLECTED_AT_MS = 1_723_763_174_512  # 2024-08-15T23:06:14.512Z, the synthetic fixtures' `date`
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -5,8 +5,8 @@ Each set has its own `ReplicaSetSource` (its own connection, reader and cached c
 the map and closed when it leaves it. Each set is polled on a thread of its own, started at the beginning of the
 poll, so a hung or failing set costs only its own result: the others publish fresh values in the same poll. The
 map is read beside them; a set that appears in it is polled at once. When no router answers, the last known map
-is polled and the result says why. Imports `driver`, `keeper`, `kinds`, `replset`, `shardmap`, `source` and
-`store`.
+is polled and the result says why. Imports `model`, `mongo.driver`, `mongo.keeper`,
+`mongo.source` and `shardmap`.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from replicationlag.model import (
     SetRole,
     ShardMap,
     Snapshot,
+    wall_now_ms,
 )
 from replicationlag.mongo.driver import COMMAND_NOT_FOUND, UNAUTHORIZED, ClientError, DriverError
 from replicationlag.mongo.keeper import ClientKeeper
 from replicationlag.mongo.source import ReplicaSetSource
 from replicationlag.shardmap import from_shard_documents, from_shard_map
-from replicationlag.store import wall_now_ms
 
 log = logging.getLogger("replicationlag.cluster")
 

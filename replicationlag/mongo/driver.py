@@ -4,7 +4,7 @@ A `Connection` is one long-lived `MongoClient` with every wait bounded (server s
 per-poll deadline), commands sent with an explicit read preference, and a heartbeat observer that remembers what
 each server said it is. Every driver error leaves this module as a `DriverError` carrying a `FailureKind` and a
 message in words with no credential in it, so nothing else needs to know pymongo's exception classes.
-Imports `kinds` only.
+Imports `model` only.
 """
 
 from __future__ import annotations

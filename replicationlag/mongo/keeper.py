@@ -5,7 +5,7 @@ the heartbeats it observed.
 
 With `replicaSet=` in the URI the driver drops a seed that answers as a standalone (or for another set) and never
 looks at the URI's hosts again, so once every seed was dropped it cannot recover even when the servers are fixed.
-The keeper then starts over with a fresh connection from the URI. Imports `driver` and `kinds`.
+The keeper then starts over with a fresh connection from the URI. Imports `model` and `mongo.driver`.
 """
 
 from __future__ import annotations

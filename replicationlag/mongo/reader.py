@@ -8,8 +8,8 @@ of which may fail alone without failing the poll: on each data-bearing member (r
 own connection, or a direct one for a member the driver does not read from), its oldest and newest oplog entries
 and its oplog's storage statistics (three small reads), `replSetGetStatus` on a member in initial sync, and
 `serverStatus` on the primary for flow control. Everything runs under the one poll deadline; a member
-read gets at most a quarter of it, so a member that hangs cannot starve the others. Imports `danger`, `driver`,
-`keeper` and `replset`.
+read gets at most a quarter of it, so a member that hangs cannot starve the others. Imports `danger`, `model`,
+`mongo.driver`, `mongo.keeper` and `replset`.
 """
 
 from __future__ import annotations

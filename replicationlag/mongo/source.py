@@ -3,7 +3,7 @@ engine), and the source that decides at the first handshake whether the URI name
 
 `ReplicaSetSource.collect()` asks the set once (the reader bounds every command by the poll deadline) and returns
 one `Snapshot` or one `Failure` in words; it raises only on a bug, which the poller turns into a failure.
-Imports `danger`, `driver`, `keeper`, `reader`, `replset` and `store` (its clock and the cluster result type).
+Imports `model`, `mongo.driver`, `mongo.keeper`, `mongo.reader` and `replset`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from replicationlag.model import ClusterResult, Failure, Snapshot
+from replicationlag.model import ClusterResult, Failure, Snapshot, wall_now_ms
 from replicationlag.mongo.driver import DriverError
 from replicationlag.mongo.keeper import ClientKeeper
 from replicationlag.mongo.reader import SetReader
 from replicationlag.replset import build_snapshot
-from replicationlag.store import wall_now_ms
 
 
 class ReplicaSetSource:

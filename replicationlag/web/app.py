@@ -8,11 +8,11 @@ never slow an HTTP answer. Routes:
     GET /metrics                                   Prometheus text 0.0.4 or OpenMetrics, by Accept
     GET /                                          a self-refreshing HTML status page, no JavaScript
 
-HEAD works wherever GET does. Errors are small JSON documents, never a stack trace. With an `auth` check,
+HEAD works wherever GET does. Errors are small JSON documents, never a stack trace. With a `WebAccess`,
 `create_app` answers 401 to any request without accepted HTTP Basic credentials (except the paths left open), and
-429 to a client whose failures are over budget. The page itself is drawn by `page`; `httpserver` serves the app.
-Imports `bridge`, `httpserver` (its body cap and error format), `metrics`, `page`, `store` and `webconfig` (who
-may read).
+429 to a client whose failures are over budget. The document comes from the bridge the process hands over, the page
+from `web.page`; `web.server` serves the app. Imports `liveness`, `metrics`, `store`, `view`, `web.access` (who may
+read), `web.page` and `web.server` (its body cap and error format).
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import bottle
 
-import bridge
+from replicationlag.liveness import liveness_document
 from replicationlag.metrics import render
-from replicationlag.store import SnapshotStore, View
+from replicationlag.store import SnapshotStore
+from replicationlag.view import View
 from replicationlag.web.access import Verdict, WebAccess
-from replicationlag.web.page import ZERO_PROBLEM_PATH, page_key, render_status_page
+from replicationlag.web.page import page_key, render_status_page
 from replicationlag.web.server import COMMON_HEADERS, DEFAULT_MAX_BODY_BYTES, error_document
 
 READ = ["GET", "HEAD"]  # listed explicitly so that a 405's Allow header names HEAD too
@@ -44,14 +46,27 @@ class _ClientError(bottle.HTTPError):
     """An error caused by the request, whose text is ours and safe to show to the client."""
 
 
+class DocumentBridge(Protocol):
+    """What the app needs of the Zero Problem contract (bridge.py, handed over by the process): where the document
+    is served, the document for a view, and what in a view changes it."""
+
+    PATH: str
+
+    def status_document(self, view: View) -> dict: ...
+
+    def document_key(self, view: View) -> tuple: ...
+
+
 def create_app(
     store: SnapshotStore,
     registry: object,
+    bridge: DocumentBridge,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access: WebAccess | None = None,
 ) -> bottle.Bottle:
-    """The WSGI app: every route reads `store.view()`; `registry` is what /metrics renders.
+    """The WSGI app: every route reads `store.view()`; `registry` is what /metrics renders; `bridge` makes the Zero
+    Problem document (bridge.py: the package does not import it, the process hands it over).
 
     `max_body_bytes` is the same cap the server is given (it refuses bigger bodies before buffering them); the
     app checks it too, for a WSGI server that does not.
@@ -93,15 +108,18 @@ def create_app(
     def add_common_headers() -> None:
         _set_common_headers()
 
-    @app.route(ZERO_PROBLEM_PATH, method=["PUT", *READ])
+    def document(view: View) -> bytes:
+        return _json(bridge.status_document(view)).encode()
+
+    @app.route(bridge.PATH, method=["PUT", *READ])
     def zero_problem() -> bytes:
         # The consumer PUTs to ask for the status; what it sends is neither read nor stored.
         bottle.response.content_type = "application/json"
-        return kept.get("document", bridge.document_key, _document)
+        return kept.get("document", bridge.document_key, document)
 
     @app.route("/liveness", method=READ)
     def liveness() -> str:
-        status, document = bridge.liveness_document(store.view())
+        status, document = liveness_document(store.view())
         bottle.response.status = status
         return _json(document)
 
@@ -116,7 +134,7 @@ def create_app(
     def status_page() -> bytes:
         bottle.response.content_type = "text/html; charset=utf-8"
         bottle.response.set_header("Content-Security-Policy", _PAGE_CSP)
-        return kept.get("page", page_key, lambda view: render_status_page(view).encode())
+        return kept.get("page", page_key, lambda view: render_status_page(view, document_path=bridge.PATH).encode())
 
     app.default_error_handler = _error_document
     return app
@@ -156,13 +174,9 @@ class _Rendered:
 @dataclass(frozen=True)
 class _Kept:
     freshness: tuple  # the store's freshness key the bytes were checked against
-    key: tuple  # the answer's own key (bridge.document_key, page.page_key)
+    key: tuple  # the answer's own key (the bridge's document_key, page.page_key)
     until_s: float  # store clock: check the key again from then on
     body: bytes
-
-
-def _document(view: View) -> bytes:
-    return _json(bridge.status_document(view)).encode()
 
 
 def basic_credentials(header: str) -> tuple[str, str] | None:

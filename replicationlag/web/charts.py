@@ -3,7 +3,7 @@
 PURE: points in, markup out; every name is XML-escaped. Each member is one line of its effective lag over the
 chart's span, drawn against the 5 s (YELLOW) and 30 s (RED) lines, with its current value at the right. Lines
 are thinned to at most `max_points` per member by keeping each time bucket's largest lag, so a spike is never
-averaged away and a 24 h chart stays small. Imports `replset` (the thresholds) only.
+averaged away and a 24 h chart stays small. Imports `model` (the thresholds) only.
 """
 
 from __future__ import annotations

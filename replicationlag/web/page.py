@@ -1,9 +1,9 @@
 """The status page: one `View` in, one self-refreshing HTML page out, with no script and nothing loaded; a
 sharded cluster is drawn set by set, problems first.
 
-PURE: no I/O. The words come from `bridge`, so the page, the document and /liveness never disagree; every piece
-of text from outside is HTML-escaped; lag history is drawn as inline SVG by `charts`. Imports `bridge`, `charts`,
-`kinds`, `replset` and `store`.
+PURE: no I/O. The words come from `words`, which the Zero Problem document shares, so the two never disagree;
+every piece of text from outside is HTML-escaped; lag history is drawn as inline SVG by `web.charts`. Imports
+`model`, `trend`, `view`, `web.charts` and `words`.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from __future__ import annotations
 import html
 from datetime import UTC, datetime
 
-import bridge
+from replicationlag import words
 from replicationlag.model import Member, Reference, SetRole, Snapshot, Status
-from replicationlag.store import SetView, View
 from replicationlag.trend import Trend
+from replicationlag.view import SetView, View
 from replicationlag.web.charts import lag_chart
 from replicationlag.words import duration_words
-
-ZERO_PROBLEM_PATH = "/" + bridge.SERVICE_ID
 
 _STYLE = """
 body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 84em; padding: 0 1em; color: #1f2328; }
@@ -33,8 +31,9 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 """
 
 
-def render_status_page(view: View) -> str:
-    """The whole status page for one view; every piece of text from outside is HTML-escaped."""
+def render_status_page(view: View, *, document_path: str) -> str:
+    """The whole status page for one view, linking the Zero Problem document at `document_path`; every piece of
+    text from outside is HTML-escaped."""
     status = view.status.name
     snapshot = view.snapshot
     title = f"{status} · replication lag · {view.infra}"
@@ -47,17 +46,17 @@ def render_status_page(view: View) -> str:
     ]
     if view.sharded:
         parts += _cluster_body(view)
-        parts += _footer(view)
+        parts += _footer(view, document_path)
         return "\n".join(parts)
     parts.append(f"<p>Infra <b>{_e(view.infra)}</b>{_set_sentence(snapshot)}</p>")
-    problems = bridge.collection_problems(view)
+    problems = words.collection_problems(view)
     parts += [f'<p class="problem">{_e(p)}</p>' for p in problems]
     if view.current is not None and view.current.reasons:
         parts.append("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in view.current.reasons) + "</ul>")
     if snapshot is not None:
         parts.append(_members_table(snapshot, last_known=view.current is None, trends=view.single))
         parts.append(_history_charts(view, snapshot, HISTORY_POINTS))
-    parts += _footer(view)
+    parts += _footer(view, document_path)
     return "\n".join(parts)
 
 
@@ -105,14 +104,14 @@ def page_key(view: View) -> tuple:
     """What the page shows that changes between polls: the poll, the colour and every age it prints (whole
     seconds). Two views with the same key give the same page, so it is rendered once per key (web.py)."""
     ages = tuple(None if a is None else int(a) for a in (view.age_s, *(s.age_s for s in view.sets)))
-    return (bridge.document_key(view), ages)
+    return (words.changing_sentences(view), ages)
 
 
-def _footer(view: View) -> list[str]:
+def _footer(view: View, document_path: str) -> list[str]:
     return [
         f'<p class="muted">{_e(_collection_sentence(view))}</p>',
         '<p>Also: <a href="/metrics">/metrics</a> (Prometheus) · <a href="/liveness">/liveness</a> · '
-        f'<a href="{ZERO_PROBLEM_PATH}">{ZERO_PROBLEM_PATH}</a> (Zero Problem document)</p>',
+        f'<a href="{_e(document_path)}">{_e(document_path)}</a> (Zero Problem document)</p>',
         "</body></html>\n",
     ]
 
@@ -128,8 +127,8 @@ def _cluster_body(view: View) -> list[str]:
     parts = [f"<p>Infra <b>{_e(view.infra)}</b>: a sharded cluster, {shards} shard{'s' if shards != 1 else ''}"]
     parts[0] += " and the config servers.</p>" if view.config_watched else " (config servers not watched).</p>"
     # Coloured by what they make the set: a YELLOW set's lag is a warning, not an alarm.
-    problems = [(p, "problem") for p in bridge.cluster_problems(view)]
-    problems += [(p, _PROBLEM_CLASS[each.status]) for each in ranked for p in bridge.set_problems(each)]
+    problems = [(p, "problem") for p in words.cluster_problems(view)]
+    problems += [(p, _PROBLEM_CLASS[each.status]) for each in ranked for p in words.set_problems(each)]
     if problems:
         parts.append("<ul>" + "".join(f'<li class="{css}">{_e(p)}</li>' for p, css in problems) + "</ul>")
     head = _header_row(_SET_COLUMNS, numeric={"Worst lag", "Data age"})
@@ -141,7 +140,7 @@ def _cluster_body(view: View) -> list[str]:
             continue
         table = _members_table(each.snapshot, last_known=each.current is None, caption=each.address.label, trends=each)
         # A small cluster shows every set; a large one folds its GREEN sets away, as the document sums them up.
-        folded = each.status is Status.GREEN and len(view.sets) > bridge.FULL_LISTING_MAX_SETS
+        folded = each.status is Status.GREEN and len(view.sets) > words.FULL_LISTING_MAX_SETS
         table += _history_charts(view, each.snapshot, HISTORY_POINTS_FOLDED if folded else HISTORY_POINTS)
         if folded:
             table = f"<details><summary>{_e(each.address.label)}: GREEN</summary>{table}</details>"
@@ -208,27 +207,27 @@ def _members_table(snapshot: Snapshot, *, last_known: bool, caption: str = "", t
     # What endangers the whole set (the majority commit point, flow control, a refused read) stands out; the rest
     # of the engine's notes (an oplog lookup that fell back) is for the curious.
     for note in snapshot.notes:
-        style = "warn" if note.kind in bridge.SET_DANGER else "muted"
+        style = "warn" if note.kind in words.SET_DANGER else "muted"
         table += f'<p class="{style}">{_e(str(note))}</p>'
     return table
 
 
 def _member_row(member: Member, trend: Trend | None) -> str:
     state = member.state_str + ("" if member.healthy else " (unhealthy)")
-    role = bridge.role(member) + (" (hidden)" if member.hidden else "")
+    role = words.role(member) + (" (hidden)" if member.hidden else "")
     oplog = member.oplog
     window = "-" if oplog is None else duration_words(oplog.window_ms) + (" (filling)" if oplog.full is False else "")
     headroom = "-" if member.headroom_ms is None else duration_words(member.headroom_ms)
     if member.headroom_ms is not None and member.sync_source_full is False:
         headroom += " (no limit yet)"
-    why = "; ".join(bridge.danger_words(member, trend) + [n.text for n in member.notes])
+    why = "; ".join(words.danger_words(member, trend) + [n.text for n in member.notes])
     cells = [
         f"<td>{_e(member.name)}</td>",
         f"<td>{_e(role)}</td>",
         f"<td>{_e(state)}</td>",
         f'<td><span class="status {member.status.name}">{member.status.name}</span></td>',
-        f'<td class="num">{_e(bridge.lag_text(member) or "-")}</td>',
-        f'<td class="num">{_e(bridge.duration_text(member.delay_ms)) if member.delay_ms else "-"}</td>',
+        f'<td class="num">{_e(words.lag_text(member) or "-")}</td>',
+        f'<td class="num">{_e(words.duration_text(member.delay_ms)) if member.delay_ms else "-"}</td>',
         f'<td class="num">{_e(window)}</td>',
         f'<td class="num">{_e(headroom)}</td>',
         f"<td>{_e(why)}</td>",
