@@ -4,7 +4,9 @@ Every handler answers from one `store.view()`: no handler does I/O to MongoDB, s
 never slow an HTTP answer. Routes:
 
     PUT|GET /mhp.zeroproblem.mongo.replcationlag   the Zero Problem status document (JSON; a PUT body is ignored)
-    GET /liveness                                  200/503 JSON: is the exporter doing its job
+    GET /liveness                                  200/503 JSON: is the exporter doing its job (Zero Problem)
+    GET /-/healthy                                 200 text while the process serves (orchestrators' liveness)
+    GET /-/ready                                   200 text once the first poll ended, whatever its result; 503 before
     GET /metrics                                   Prometheus text 0.0.4 or OpenMetrics, by Accept
     GET /                                          a self-refreshing HTML status page, no JavaScript
 
@@ -33,6 +35,8 @@ from replicationlag.web.page import ZERO_PROBLEM_PATH, page_key, render_status_p
 from replicationlag.web.server import COMMON_HEADERS, DEFAULT_MAX_BODY_BYTES, error_document
 from replicationlag.web.webconfig import Verdict, WebAccess
 
+HEALTHY_PATH = "/-/healthy"  # Prometheus's own names for "the process serves" and "it has finished starting"
+READY_PATH = "/-/ready"
 READ = ["GET", "HEAD"]  # listed explicitly so that a 405's Allow header names HEAD too
 
 _CHALLENGE = 'Basic realm="replicationlag", charset="UTF-8"'
@@ -104,6 +108,22 @@ def create_app(
         status, document = bridge.liveness_document(store.view())
         bottle.response.status = status
         return _json(document)
+
+    # The orchestrators' probes, as Prometheus answers them: plain text, nothing about the cluster. A pod whose
+    # cluster is unreachable stays alive and in its Service (its document says RED and why); /liveness is Zero
+    # Problem's "is it collecting", which a restart would not fix.
+    @app.route(HEALTHY_PATH, method=READ)
+    def healthy() -> str:
+        bottle.response.content_type = "text/plain; charset=utf-8"
+        return "replicationlag is healthy.\n"
+
+    @app.route(READY_PATH, method=READ)
+    def ready() -> str:
+        bottle.response.content_type = "text/plain; charset=utf-8"
+        if store.polls_ended() == 0:
+            bottle.response.status = 503
+            return "replicationlag is not ready: the first poll has not ended.\n"
+        return "replicationlag is ready.\n"
 
     @app.route("/metrics", method=READ)
     def prometheus_metrics() -> bytes:

@@ -11,12 +11,13 @@ duplicate keys are errors), plus one key of ours:
       min_version: TLS12                  # TLS10..TLS13; max_version likewise
     basic_auth_users:                     # present: every request needs one of these users (HTTP Basic)
       prometheus: $2b$10$...              # bcrypt hashes only
-    basic_auth_excluded_paths: [/liveness]  # ours: /liveness answers without credentials (orchestrator probes)
+    basic_auth_excluded_paths: [/-/healthy, /-/ready]  # ours: these answer without credentials (probes)
 
 `basic_auth_excluded_paths` is the name exporter-toolkit's maintainers proposed for this (prometheus/exporter-
 toolkit#70 and #106, not merged): released exporter-toolkit versions refuse it, so a file that uses it no
-longer passes `promtool check web-config`. Only `/liveness` may be excluded: every other path shows the
-cluster's data. Settings exporter-toolkit has but Python's TLS cannot honour the same way (RequestClientCert,
+longer passes `promtool check web-config`. Only the probes may be excluded (`/-/healthy`, `/-/ready`, which say
+nothing of the cluster, and `/liveness`, which says whether it is collected): every other path shows the cluster's
+data. Settings exporter-toolkit has but Python's TLS cannot honour the same way (RequestClientCert,
 RequireAnyClientCert, cipher_suites, curve_preferences, client_allowed_sans, inline cert/key, rate_limit,
 http_server_config.headers) stop the exporter with an error rather than being silently ignored.
 
@@ -48,7 +49,8 @@ import bcrypt
 import yaml
 
 LIVENESS_PATH = "/liveness"
-EXCLUDABLE_PATHS = frozenset({LIVENESS_PATH})  # paths that carry no cluster data
+# The probes: no member, lag or host in their answers (web.app's routes of the same names).
+EXCLUDABLE_PATHS = frozenset({LIVENESS_PATH, "/-/healthy", "/-/ready"})
 AUTH_CACHE_SIZE = 256  # accepted credentials kept; a scraper presents one, so this covers many scrapers
 BCRYPT_SLOTS = 1  # bcrypt checks running at once: a flood of guesses uses one core at most, never every thread
 FAILURE_BURST = 5  # failed checks a client may make at once (typos, a rotated secret) ...
@@ -361,8 +363,8 @@ def _excluded_paths(section: Any, problems: list[str]) -> frozenset[str]:
     others = sorted(set(section) - EXCLUDABLE_PATHS)
     if others:
         problems.append(
-            f"basic_auth_excluded_paths: {', '.join(others)} cannot be excluded, only {LIVENESS_PATH} "
-            "(every other path shows the cluster's data)"
+            f"basic_auth_excluded_paths: {', '.join(others)} cannot be excluded, only "
+            f"{', '.join(sorted(EXCLUDABLE_PATHS))} (every other path shows the cluster's data)"
         )
     return frozenset(section) & EXCLUDABLE_PATHS
 
