@@ -113,6 +113,7 @@ def build_service(
         registry,
         max_body_bytes=MAX_BODY_BYTES,
         access=access,
+        metrics_path=settings.telemetry_path,
     )
     try:
         server = httpserver.Server(

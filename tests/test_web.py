@@ -607,3 +607,21 @@ def test_a_server_on_an_empty_host_listens_on_ipv4_and_ipv6_with_one_port():
         assert _get("127.0.0.1", running.port) == _get("::1", running.port) == 200
     finally:
         running.close()
+
+
+def test_the_metrics_move_to_the_telemetry_path_and_the_page_links_there():
+    store, _ = make_store(healthy_set(0))
+    app = web.create_app(store, build_registry(store), metrics_path="/prometheus/metrics")
+
+    moved = call(app, "GET", "/prometheus/metrics")
+    assert moved.status == 200 and "mongodb_replication_up" in moved.text
+    assert call(app, "GET", "/metrics").status == 404
+    assert '<a href="/prometheus/metrics">/prometheus/metrics</a>' in call(app, "GET", "/").text
+
+
+def test_the_routes_the_telemetry_path_may_not_take_are_the_apps_other_routes():
+    from replicationlag.config import DEFAULT_TELEMETRY_PATH, OTHER_ROUTES
+
+    store, _ = make_store()
+    routes = {route.rule for route in web.create_app(store, build_registry(store)).routes}
+    assert routes - {DEFAULT_TELEMETRY_PATH} == set(OTHER_ROUTES)

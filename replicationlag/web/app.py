@@ -7,7 +7,7 @@ never slow an HTTP answer. Routes:
     GET /liveness                                  200/503 JSON: is the exporter doing its job (Zero Problem)
     GET /-/healthy                                 200 text while the process serves (orchestrators' liveness)
     GET /-/ready                                   200 text once the first poll ended, whatever its result; 503 before
-    GET /metrics                                   Prometheus text 0.0.4 or OpenMetrics, by Accept
+    GET /metrics                                   Prometheus text or OpenMetrics, by Accept (--web.telemetry-path)
     GET /                                          a self-refreshing HTML status page, no JavaScript
 
 HEAD works wherever GET does. Errors are small JSON documents, never a stack trace. With an `auth` check,
@@ -54,8 +54,10 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access: WebAccess | None = None,
+    metrics_path: str = "/metrics",
 ) -> bottle.Bottle:
-    """The WSGI app: every route reads `store.view()`; `registry` is what /metrics renders.
+    """The WSGI app: every route reads `store.view()`; `registry` is what `metrics_path` (--web.telemetry-path,
+    checked by config against the other routes) renders.
 
     `max_body_bytes` is the same cap the server is given (it refuses bigger bodies before buffering them); the
     app checks it too, for a WSGI server that does not.
@@ -125,7 +127,7 @@ def create_app(
             return "replicationlag is not ready: the first poll has not ended.\n"
         return "replicationlag is ready.\n"
 
-    @app.route("/metrics", method=READ)
+    @app.route(metrics_path, method=READ)
     def prometheus_metrics() -> bytes:
         body, content_type = render(registry, bottle.request.get_header("Accept"))
         bottle.response.content_type = content_type
@@ -136,7 +138,7 @@ def create_app(
     def status_page() -> bytes:
         bottle.response.content_type = "text/html; charset=utf-8"
         bottle.response.set_header("Content-Security-Policy", _PAGE_CSP)
-        return kept.get("page", page_key, lambda view: render_status_page(view).encode())
+        return kept.get("page", page_key, lambda view: render_status_page(view, metrics_path).encode())
 
     app.default_error_handler = _error_document
     return app

@@ -34,7 +34,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 """
 
 
-def render_status_page(view: View) -> str:
+def render_status_page(view: View, metrics_path: str = "/metrics") -> str:
     """The whole status page for one view; every piece of text from outside is HTML-escaped."""
     status = view.status.name
     snapshot = view.snapshot
@@ -48,7 +48,7 @@ def render_status_page(view: View) -> str:
     ]
     if view.sharded:
         parts += _cluster_body(view)
-        parts += _footer(view)
+        parts += _footer(view, metrics_path)
         return "\n".join(parts)
     parts.append(f"<p>Infra <b>{_e(view.infra)}</b>{_set_sentence(snapshot)}</p>")
     problems = bridge.collection_problems(view)
@@ -58,7 +58,7 @@ def render_status_page(view: View) -> str:
     if snapshot is not None:
         parts.append(_members_table(snapshot, last_known=view.current is None, trends=view.single))
         parts.append(_history_charts(view, snapshot, HISTORY_POINTS))
-    parts += _footer(view)
+    parts += _footer(view, metrics_path)
     return "\n".join(parts)
 
 
@@ -109,10 +109,11 @@ def page_key(view: View) -> tuple:
     return (bridge.document_key(view), ages)
 
 
-def _footer(view: View) -> list[str]:
+def _footer(view: View, metrics_path: str) -> list[str]:
     return [
         f'<p class="muted">{_e(_collection_sentence(view))}</p>',
-        '<p>Also: <a href="/metrics">/metrics</a> (Prometheus) · <a href="/liveness">/liveness</a> · '
+        f'<p>Also: <a href="{_e(metrics_path)}">{_e(metrics_path)}</a> (Prometheus) · '
+        '<a href="/liveness">/liveness</a> · '
         f'<a href="{ZERO_PROBLEM_PATH}">{ZERO_PROBLEM_PATH}</a> (Zero Problem document)</p>',
         "</body></html>\n",
     ]
