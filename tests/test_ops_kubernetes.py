@@ -5,8 +5,9 @@ overlay is checked, never the YAML as written.
   only tolerated warnings are "no schema" for the two Prometheus Operator kinds, which are checked instead against
   the hand-written subset schemas of tests/fixtures/crd-subset (README there says what they can and cannot see).
 - The pods keep their promises: non-root uid 10001 (the Dockerfile's user), read-only root, no privilege
-  escalation, no capabilities, RuntimeDefault seccomp, a liveness probe on /liveness that waits for the first poll,
-  requests and limits from bench/RESULTS.md's measured RSS, and the URI only in a Secret's file.
+  escalation, no capabilities, RuntimeDefault seccomp, liveness on /-/healthy and readiness on /-/ready (never
+  /liveness, Zero Problem's), requests and limits from bench/RESULTS.md's measured RSS, the URI only in a Secret's
+  file, and the image tagged with the version, as every documented `docker build` tags it.
 - The PrometheusRule's groups are prometheus/alerts.yml's, and promtool checks and unit-tests (alerts_test.yml) the
   groups taken from the rendered PrometheusRule.
 - Broken copies (a missing probe, a privileged container, a rule that differs, a misspelt field) fail these checks.
