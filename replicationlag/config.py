@@ -351,24 +351,35 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     )
 
 
-def _read_toml(path: str, problems: list[str]) -> tuple[dict, int] | None:
-    """The document of a TOML file and its mode; None (and a problem in words) when it cannot be had."""
+def _read_small_file(
+    where: str, path: str, limit: int, limit_text: str, problems: list[str]
+) -> tuple[bytes, int] | None:
+    """A regular file's bytes (at most `limit`) and its mode; None (and a problem starting with `where`) otherwise."""
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
-            problems.append(f"--config.file {path}: not a regular file")
+            problems.append(f"{where}: not a regular file")
             return None
         with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
+            data = handle.read(limit + 1)
     except FileNotFoundError:
-        problems.append(f"--config.file {path}: no such file")
+        problems.append(f"{where}: no such file")
         return None
     except OSError as error:
-        problems.append(f"--config.file {path}: cannot read it ({error.strerror or type(error).__name__})")
+        problems.append(f"{where}: cannot read it ({error.strerror or type(error).__name__})")
         return None
-    if len(data) > MAX_CONFIG_BYTES:
-        problems.append(f"--config.file {path}: larger than 1 MiB; is it the right file?")
+    if len(data) > limit:
+        problems.append(f"{where}: larger than {limit_text}; is it the right file?")
         return None
+    return data, info.st_mode
+
+
+def _read_toml(path: str, problems: list[str]) -> tuple[dict, int] | None:
+    """The document of a TOML file and its mode; None (and a problem in words) when it cannot be had."""
+    read = _read_small_file(f"--config.file {path}", path, MAX_CONFIG_BYTES, "1 MiB", problems)
+    if read is None:
+        return None
+    data, mode = read
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -381,7 +392,7 @@ def _read_toml(path: str, problems: list[str]) -> tuple[dict, int] | None:
         return None
     try:
         # A byte-order mark (some editors write one) is still UTF-8: read past it.
-        return tomllib.loads(text.removeprefix("\ufeff")), info.st_mode
+        return tomllib.loads(text.removeprefix("\ufeff")), mode
     except tomllib.TOMLDecodeError as error:
         # The decoder's message names a line and column, never the file's content.
         problems.append(f"--config.file {path}: not valid TOML ({error})")
@@ -498,22 +509,10 @@ def _password(path: str, from_env: str | None, problems: list[str], warnings: li
         problems.append(f"--mongodb.password-file and {PASSWORD_ENV} are both set: give the password one way")
         return None
     where = f"--mongodb.password-file {path}"
-    try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            problems.append(f"{where}: not a regular file")
-            return None
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_PASSWORD_FILE_BYTES + 1)
-    except FileNotFoundError:
-        problems.append(f"{where}: no such file")
+    read = _read_small_file(where, path, MAX_PASSWORD_FILE_BYTES, "64 KiB", problems)
+    if read is None:
         return None
-    except OSError as error:
-        problems.append(f"{where}: cannot read it ({error.strerror or type(error).__name__})")
-        return None
-    if len(data) > MAX_PASSWORD_FILE_BYTES:
-        problems.append(f"{where}: larger than 64 KiB; is it the right file?")
-        return None
+    data, mode = read
     try:
         password = data.decode("utf-8").removesuffix("\n").removesuffix("\r")
     except UnicodeDecodeError:
