@@ -1,8 +1,9 @@
-# replicationlag exporter image: `docker build -t replicationlag .` (docker-compose.yml builds it for you).
+# replicationlag exporter image: `docker build -t replicationlag:0.2.0 .`, the version of replicationlag/version.py,
+# which the Kubernetes manifests ask for (docker-compose.yml builds it for you).
 # Two stages: the first installs the pinned requirements from wheels only (no compiler, no build tools) into a
 # virtual environment; the final image gets that environment, our modules and the simulator package for `--demo`
-# (.dockerignore is an allow-list), runs as an unprivileged user and is checked with /liveness (200 only while polls
-# succeed and the data is fresh). It runs with a read-only root filesystem and no capabilities (as the Kubernetes
+# (.dockerignore is an allow-list), runs as an unprivileged user and is checked with /-/healthy (200 while the
+# process serves: an unreachable cluster is no reason to restart it; /liveness is Zero Problem's). It runs with a read-only root filesystem and no capabilities (as the Kubernetes
 # manifests of deploy/kubernetes ask); tests/test_ops_image.py builds it and runs it so, where an engine can start.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -30,11 +31,12 @@ COPY replicationlag/ ./replicationlag/
 COPY mongosim/ ./mongosim/
 USER 10001:10001
 EXPOSE 9218
-# urlopen raises on a 503 or no answer within 4 s, and python then exits 1: unhealthy. No curl in the image.
-# With TLS on (--web.config.file), run the container with LIVENESS_URL=https://127.0.0.1:9218/liveness; this local
-# check skips certificate verification (it talks to its own container's loopback).
-HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, ssl, urllib.request as r; r.urlopen(os.environ.get('LIVENESS_URL', 'http://127.0.0.1:9218/liveness'), timeout=4, context=ssl._create_unverified_context())"]
+# urlopen raises on an error status or no answer within 4 s, and python then exits 1: unhealthy. No curl in the
+# image. With TLS on (--web.config.file), run the container with HEALTHCHECK_URL=https://127.0.0.1:9218/-/healthy
+# (and list /-/healthy in basic_auth_excluded_paths when users are required); this local check skips certificate
+# verification (it talks to its own container's loopback). Another port: HEALTHCHECK_URL too.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["python", "-c", "import os, ssl, urllib.request as r; r.urlopen(os.environ.get('HEALTHCHECK_URL', 'http://127.0.0.1:9218/-/healthy'), timeout=4, context=ssl._create_unverified_context())"]
 # Exec form: python is PID 1 (or tini's child with `init: true`) and gets SIGTERM itself; the exporter stops
 # cleanly on it within 2 s.
 ENTRYPOINT ["python", "exporter.py"]

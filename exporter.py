@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import bridge
 from replicationlag.config import ConfigError, load_settings
 from replicationlag.logs import configure_logging
-from replicationlag.mongo.driver import ClientError
+from replicationlag.mongo.driver import ClientError, skip_driver_exit_joins
 from replicationlag.service import Service, build_service
 from replicationlag.web.webconfig import WebConfigError
 
@@ -86,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log.info("stopping")
     service.stop(SHUTDOWN_STEP_S)
+    skip_driver_exit_joins()  # the clients are closed: exiting must not wait for their threads again
     return _stop_demo(stop_demo, 0)
 
 

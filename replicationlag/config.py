@@ -17,12 +17,18 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from replicationlag.credentials import URI_SCHEME, Credentials, Secrets, redact_uri, uri_passwords
+from replicationlag.credentials import URI_SCHEME, Credentials, Secrets, redact_uri, uri_passwords, with_login
 from replicationlag.model import FRESHNESS_LIMIT_S
 from replicationlag.version import VERSION
 
 DEFAULT_LABEL = "clusterKeeper"
 DEFAULT_LISTEN = ":9218"
+DEMO_LISTEN = "127.0.0.1:9218"  # a demo is for the person at this machine: not every interface unless asked
+DEFAULT_TELEMETRY_PATH = "/metrics"
+# The app's other routes (web.app; tests/test_web.py checks this list against its router): the metrics take none.
+OTHER_ROUTES = ("/", "/liveness", "/-/healthy", "/-/ready", "/mhp.zeroproblem.mongo.replcationlag")
+PASSWORD_ENV = "MONGODB_PASSWORD"  # environment only: a --mongodb.password flag would show in ps and /proc
+MAX_PASSWORD_FILE_BYTES = 64 << 10
 DEFAULT_INTERVAL_S = 60.0
 DEMO_INTERVAL_S = 5.0  # the demo set's lag cycles in about 3 minutes; a minute between polls would hide it
 MAX_DEFAULT_TIMEOUT_S = 10.0
@@ -42,13 +48,29 @@ FLAGS = {
     "mongodb.uri": (
         "MONGODB_URI",
         "MongoDB URI of the cluster for the infra label (may carry a password; "
-        "prefer --config.file or the environment so it stays off the command line)",
+        "prefer --config.file, or a URI without one and MONGODB_PASSWORD or --mongodb.password-file)",
+    ),
+    "mongodb.user": (
+        "MONGODB_USER",
+        "user name to log in with, put into the URI percent-encoded (as Percona's exporter reads it); "
+        "the URI must then name no user",
+    ),
+    "mongodb.password-file": (
+        "MONGODB_PASSWORD_FILE",
+        f"file holding the password (a trailing newline is dropped), put into the URI percent-encoded; "
+        f"or the password itself in the environment variable {PASSWORD_ENV} (never a flag); "
+        "the URI must then carry no password",
     ),
     "infra.label": ("INFRA_LABEL", f"infra label of the cluster to poll (default {DEFAULT_LABEL})"),
     "config.file": ("CONFIG_FILE", 'TOML file with [infra.<label>] sections holding uri = "mongodb://..."'),
     "web.listen-address": (
         "WEB_LISTEN_ADDRESS",
-        f"host:port to serve HTTP on (default {DEFAULT_LISTEN}; an empty host means every interface, IPv4 and IPv6)",
+        f"host:port to serve HTTP on (default {DEFAULT_LISTEN}, {DEMO_LISTEN} with --demo; an empty host means every "
+        "interface, IPv4 and IPv6)",
+    ),
+    "web.telemetry-path": (
+        "WEB_TELEMETRY_PATH",
+        f"path of the Prometheus metrics (default {DEFAULT_TELEMETRY_PATH})",
     ),
     "web.config.file": (
         "WEB_CONFIG_FILE",
@@ -89,6 +111,7 @@ class Settings:
     demo_cluster: bool = False  # --demo.cluster: the demo is a sharded cluster
     secrets: Secrets = field(default=Secrets(), repr=False)
     web_config_file: str = ""  # read by webconfig.load_web_config in exporter.py; empty: plain HTTP, no auth
+    telemetry_path: str = DEFAULT_TELEMETRY_PATH
     # Sharded clusters: who logs in directly on the shards and on the config servers (None: the router URI's user).
     shard_credentials: Credentials | None = field(default=None, repr=False)
     shard_credentials_by_id: tuple[tuple[str, Credentials], ...] = field(default=(), repr=False)
@@ -159,12 +182,15 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     uri = raw["mongodb.uri"] or ""
     file_failed = False
     section: dict = {}
+    password_env = env.get(PASSWORD_ENV) or None
     if demo:
         # A demo must never poll a real cluster: whatever names one (often an exported MONGODB_URI) is ignored.
-        for name in ("mongodb.uri", "config.file"):
+        for name in ("mongodb.uri", "config.file", "mongodb.user", "mongodb.password-file"):
             if raw[name]:
                 source = f"--{name}" if args[name] is not None else FLAGS[name][0]
                 warnings.append(f"--demo: {source} is ignored; the demo polls its own simulated replica set")
+        if password_env is not None:
+            warnings.append(f"--demo: {PASSWORD_ENV} is ignored; the demo polls its own simulated replica set")
         uri = ""
     elif raw["config.file"]:
         before = len(problems)
@@ -177,9 +203,15 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
             f'[infra.{label}] uri = "..." in --config.file'
         )
     elif uri:
-        problems.extend(_uri_problems(uri))
+        shape = _uri_problems(uri)
+        problems.extend(shape)
+        if not demo and not shape:
+            password = _password(raw["mongodb.password-file"] or "", password_env, problems, warnings)
+            uri = with_login(uri, raw["mongodb.user"] or "", password, problems)
+    login_passwords = [password_env] if password_env else []
 
-    host, port = _listen_address(raw["web.listen-address"] or DEFAULT_LISTEN, problems)
+    host, port = _listen_address(raw["web.listen-address"] or (DEMO_LISTEN if demo else DEFAULT_LISTEN), problems)
+    telemetry_path = _telemetry_path(raw["web.telemetry-path"] or DEFAULT_TELEMETRY_PATH, problems)
     interval_text, timeout_text = raw["collect.interval"] or "", raw["collect.timeout"] or ""
     default_interval = DEMO_INTERVAL_S if demo else DEFAULT_INTERVAL_S
     interval = _seconds("collect.interval", interval_text, default_interval, MIN_INTERVAL_S, problems)
@@ -205,7 +237,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
 
     shards, shards_by_id, config_servers = _cluster_credentials(section, label, problems)
     passwords = [c.password for c in (shards, config_servers, *dict(shards_by_id).values()) if c is not None]
-    secrets = Secrets.of(uris=[uri], passwords=passwords)
+    secrets = Secrets.of(uris=[uri], passwords=[*passwords, *login_passwords])
     if problems:
         raise ConfigError("\n".join(secrets.redact(p) for p in problems))
     return Settings(
@@ -220,6 +252,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         demo=demo,
         demo_cluster=bool(args["demo.cluster"]),
         web_config_file=raw["web.config.file"] or "",
+        telemetry_path=telemetry_path,
         warnings=tuple(secrets.redact(w) for w in warnings),
         secrets=secrets,
         shard_credentials=shards,
@@ -228,24 +261,35 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     )
 
 
-def _read_toml(path: str, problems: list[str]) -> tuple[dict, int] | None:
-    """The document of a TOML file and its mode; None (and a problem in words) when it cannot be had."""
+def _read_small_file(
+    where: str, path: str, limit: int, limit_text: str, problems: list[str]
+) -> tuple[bytes, int] | None:
+    """A regular file's bytes (at most `limit`) and its mode; None (and a problem starting with `where`) otherwise."""
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
-            problems.append(f"--config.file {path}: not a regular file")
+            problems.append(f"{where}: not a regular file")
             return None
         with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
+            data = handle.read(limit + 1)
     except FileNotFoundError:
-        problems.append(f"--config.file {path}: no such file")
+        problems.append(f"{where}: no such file")
         return None
     except OSError as error:
-        problems.append(f"--config.file {path}: cannot read it ({error.strerror or type(error).__name__})")
+        problems.append(f"{where}: cannot read it ({error.strerror or type(error).__name__})")
         return None
-    if len(data) > MAX_CONFIG_BYTES:
-        problems.append(f"--config.file {path}: larger than 1 MiB; is it the right file?")
+    if len(data) > limit:
+        problems.append(f"{where}: larger than {limit_text}; is it the right file?")
         return None
+    return data, info.st_mode
+
+
+def _read_toml(path: str, problems: list[str]) -> tuple[dict, int] | None:
+    """The document of a TOML file and its mode; None (and a problem in words) when it cannot be had."""
+    read = _read_small_file(f"--config.file {path}", path, MAX_CONFIG_BYTES, "1 MiB", problems)
+    if read is None:
+        return None
+    data, mode = read
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -258,7 +302,7 @@ def _read_toml(path: str, problems: list[str]) -> tuple[dict, int] | None:
         return None
     try:
         # A byte-order mark (some editors write one) is still UTF-8: read past it.
-        return tomllib.loads(text.removeprefix("\ufeff")), info.st_mode
+        return tomllib.loads(text.removeprefix("\ufeff")), mode
     except tomllib.TOMLDecodeError as error:
         # The decoder's message names a line and column, never the file's content.
         problems.append(f"--config.file {path}: not valid TOML ({error})")
@@ -364,6 +408,44 @@ def _uri_problems(uri: str) -> list[str]:
         if colon and not (port.isdigit() and 0 < int(port) < 65536):
             return [f"malformed MongoDB URI: bad host {name!r}: its port must be a number from 1 to 65535"]
     return []
+
+
+def _password(path: str, from_env: str | None, problems: list[str], warnings: list[str]) -> str | None:
+    """The password of --mongodb.password-file or MONGODB_PASSWORD; None when neither is given. The file's text
+    loses its trailing line ending (`echo` and editors add one); nothing of it is ever quoted in a problem."""
+    if not path:
+        return from_env
+    if from_env is not None:
+        problems.append(f"--mongodb.password-file and {PASSWORD_ENV} are both set: give the password one way")
+        return None
+    where = f"--mongodb.password-file {path}"
+    read = _read_small_file(where, path, MAX_PASSWORD_FILE_BYTES, "64 KiB", problems)
+    if read is None:
+        return None
+    data, mode = read
+    try:
+        password = data.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        problems.append(f"{where}: not UTF-8 text")
+        return None
+    if not password:
+        problems.append(f"{where}: empty; it must hold the password")
+        return None
+    if mode & stat.S_IROTH:  # group-readable is how a Kubernetes Secret is mounted with fsGroup: no warning
+        warnings.append(f"{where} is readable by others: chmod o-r it")
+    return password
+
+
+def _telemetry_path(path: str, problems: list[str]) -> str:
+    """--web.telemetry-path: an absolute URL path of plain characters that no other route uses."""
+    if not re.fullmatch(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*", path):
+        problems.append(
+            f"--web.telemetry-path {path!r}: must start with '/' and hold only URL path characters (no spaces, "
+            "'?', '#', '<' or '>')"
+        )
+    elif path in OTHER_ROUTES:
+        problems.append(f"--web.telemetry-path {path!r}: that path is taken by another endpoint; use e.g. /metrics")
+    return path
 
 
 def _listen_address(value: str, problems: list[str]) -> tuple[str, int]:

@@ -79,6 +79,40 @@ def _userinfo_span(uri: str) -> tuple[int, int] | None:
     return (start, at) if at >= 0 else None
 
 
+def with_login(uri: str, user: str, password: str | None, problems: list[str]) -> str:
+    """`uri` with --mongodb.user and the password put in its userinfo, percent-encoded; unchanged when neither is
+    given. Refused (a problem, the URI unchanged) when that would give a user or a password twice, or a password to
+    nobody: which one the driver would use is not something to guess."""
+    if not user and password is None:
+        return uri
+    scheme = URI_SCHEME.match(uri)
+    start = scheme.end() if scheme else 0
+    span = _userinfo_span(uri)
+    uri_user, has_password = "", False
+    if span is not None:
+        uri_user, colon, uri_password = uri[span[0] : span[1]].partition(":")
+        has_password = bool(colon and uri_password)
+    if password is not None and has_password:
+        problems.append(
+            "the MongoDB URI already carries a password, and a password is given apart (MONGODB_PASSWORD or "
+            "--mongodb.password-file): remove one of them"
+        )
+        return uri
+    if user and uri_user:
+        problems.append("the MongoDB URI already names a user, and --mongodb.user (MONGODB_USER) names one: remove one")
+        return uri
+    if password is not None and not (user or uri_user):
+        problems.append(
+            "a password is given (MONGODB_PASSWORD or --mongodb.password-file) but no user: set --mongodb.user "
+            "(MONGODB_USER) or put the user in the URI"
+        )
+        return uri
+    name = quote(user, safe="") if user else uri_user
+    secret = f":{quote(password, safe='')}" if password is not None else ""
+    hosts = uri[span[1] + 1 :] if span is not None else uri[start:]
+    return f"{uri[:start]}{name}{secret}@{hosts}"
+
+
 def redact_uri(uri: str) -> str:
     """The URI with its password and password-bearing options replaced by ***, however malformed it is."""
     span = _userinfo_span(uri)

@@ -113,7 +113,9 @@ def build_service(
     source = DetectingSource(ClientKeeper(connect, connect_member), replica_set, sharded)
     store = SnapshotStore(settings.infra_label, settings.interval_s, monotonic=monotonic)
     registry = metrics.build_registry(store)
-    app = create_app(store, registry, bridge, max_body_bytes=MAX_BODY_BYTES, access=access)
+    app = create_app(
+        store, registry, bridge, max_body_bytes=MAX_BODY_BYTES, access=access, metrics_path=settings.telemetry_path
+    )
     try:
         server = Server(
             app, settings.listen_host, settings.listen_port, max_body_bytes=MAX_BODY_BYTES, tls=access.config.tls

@@ -160,6 +160,11 @@ class SnapshotStore:
     def _count(self, failure: Failure) -> None:
         self._failures[failure.kind] = self._failures.get(failure.kind, 0) + 1
 
+    def polls_ended(self) -> int:
+        """How many polls have ended, successful or not (0: still starting). Read on every readiness probe: no lock,
+        no view (an int read is atomic)."""
+        return self._polls
+
     def freshness_key(self) -> tuple[int, int]:
         """Changes exactly when what readers show changes, ages aside: at each publish, and each time some data
         turns stale (staleness only grows between publishes). Read on every request, so it takes no lock and no

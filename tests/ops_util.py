@@ -190,10 +190,36 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+PERCONA_HEADING = "## Coming from Percona's mongodb_exporter"
+
+
+def percona_table(path: Path = METRICS_DOC) -> list[tuple[set[str], set[str]]]:
+    """docs/metrics.md's table from Percona's names to ours: per row, the names in its first and second column
+    (`..._suffix` is the cell's first name with its last word replaced; PromQL in a cell gives its metric names)."""
+    rows, inside = [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        inside = inside or line.startswith(PERCONA_HEADING)
+        cells = line.split("|")
+        if not inside or not line.startswith("| ") or len(cells) < 4 or set(cells[1].strip()) <= {"-"}:
+            continue
+
+        def names(cell: str) -> set[str]:
+            codes = re.findall(r"`([^`]+)`", cell)
+            stem = codes[0][: codes[0].rfind("_") + 1] if codes else ""
+            found = set().union(*(metric_names(c) for c in codes if not c.startswith("..._"))) if codes else set()
+            found |= {stem + c[4:] for c in codes if c.startswith("..._")}
+            return {name for name in found if name.startswith("mongodb_")}
+
+        rows.append((names(cells[1]), names(cells[2])))
+    return rows[1:]  # the header row
+
+
 def documented_metrics(path: Path = METRICS_DOC) -> tuple[set[str], tuple[str, ...]]:
     """The metric names of docs/metrics.md's table, and the prefixes it documents with a `*` (process_, ...)."""
     names, prefixes = set(), []
     for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(PERCONA_HEADING):
+            break  # the Percona names below are what users come from, not what we export
         if not line.startswith("| `"):
             continue
         for token in re.findall(r"`([A-Za-z_:][\w:]*\*?)`", line.split("|")[1]):

@@ -1,6 +1,7 @@
 """Settings: flags, environment and config file, every problem reported once, no password anywhere."""
 
 import os
+import re
 import stat
 from urllib.parse import quote, quote_plus
 
@@ -341,3 +342,126 @@ def test_the_demo_ignores_any_uri_it_is_given_and_says_so(flags, env, source):
     [warning] = settings.warnings
     assert warning.startswith(f"--demo: {source} is ignored")
     assert "s3cr" not in warning
+
+
+# -- issue 26: what users of other MongoDB exporters look for -------------------------------------------------------
+
+BARE = "mongodb://db0:27017,db1:27017/?replicaSet=rs0"
+MONITOR = "mongodb://monitor@db0/"
+
+
+def test_percona_style_user_and_password_are_put_into_the_uri_percent_encoded_and_redacted():
+    settings = load_settings(
+        ["--mongodb.uri", BARE, "--mongodb.user", "mon:itor"], env={"MONGODB_PASSWORD": "s3cr@t/pw%"}
+    )
+    assert settings.uri == "mongodb://mon%3Aitor:s3cr%40t%2Fpw%25@db0:27017,db1:27017/?replicaSet=rs0"
+    assert settings.redacted_uri == "mongodb://mon%3Aitor:***@db0:27017,db1:27017/?replicaSet=rs0"
+    assert "s3cr" not in settings.redact(f"failed: {settings.uri}")
+
+
+def test_the_user_may_come_from_the_uri_and_only_the_password_from_the_environment():
+    settings = load_settings([], env={"MONGODB_URI": "mongodb://monitor@db0/?replicaSet=rs0", "MONGODB_PASSWORD": "pw"})
+    assert settings.uri == "mongodb://monitor:pw@db0/?replicaSet=rs0"
+
+
+def test_the_user_may_come_from_the_environment():
+    settings = load_settings(["--mongodb.uri", BARE], env={"MONGODB_USER": "monitor", "MONGODB_PASSWORD": "pw"})
+    assert settings.uri.startswith("mongodb://monitor:pw@db0:27017,")
+
+
+def test_the_password_file_loses_its_trailing_newline_only(tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text(" spaced pw \n")
+    secret.chmod(0o600)
+    settings = load_settings(["--mongodb.uri", MONITOR, "--mongodb.password-file", str(secret)], env={})
+    assert settings.uri == "mongodb://monitor:%20spaced%20pw%20@db0/"
+    assert settings.warnings == ()
+
+
+def test_a_password_file_others_can_read_warns_without_the_password(tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-pw")
+    secret.chmod(0o644)
+    settings = load_settings(["--mongodb.uri", MONITOR, "--mongodb.password-file", str(secret)], env={})
+    [warning] = settings.warnings
+    assert "readable by others" in warning and "s3cret" not in warning
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "file_text", "message"),
+    [
+        (["--mongodb.uri", URI], {"MONGODB_PASSWORD": "other-pw"}, None, "the MongoDB URI already carries a password"),
+        (["--mongodb.uri", URI, "--mongodb.password-file", "{file}"], {}, "other-pw", "already carries a password"),
+        (["--mongodb.uri", URI, "--mongodb.user", "other"], {}, None, "the MongoDB URI already names a user"),
+        (["--mongodb.uri", BARE], {"MONGODB_PASSWORD": "other-pw"}, None, "a password is given"),
+        (["--mongodb.uri", BARE, "--mongodb.password-file", "{file}"], {"MONGODB_USER": "u"}, "", "{file}: empty"),
+        (["--mongodb.uri", BARE, "--mongodb.password-file", "{file}"], {"MONGODB_USER": "u"}, "\n", "{file}: empty"),
+        (["--mongodb.uri", BARE, "--mongodb.password-file", "{tmp}/missing"], {}, None, "missing: no such file"),
+        (["--mongodb.uri", BARE, "--mongodb.password-file", "{tmp}"], {}, None, "not a regular file"),
+        (
+            ["--mongodb.uri", BARE, "--mongodb.user", "u", "--mongodb.password-file", "{file}"],
+            {"MONGODB_PASSWORD": "other-pw"},
+            "file-pw",
+            "are both set",
+        ),
+    ],
+)
+def test_credentials_given_twice_to_nobody_or_from_a_bad_file_are_refused(tmp_path, flags, env, file_text, message):
+    secret = tmp_path / "password"
+    if file_text is not None:
+        secret.write_text(file_text)
+    fields = {"file": secret, "tmp": tmp_path}
+    with pytest.raises(ConfigError) as refused:
+        load_settings([flag.format(**fields) for flag in flags], env=env)
+    assert message.format(**fields) in str(refused.value)
+    for password in ("s3cr", "other-pw", "file-pw"):
+        assert password not in str(refused.value)
+
+
+def test_an_unreadable_password_file_is_refused_saying_why(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(ConfigError, match=r"a-file/password: cannot read it \(Not a directory\)"):
+        load_settings(["--mongodb.uri", BARE, "--mongodb.password-file", str(blocked / "password")], env={})
+
+
+def test_the_demo_ignores_credentials_it_is_given_and_says_so():
+    settings = load_settings(["--demo", "--mongodb.user", "u"], env={"MONGODB_PASSWORD": "pw"})
+    assert settings.uri == ""
+    ignored = [w.split(" is ignored")[0] for w in settings.warnings]
+    assert ignored == ["--demo: --mongodb.user", "--demo: MONGODB_PASSWORD"]
+
+
+def test_the_demo_listens_on_loopback_unless_told_otherwise():
+    assert (load_settings(["--demo"], env={}).listen_host, load_settings(["--demo"], env={}).listen_port) == (
+        "127.0.0.1",
+        9218,
+    )
+    assert load_settings(["--demo", "--web.listen-address", ":9300"], env={}).listen_host == ""
+    assert load_settings(["--demo"], env={"WEB_LISTEN_ADDRESS": "0.0.0.0:9218"}).listen_host == "0.0.0.0"
+
+
+def test_the_telemetry_path_defaults_to_metrics_and_may_be_moved():
+    assert load_settings(["--mongodb.uri", URI], env={}).telemetry_path == "/metrics"
+    settings = load_settings(["--mongodb.uri", URI, "--web.telemetry-path", "/prometheus/metrics"], env={})
+    assert settings.telemetry_path == "/prometheus/metrics"
+    assert load_settings([], env={"MONGODB_URI": URI, "WEB_TELEMETRY_PATH": "/m"}).telemetry_path == "/m"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("metrics", "must start with '/'"),
+        ("/met rics", "URL path characters"),
+        ("/metrics?x=1", "URL path characters"),
+        ("/<name>", "URL path characters"),  # a bottle wildcard would swallow every path
+        ("/liveness", "taken by another endpoint"),
+        ("/", "taken by another endpoint"),
+        ("/-/healthy", "taken by another endpoint"),
+        ("/-/ready", "taken by another endpoint"),
+        ("/mhp.zeroproblem.mongo.replcationlag", "taken by another endpoint"),
+    ],
+)
+def test_a_telemetry_path_that_is_not_a_path_or_collides_with_a_route_is_refused(path, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(["--mongodb.uri", URI, "--web.telemetry-path", path], env={})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -36,7 +37,7 @@ def free_port() -> int:
 class Exporter:
     """A running exporter.py and what it printed."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "exporter.py"), "--web.listen-address", f"127.0.0.1:{self.port}", *args],
@@ -44,6 +45,7 @@ class Exporter:
             stderr=subprocess.STDOUT,
             text=True,
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
         )
         self.answers: list[str] = []
 
@@ -88,8 +90,8 @@ class Exporter:
 def exporters() -> Iterator[Callable[..., Exporter]]:
     started: list[Exporter] = []
 
-    def start(*args: str) -> Exporter:
-        exporter = Exporter(*args)
+    def start(*args: str, env: dict[str, str] | None = None) -> Exporter:
+        exporter = Exporter(*args, env=env)
         started.append(exporter)
         return exporter
 
@@ -129,6 +131,35 @@ def test_the_password_appears_in_no_log_line_answer_or_metric_through_faults(exp
     code, output = exporter.stop()
     assert code == 0
     assert "readable by others" in output
+    seen = output + "\n".join(exporter.answers)
+    for spelling in (PASSWORD, ENCODED, "pa55:w@rd", "pa55%3A"):
+        assert spelling not in seen, f"the password leaked as {spelling!r}"
+    assert "monitor:***@" in output
+
+
+@pytest.mark.parametrize("how", ["MONGODB_PASSWORD", "--mongodb.password-file"])
+def test_a_user_and_password_given_apart_from_the_uri_log_in_and_never_show(exporters, start_set, tmp_path, how):
+    """Percona's MONGODB_USER / MONGODB_PASSWORD (or a password file, as a Kubernetes Secret mounts one): the URI
+    needs no assembly, and the password, special characters and all, is percent-encoded into it and redacted."""
+    rs: ReplicaSet = start_set(3, users=USERS)
+    env, flags = {"MONGODB_USER": "monitor"}, []
+    if how == "MONGODB_PASSWORD":
+        env[how] = PASSWORD
+    else:
+        secret = tmp_path / "password"
+        secret.write_text(PASSWORD + "\n")  # as `echo` writes it
+        secret.chmod(0o440)
+        flags = [how, str(secret)]
+    exporter = exporters(
+        "--mongodb.uri", rs.uri, *flags, "--collect.interval", "0.5", "--collect.timeout", "0.4",
+        "--log.level", "debug", env=env,
+    )  # fmt: skip
+    exporter.wait_for(lambda: exporter.get("/liveness")[0] == 200 and exporter.status() == "GREEN")
+    for path in ("/", "/metrics", "/liveness", "/-/ready", SERVICE_PATH):
+        exporter.get(path)
+
+    code, output = exporter.stop()
+    assert code == 0, output
     seen = output + "\n".join(exporter.answers)
     for spelling in (PASSWORD, ENCODED, "pa55:w@rd", "pa55%3A"):
         assert spelling not in seen, f"the password leaked as {spelling!r}"

@@ -18,10 +18,12 @@ from ops_util import (
     DASHBOARD,
     REPO,
     dashboard_queries,
+    documented_metrics,
     grafana_regex,
     iter_panels,
     load_dashboard,
     metric_names,
+    percona_table,
     run_promtool,
     substitute,
     undocumented_metrics,
@@ -746,3 +748,19 @@ def test_the_danger_panels_answer_right_on_simulated_sets(tmp_path):
         every, DANGER_SETS_EXPECTED, EVAL_TIME_S
     )
     evaluate_panels(tmp_path, scraped(DANGER_SERIES), checks)
+
+
+def test_the_percona_table_leads_to_documented_metrics_and_documents_none_of_percona():
+    """docs/metrics.md's table from Percona's names: each of ours it names is exported (documented above it), and
+    the Percona names do not count as ours (a dashboard reading one must still fail the check above)."""
+    rows = percona_table()
+    ours = set().union(*(o for _, o in rows))
+    percona = set().union(*(p for p, _ in rows))
+    documented, _ = documented_metrics()
+    assert {"mongodb_mongod_replset_member_replication_lag", "mongodb_members_optimeDate"} <= percona
+    assert "mongodb_replication_lag_seconds" in ours
+    assert ours - documented == set()
+    assert percona & documented == set()
+    assert undocumented_metrics(["mongodb_mongod_replset_member_replication_lag > 10"]) == {
+        "mongodb_mongod_replset_member_replication_lag"
+    }

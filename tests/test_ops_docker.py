@@ -1,5 +1,5 @@
 """The Dockerfile and .dockerignore: hadolint clean, our own structural checks (multi-stage, wheels only, non-root,
-liveness healthcheck without curl, exec form, port 9218), the allow-list, and the healthcheck command itself.
+a healthcheck on /-/healthy without curl, exec form, port 9218), the allow-list, and the healthcheck command itself.
 These need no Docker engine; tests/test_ops_image.py builds the image and runs it where an engine can start."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ops_util import REPO, hadolint
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 PRODUCT_MODULES = tuple(sorted(path.name for path in REPO.glob("*.py")))  # every top-level module is product
-LIVENESS_URL = "http://127.0.0.1:9218/liveness"
+HEALTHCHECK_URL = "http://127.0.0.1:9218/-/healthy"  # the process serves; never /liveness
 
 CARELESS_DOCKERFILE = """\
 FROM python:latest
@@ -87,8 +87,10 @@ def dockerfile_problems(text: str) -> list[str]:
         problems.append("runs as root")
     checks = [a for k, a in final if k == "HEALTHCHECK"]
     check = checks[-1] if checks else ""
-    if "/liveness" not in check or "urllib" not in check or re.search(r"\b(curl|wget)\b", check):
-        problems.append("no HEALTHCHECK on /liveness with python's urllib")
+    if "/-/healthy" not in check or "urllib" not in check or re.search(r"\b(curl|wget)\b", check):
+        problems.append("no HEALTHCHECK on /-/healthy with python's urllib")
+    if "/liveness" in check:  # 503 while the cluster is unreachable: an orchestrator would restart for nothing
+        problems.append("the HEALTHCHECK asks /liveness")
     if "9218" not in {port.split("/")[0] for k, a in final if k == "EXPOSE" for port in a.split()}:
         problems.append("does not EXPOSE 9218")
     for keyword in ("ENTRYPOINT", "CMD"):
@@ -160,7 +162,8 @@ def test_the_dockerfile_check_lists_every_broken_promise_of_a_careless_dockerfil
         "the final stage installs packages",
         "the final stage does not copy the built environment",
         "runs as root",
-        "no HEALTHCHECK on /liveness with python's urllib",
+        "no HEALTHCHECK on /-/healthy with python's urllib",
+        "the HEALTHCHECK asks /liveness",
         "does not EXPOSE 9218",
         "CMD is not in exec form",
     ]
@@ -172,7 +175,7 @@ def test_the_image_listens_exposes_and_checks_the_exporters_default_port():
     text = DOCKERFILE.read_text(encoding="utf-8")
     port = DEFAULT_LISTEN.rpartition(":")[2]
     assert f"EXPOSE {port}" in text
-    assert LIVENESS_URL.replace("9218", port) in text
+    assert HEALTHCHECK_URL.replace("9218", port) in text
 
 
 def test_the_dockerignore_lets_in_the_top_level_modules_the_package_the_simulator_and_the_pins_and_nothing_else():
@@ -217,13 +220,14 @@ def test_the_dockerignore_check_follows_dockers_matching_rules():
     assert dockerignore_allows("mongosim/demo.py", ["*", "!mongosim/"])
 
 
-class _Liveness(BaseHTTPRequestHandler):
-    """Answers /liveness with the status the test sets, like the exporter's 200 (collecting) or 503."""
+class _Healthy(BaseHTTPRequestHandler):
+    """Answers /-/healthy with the status the test sets: the exporter's 200, or an error a broken server might
+    give."""
 
     status = 200
 
     def do_GET(self) -> None:
-        self.send_response(self.status if self.path == "/liveness" else 404)
+        self.send_response(self.status if self.path == "/-/healthy" else 404)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -232,20 +236,20 @@ class _Liveness(BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize(("status", "exit_code"), [(200, 0), (503, 1)])
-def test_the_healthcheck_command_passes_only_when_liveness_answers_200(status, exit_code):
+def test_the_healthcheck_command_passes_only_when_healthy_answers_200(status, exit_code):
     (check,) = [a for k, a in instructions(DOCKERFILE.read_text(encoding="utf-8")) if k == "HEALTHCHECK"]
     command = exec_form(check.partition(" CMD ")[2])
     assert command is not None and command[0] == "python"
-    handler = type("Handler", (_Liveness,), {"status": status})
+    handler = type("Handler", (_Healthy,), {"status": status})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/liveness"
+        url = f"http://127.0.0.1:{server.server_address[1]}/-/healthy"
         script = command[-1]
-        assert LIVENESS_URL in script
+        assert HEALTHCHECK_URL in script
         result = subprocess.run(
-            [sys.executable, *command[1:-1], script.replace(LIVENESS_URL, url)],
+            [sys.executable, *command[1:-1], script.replace(HEALTHCHECK_URL, url)],
             capture_output=True,
             text=True,
             timeout=30,

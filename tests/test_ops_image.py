@@ -16,6 +16,9 @@ Checked on the running containers:
 - The rendered Kubernetes Deployment's init container and exporter, with the Secret and emptyDir volumes as the
   kubelet lays them out, against a simulated replica set: the copied config is uid 10001's own with mode 0400, the
   exporter turns healthy and does not warn about its password file (which it does when it reads the Secret's file).
+- The exporter pointed at a cluster nobody answers for (a closed port), probed as the rendered Deployment's
+  probes and the image's HEALTHCHECK probe it: the container turns healthy, `/-/healthy` 200, `/-/ready` 200 once
+  the first poll ended, while `/liveness` (Zero Problem's) is 503 and the document RED: no restart for it.
 
 Without a Docker engine (none running, and not root or no dockerd to start one) these tests skip with the reason.
 """
@@ -210,7 +213,7 @@ def test_the_image_serves_the_demo_healthy_as_uid_10001_and_stops_on_sigterm(doc
     with container(
         docker,
         "--network", "host", *HARDENED, *FAST_HEALTHCHECK,
-        "-e", f"LIVENESS_URL=http://127.0.0.1:{port}/liveness",  # the image's documented override of the port
+        "-e", f"HEALTHCHECK_URL=http://127.0.0.1:{port}/-/healthy",  # the image's documented override of the port
         image, "--demo", "--web.listen-address", f"127.0.0.1:{port}",
     ) as name:  # fmt: skip
         wait_healthy(docker, name)
@@ -284,7 +287,7 @@ def test_the_kubernetes_pod_runs_in_the_image_and_its_config_copy_keeps_the_pass
     with container(
         docker,
         "--network", "host", *as_the_pod, *FAST_HEALTHCHECK, "-v", f"{empty_dir}:{config_mount}:ro",
-        "-e", f"LIVENESS_URL=http://127.0.0.1:{port}/liveness",
+        "-e", f"HEALTHCHECK_URL=http://127.0.0.1:{port}/-/healthy",
         image, *args, "--web.listen-address", f"127.0.0.1:{port}",
     ) as name:  # fmt: skip
         wait_healthy(docker, name)
@@ -303,3 +306,37 @@ def test_the_kubernetes_pod_runs_in_the_image_and_its_config_copy_keeps_the_pass
         while "serving" not in (logs := docker("logs", name).stderr) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert PASSWORD_WARNING in logs, logs
+
+
+def healthcheck_path() -> str:
+    """The path the Dockerfile's HEALTHCHECK asks by default (HEALTHCHECK_URL only moves it to another port here)."""
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    return re.search(r"HEALTHCHECK_URL', 'http://127\.0\.0\.1:\d+(/[^']*)'", text).group(1)
+
+
+def test_the_image_answers_its_probes_while_the_cluster_is_unreachable(docker, image):
+    (deployment,) = of_kind(render(KUBERNETES / "base"), "Deployment")
+    (exporter,) = deployment["spec"]["template"]["spec"]["containers"]
+    liveness_path = exporter["livenessProbe"]["httpGet"]["path"]
+    readiness_path = exporter["readinessProbe"]["httpGet"]["path"]
+    port, unreachable = free_port(), free_port()  # nothing listens on `unreachable`: connections are refused
+    with container(
+        docker,
+        "--network", "host", *HARDENED, *FAST_HEALTHCHECK,
+        "-e", f"HEALTHCHECK_URL=http://127.0.0.1:{port}{healthcheck_path()}",
+        image, "--mongodb.uri", f"mongodb://127.0.0.1:{unreachable}/?replicaSet=rs0",
+        "--collect.interval", "2", "--collect.timeout", "1", "--web.listen-address", f"127.0.0.1:{port}",
+    ) as name:  # fmt: skip
+        wait_healthy(docker, name)  # the image's HEALTHCHECK: healthy although nothing is collected
+        deadline = time.monotonic() + HEALTHY_WITHIN_S
+        while request(port, "GET", readiness_path)[0] != 200:  # ready once the first (failed) poll ended
+            assert time.monotonic() < deadline, docker("logs", name).stderr
+            time.sleep(0.2)
+
+        assert request(port, "GET", liveness_path)[0] == 200
+        status, body = request(port, "GET", "/liveness")
+        assert status == 503, body
+        assert json.loads(body)["last_failure_kind"] == "unreachable", body
+        status, body = request(port, "PUT", SERVICE_PATH)
+        assert status == 200 and json.loads(body)[SERVICE_PATH[1:]]["status"] == "RED"
+        assert state(docker, name)["Health"]["Status"] == "healthy"

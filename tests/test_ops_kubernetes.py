@@ -5,8 +5,9 @@ overlay is checked, never the YAML as written.
   only tolerated warnings are "no schema" for the two Prometheus Operator kinds, which are checked instead against
   the hand-written subset schemas of tests/fixtures/crd-subset (README there says what they can and cannot see).
 - The pods keep their promises: non-root uid 10001 (the Dockerfile's user), read-only root, no privilege
-  escalation, no capabilities, RuntimeDefault seccomp, a liveness probe on /liveness that waits for the first poll,
-  requests and limits from bench/RESULTS.md's measured RSS, and the URI only in a Secret's file.
+  escalation, no capabilities, RuntimeDefault seccomp, liveness on /-/healthy and readiness on /-/ready (never
+  /liveness, Zero Problem's), requests and limits from bench/RESULTS.md's measured RSS, the URI only in a Secret's
+  file, and the image tagged with the version, as every documented `docker build` tags it.
 - The PrometheusRule's groups are prometheus/alerts.yml's, and promtool checks and unit-tests (alerts_test.yml) the
   groups taken from the rendered PrometheusRule.
 - Broken copies (a missing probe, a privileged container, a rule that differs, a misspelt field) fail these checks.
@@ -30,6 +31,8 @@ import pytest
 import yaml
 from ops_util import REPO, run_promtool
 
+from replicationlag.version import VERSION
+
 pytestmark = pytest.mark.slow  # every test here runs kubectl, kubernetes-validate or promtool
 
 KUBERNETES = REPO / "deploy" / "kubernetes"
@@ -43,9 +46,6 @@ CRD_KINDS = {"ServiceMonitor": "servicemonitor", "PrometheusRule": "prometheusru
 KUBERNETES_VERSIONS = ("1.31.0", "1.32.0")
 IMAGE_UID = 10001
 PORT = 9218
-# The exporter's defaults (README's flag table): --collect.interval 60 s; --collect.timeout half of it, at most 10 s.
-DEFAULT_INTERVAL_S = 60.0
-TIMEOUT_CAP_S = 10.0
 
 
 def kubectl() -> str:
@@ -220,20 +220,6 @@ def test_the_custom_resource_check_rejects_a_broken_copy(rendered, kind, breakag
 # ------------------------------------------------------------------------------------------------ the pods
 
 
-def first_poll_deadline_s(args: list[str]) -> float:
-    """How long the first poll may take with these flags (README: half the interval, at most 10 s, or the timeout)."""
-
-    def seconds(flag: str) -> float | None:
-        if flag not in args:
-            return None
-        value = args[args.index(flag) + 1]
-        number, unit = re.fullmatch(r"([\d.]+)(s|m)?", value).groups()
-        return float(number) * (60 if unit == "m" else 1)
-
-    interval = seconds("--collect.interval") or DEFAULT_INTERVAL_S
-    return seconds("--collect.timeout") or min(interval / 2, TIMEOUT_CAP_S)
-
-
 def mebibytes(quantity: str) -> float:
     number, unit = re.fullmatch(r"([\d.]+)(Ki|Mi|Gi|k|M|G)?", str(quantity)).groups()
     factor = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "k": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
@@ -284,6 +270,9 @@ def deployment_problems(deployment: dict, secrets: dict[str, dict] | None = None
         problems.append("a service account token is mounted (the exporter never calls the Kubernetes API)")
     for name, container in containers.items():
         problems += security_problems(pod, name, container)
+        image, _, tag = container.get("image", "").rpartition(":")
+        if image.rpartition("/")[2] != "replicationlag" or tag != VERSION:
+            problems.append(f"{name}: image {container.get('image')}, not replicationlag:{VERSION} (version.py)")
         env = " ".join(str(e.get("value", "")) + e.get("name", "") for e in container.get("env", []))
         if "mongodb://" in env or "MONGODB_URI" in env or "mongodb://" in " ".join(container.get("args", [])):
             problems.append(f"{name}: the URI is in an env var or an argument")
@@ -303,18 +292,16 @@ def deployment_problems(deployment: dict, secrets: dict[str, dict] | None = None
     ports = {p.get("name"): p["containerPort"] for p in exporter.get("ports", [])}
     if ports.get("http") != PORT:
         problems.append(f"the exporter's port http is not {PORT}")
-    liveness = exporter.get("livenessProbe", {})
-    if liveness.get("httpGet", {}).get("path") != "/liveness" or liveness["httpGet"].get("port") not in {"http", PORT}:
-        problems.append("no livenessProbe on /liveness")
-    elif liveness.get("initialDelaySeconds", 0) < first_poll_deadline_s(args):
-        problems.append(
-            f"the liveness probe starts after {liveness.get('initialDelaySeconds', 0)} s, before the first poll's "
-            f"deadline of {first_poll_deadline_s(args):g} s"
-        )
-    if "readinessProbe" not in exporter:
-        problems.append("no readinessProbe")
-    elif exporter["readinessProbe"].get("httpGet", {}).get("path") == "/liveness":
-        problems.append("readiness on /liveness: a RED cluster would drop the exporter from its Service")
+    # The orchestrator's probes are Prometheus's: /-/healthy (the process serves) and /-/ready (the first poll
+    # ended). /liveness is Zero Problem's; it is 503 while the cluster is unreachable, which no restart fixes.
+    liveness = exporter.get("livenessProbe", {}).get("httpGet", {})
+    if liveness.get("path") == "/liveness":
+        problems.append("liveness on /liveness: an unreachable cluster would restart the pod and wipe its history")
+    elif liveness.get("path") != "/-/healthy" or liveness.get("port") not in {"http", PORT}:
+        problems.append("no livenessProbe on /-/healthy")
+    readiness = exporter.get("readinessProbe", {}).get("httpGet", {})
+    if readiness.get("path") != "/-/ready" or readiness.get("port") not in {"http", PORT}:
+        problems.append("no readinessProbe on /-/ready")
     if pod.get("terminationGracePeriodSeconds", 30) < 2:  # the exporter stops within 2 s of SIGTERM
         problems.append("the grace period is shorter than the exporter's 2 s stop")
 
@@ -360,6 +347,59 @@ def test_every_deployment_keeps_its_promises(rendered, name):
         assert deployment_problems(deployment, secrets) == [], deployment["metadata"]["name"]
 
 
+# Where a user reads how to build and name the image: each must tag it with the version, as the manifests ask.
+BUILD_DOCS = ("README.md", "docs/operations.md", "deploy/kubernetes/README.md", "Dockerfile")
+
+
+def image_tag_problems(texts: dict[str, str], version: str) -> list[str]:
+    """Every `docker build` that does not tag replicationlag:<version>, every replicationlag image named with
+    another tag or none in a docker command, and every kustomize newTag that is not the version."""
+    problems = []
+    for name, text in texts.items():
+        builds = re.findall(r"docker build\s+-[^\n`]*", text)  # a command, not prose naming `docker build`
+        if not builds and name in BUILD_DOCS:
+            problems.append(f"{name}: no docker build command")
+        for build in builds:
+            if f"-t replicationlag:{version} " not in f"{build} ":
+                problems.append(f"{name}: {build!r} does not tag replicationlag:{version}")
+        for command in re.findall(r"docker (?:run|push|tag)\b[^\n`]*", text):
+            for image in re.findall(r"(?<![\w./:-])((?:[\w.-]+/)*replicationlag(?::[\w.-]+)?)(?![\w/.-])", command):
+                if not image.endswith(f":{version}"):
+                    problems.append(f"{name}: {command!r} names {image}, not :{version}")
+        for tag in re.findall(r"newTag:\s*\"?([\w.-]+)", text):
+            if tag != version:
+                problems.append(f"{name}: newTag {tag}, not {version}")
+    return problems
+
+
+def test_the_version_the_build_commands_and_the_manifests_name_one_image(rendered):
+    texts = {name: (REPO / name).read_text(encoding="utf-8") for name in BUILD_DOCS}
+    texts.update({str(p.relative_to(REPO)): p.read_text(encoding="utf-8") for p in KUBERNETES.rglob("*.yaml")})
+    assert image_tag_problems(texts, VERSION) == []
+    images = {
+        c["image"]
+        for name in ("base", "overlay")
+        for d in of_kind(rendered[name], "Deployment")
+        for c in d["spec"]["template"]["spec"]["initContainers"] + d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {f"replicationlag:{VERSION}", f"registry.example.internal/replicationlag:{VERSION}"}
+
+
+def test_the_image_tag_check_notices_a_build_or_a_manifest_left_behind():
+    old = "docker build -t replicationlag:0.1.0 .\ndocker run --rm replicationlag --demo\nnewTag: 0.1.0\n"
+    assert image_tag_problems({"README.md": old}, "0.2.0") == [
+        "README.md: 'docker build -t replicationlag:0.1.0 .' does not tag replicationlag:0.2.0",
+        "README.md: 'docker run --rm replicationlag --demo' names replicationlag, not :0.2.0",
+        "README.md: newTag 0.1.0, not 0.2.0",
+    ]
+    assert image_tag_problems({"README.md": "docker build -t replicationlag ."}, "0.2.0") != []
+    assert image_tag_problems({"README.md": "build it with `docker build`"}, "0.2.0") == [
+        "README.md: no docker build command"
+    ]
+    good = "docker build -t replicationlag:0.2.0 .\ndocker push registry.example.internal/replicationlag:0.2.0\n"
+    assert image_tag_problems({"README.md": good}, "0.2.0") == []
+
+
 def test_the_uid_is_the_images_user():
     users = re.findall(r"^USER\s+(\S+)", (REPO / "Dockerfile").read_text(encoding="utf-8"), re.M)
     assert users[-1].split(":")[0] == str(IMAGE_UID)
@@ -368,14 +408,16 @@ def test_the_uid_is_the_images_user():
 @pytest.mark.parametrize(
     ("breakage", "old", "new", "problem"),
     [
-        ("no liveness probe", "livenessProbe:", "startupProbe:", "no livenessProbe on /liveness"),
-        ("a liveness probe before the first poll ends", "initialDelaySeconds: 15", "initialDelaySeconds: 5", "5 s"),
+        ("no liveness probe", "livenessProbe:", "startupProbe:", "no livenessProbe on /-/healthy"),
+        ("liveness on /liveness", "path: /-/healthy", "path: /liveness", "liveness on /liveness"),
+        ("readiness on /liveness", "path: /-/ready", "path: /liveness", "no readinessProbe on /-/ready"),
         (
-            "readiness on /liveness",
-            "tcpSocket:\n              port: http\n            periodSeconds: 10",
-            "httpGet:\n              path: /liveness\n              port: http\n            periodSeconds: 10",
-            "readiness on /liveness",
+            "readiness on the TCP port (ready before the first poll ended)",
+            "httpGet:\n              path: /-/ready\n              port: http",
+            "tcpSocket:\n              port: http",
+            "no readinessProbe on /-/ready",
         ),
+        ("an old image", f"image: replicationlag:{VERSION}", "image: replicationlag:0.1.0", "0.1.0"),
         ("a privileged container", "allowPrivilegeEscalation: false", "privileged: true", "privileged"),
         (
             "privilege escalation",

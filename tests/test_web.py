@@ -132,6 +132,46 @@ def test_liveness_answers_200_or_503_with_reasons_in_every_state(state):
 
 
 @pytest.mark.parametrize("state", STATES)
+def test_healthy_answers_200_in_every_state_even_when_liveness_fails(state):
+    """The orchestrator's liveness: a pod whose cluster is unreachable must not be restarted for it."""
+    results, age_s, _, _ = STATES[state]
+    app, _ = app_of(*results, age_s=age_s)
+
+    answer = call(app, "GET", "/-/healthy")
+
+    assert answer.status == 200
+    assert answer.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert answer.text == "replicationlag is healthy.\n"
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_ready_answers_503_until_the_first_poll_ends_then_200_whatever_it_found(state):
+    results, age_s, _, _ = STATES[state]
+    app, _ = app_of(*results, age_s=age_s)
+
+    answer = call(app, "GET", "/-/ready")
+
+    if results:  # one poll ended: a failure, stale data or a RED cluster are still worth serving
+        assert (answer.status, answer.text) == (200, "replicationlag is ready.\n")
+    else:
+        assert answer.status == 503
+        assert answer.text == "replicationlag is not ready: the first poll has not ended.\n"
+    assert answer.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_ready_turns_200_when_the_first_poll_ends_even_if_it_failed():
+    app, store = app_of()
+    assert call(app, "GET", "/-/ready").status == 503
+    assert call(app, "GET", "/liveness").status == 503
+
+    store.publish(failure("unreachable", "no member of the set answered"), duration_s=10.0)
+
+    assert call(app, "GET", "/-/ready").status == 200
+    assert call(app, "GET", "/-/healthy").status == 200
+    assert call(app, "GET", "/liveness").status == 503  # Zero Problem's answer is unchanged
+
+
+@pytest.mark.parametrize("state", STATES)
 def test_the_status_page_shows_the_cluster_status_in_its_colour_in_every_state(state):
     results, age_s, status, _ = STATES[state]
     app, _ = app_of(*results, age_s=age_s)
@@ -309,7 +349,7 @@ def test_the_status_page_escapes_every_text_it_did_not_write():
     assert "&lt;b&gt;&amp;" in page
 
 
-@pytest.mark.parametrize("path", ["/", "/metrics", "/liveness", ZP])
+@pytest.mark.parametrize("path", ["/", "/metrics", "/liveness", "/-/healthy", "/-/ready", ZP])
 def test_head_answers_the_get_headers_without_a_body(path):
     app, _ = app_of(healthy_set(0))
 
@@ -332,7 +372,13 @@ def test_an_unknown_path_is_a_small_json_404():
 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
-    [("POST", "/metrics", "GET,HEAD"), ("DELETE", ZP, "GET,HEAD,PUT"), ("PUT", "/liveness", "GET,HEAD")],
+    [
+        ("POST", "/metrics", "GET,HEAD"),
+        ("DELETE", ZP, "GET,HEAD,PUT"),
+        ("PUT", "/liveness", "GET,HEAD"),
+        ("POST", "/-/healthy", "GET,HEAD"),
+        ("PUT", "/-/ready", "GET,HEAD"),
+    ],
 )
 def test_a_wrong_method_is_a_405_that_says_which_methods_are_allowed(method, path, allowed):
     app, store = app_of(healthy_set(0))
@@ -561,3 +607,21 @@ def test_a_server_on_an_empty_host_listens_on_ipv4_and_ipv6_with_one_port():
         assert _get("127.0.0.1", running.port) == _get("::1", running.port) == 200
     finally:
         running.close()
+
+
+def test_the_metrics_move_to_the_telemetry_path_and_the_page_links_there():
+    store, _ = make_store(healthy_set(0))
+    app = web.create_app(store, build_registry(store), bridge, metrics_path="/prometheus/metrics")
+
+    moved = call(app, "GET", "/prometheus/metrics")
+    assert moved.status == 200 and "mongodb_replication_up" in moved.text
+    assert call(app, "GET", "/metrics").status == 404
+    assert '<a href="/prometheus/metrics">/prometheus/metrics</a>' in call(app, "GET", "/").text
+
+
+def test_the_routes_the_telemetry_path_may_not_take_are_the_apps_other_routes():
+    from replicationlag.config import DEFAULT_TELEMETRY_PATH, OTHER_ROUTES
+
+    store, _ = make_store()
+    routes = {route.rule for route in web.create_app(store, build_registry(store), bridge).routes}
+    assert routes - {DEFAULT_TELEMETRY_PATH} == set(OTHER_ROUTES)

@@ -272,7 +272,7 @@ BAD_CONFIGS = {
     ),
     "an excluded data path": (
         users_yaml("basic_auth_excluded_paths: [/liveness, /metrics]"),
-        "/metrics cannot be excluded, only /liveness",
+        "/metrics cannot be excluded, only /-/healthy, /-/ready, /liveness",
     ),
     "an exclusion without users": ("basic_auth_excluded_paths: [/liveness]\n", "basic_auth_users is empty"),
 }
@@ -567,13 +567,15 @@ def test_the_right_credentials_read_every_endpoint_over_tls_1_3(pki, secured):
         assert tls.version() == "TLSv1.3"
 
 
-def test_liveness_answers_without_credentials_only_where_the_file_excludes_it(pki, serve_config):
-    open_liveness = serve_config(tls_yaml(pki) + users_yaml("basic_auth_excluded_paths: [/liveness]"))
-    closed_liveness = serve_config(tls_yaml(pki) + users_yaml())
+@pytest.mark.parametrize("probe", ["/liveness", "/-/healthy", "/-/ready"])
+def test_a_probe_answers_without_credentials_only_where_the_file_excludes_it(pki, serve_config, probe):
+    open_probe = serve_config(tls_yaml(pki) + users_yaml(f"basic_auth_excluded_paths: [{probe}]"))
+    closed_probe = serve_config(tls_yaml(pki) + users_yaml())
 
-    assert https(open_liveness, client_context(pki), "GET", "/liveness")[0] == 200
-    assert https(closed_liveness, client_context(pki), "GET", "/liveness")[0] == 401
-    assert https(closed_liveness, client_context(pki), "GET", "/liveness", headers=credentials())[0] == 200
+    assert https(open_probe, client_context(pki), "GET", probe)[0] == 200
+    assert https(open_probe, client_context(pki), "GET", "/metrics")[0] == 401  # only the path named is open
+    assert https(closed_probe, client_context(pki), "GET", probe)[0] == 401
+    assert https(closed_probe, client_context(pki), "GET", probe, headers=credentials())[0] == 200
 
 
 def test_credentials_without_tls_work_on_plain_http_too(serve_config):

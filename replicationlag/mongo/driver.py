@@ -9,6 +9,7 @@ Imports `model` only.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import difflib
@@ -372,6 +373,23 @@ class Connection:
         closer = threading.Thread(target=self._client.close, name="client-close", daemon=True)
         closer.start()
         return closer
+
+
+def skip_driver_exit_joins() -> None:
+    """Keep pymongo from joining its monitor threads when the interpreter exits.
+
+    pymongo registers an atexit hook that closes every client's monitors and then joins their threads one after
+    the other, up to 1 s each; a thread in the middle of a connect or a heartbeat takes that second. At 100 shards,
+    a SIGTERM during a poll spent 0.4 to 1.5 s in that hook after the service had stopped (up to 4.3 s to exit on a
+    loaded machine: bench/RESULTS.md, "Stopping at 100 shards"). The service has already closed its clients,
+    waiting as long as it chose to; the threads are daemons and end with the process. Call it only when the process
+    is about to exit.
+    """
+    from pymongo.synchronous import monitor  # the hook lives here in pymongo 4.9+; absent elsewhere: nothing to do
+
+    hook = getattr(monitor, "_shutdown_resources", None)
+    if hook is not None:
+        atexit.unregister(hook)
 
 
 # The member the current thread's reads are aimed at (Connection.aimed_at); each set is polled on its own thread.

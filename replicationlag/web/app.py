@@ -4,8 +4,10 @@ Every handler answers from one `store.view()`: no handler does I/O to MongoDB, s
 never slow an HTTP answer. Routes:
 
     PUT|GET /mhp.zeroproblem.mongo.replcationlag   the Zero Problem status document (JSON; a PUT body is ignored)
-    GET /liveness                                  200/503 JSON: is the exporter doing its job
-    GET /metrics                                   Prometheus text 0.0.4 or OpenMetrics, by Accept
+    GET /liveness                                  200/503 JSON: is the exporter doing its job (Zero Problem)
+    GET /-/healthy                                 200 text while the process serves (orchestrators' liveness)
+    GET /-/ready                                   200 text once the first poll ended, whatever its result; 503 before
+    GET /metrics                                   Prometheus text or OpenMetrics, by Accept (--web.telemetry-path)
     GET /                                          a self-refreshing HTML status page, no JavaScript
 
 HEAD works wherever GET does. Errors are small JSON documents, never a stack trace. With a `WebAccess`,
@@ -35,6 +37,8 @@ from replicationlag.web.access import Verdict, WebAccess
 from replicationlag.web.page import page_key, render_status_page
 from replicationlag.web.server import COMMON_HEADERS, DEFAULT_MAX_BODY_BYTES, error_document
 
+HEALTHY_PATH = "/-/healthy"  # Prometheus's own names for "the process serves" and "it has finished starting"
+READY_PATH = "/-/ready"
 READ = ["GET", "HEAD"]  # listed explicitly so that a 405's Allow header names HEAD too
 
 _CHALLENGE = 'Basic realm="replicationlag", charset="UTF-8"'
@@ -64,9 +68,11 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access: WebAccess | None = None,
+    metrics_path: str = "/metrics",
 ) -> bottle.Bottle:
-    """The WSGI app: every route reads `store.view()`; `registry` is what /metrics renders; `bridge` makes the Zero
-    Problem document (bridge.py: the package does not import it, the process hands it over).
+    """The WSGI app: every route reads `store.view()`; `registry` is what `metrics_path` (--web.telemetry-path,
+    checked by config against the other routes) renders; `bridge` makes the Zero Problem document (bridge.py: the
+    package does not import it, the process hands it over).
 
     `max_body_bytes` is the same cap the server is given (it refuses bigger bodies before buffering them); the
     app checks it too, for a WSGI server that does not.
@@ -111,6 +117,9 @@ def create_app(
     def document(view: View) -> bytes:
         return _json(bridge.status_document(view)).encode()
 
+    def page(view: View) -> bytes:
+        return render_status_page(view, document_path=bridge.PATH, metrics_path=metrics_path).encode()
+
     @app.route(bridge.PATH, method=["PUT", *READ])
     def zero_problem() -> bytes:
         # The consumer PUTs to ask for the status; what it sends is neither read nor stored.
@@ -123,7 +132,23 @@ def create_app(
         bottle.response.status = status
         return _json(document)
 
-    @app.route("/metrics", method=READ)
+    # The orchestrators' probes, as Prometheus answers them: plain text, nothing about the cluster. A pod whose
+    # cluster is unreachable stays alive and in its Service (its document says RED and why); /liveness is Zero
+    # Problem's "is it collecting", which a restart would not fix.
+    @app.route(HEALTHY_PATH, method=READ)
+    def healthy() -> str:
+        bottle.response.content_type = "text/plain; charset=utf-8"
+        return "replicationlag is healthy.\n"
+
+    @app.route(READY_PATH, method=READ)
+    def ready() -> str:
+        bottle.response.content_type = "text/plain; charset=utf-8"
+        if store.polls_ended() == 0:
+            bottle.response.status = 503
+            return "replicationlag is not ready: the first poll has not ended.\n"
+        return "replicationlag is ready.\n"
+
+    @app.route(metrics_path, method=READ)
     def prometheus_metrics() -> bytes:
         body, content_type = render(registry, bottle.request.get_header("Accept"))
         bottle.response.content_type = content_type
@@ -134,7 +159,7 @@ def create_app(
     def status_page() -> bytes:
         bottle.response.content_type = "text/html; charset=utf-8"
         bottle.response.set_header("Content-Security-Policy", _PAGE_CSP)
-        return kept.get("page", page_key, lambda view: render_status_page(view, document_path=bridge.PATH).encode())
+        return kept.get("page", page_key, page)
 
     app.default_error_handler = _error_document
     return app

@@ -31,9 +31,9 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 """
 
 
-def render_status_page(view: View, *, document_path: str) -> str:
-    """The whole status page for one view, linking the Zero Problem document at `document_path`; every piece of
-    text from outside is HTML-escaped."""
+def render_status_page(view: View, *, document_path: str, metrics_path: str = "/metrics") -> str:
+    """The whole status page for one view, linking the Zero Problem document at `document_path` and the metrics at
+    `metrics_path`; every piece of text from outside is HTML-escaped."""
     status = view.status.name
     snapshot = view.snapshot
     title = f"{status} · replication lag · {view.infra}"
@@ -46,7 +46,7 @@ def render_status_page(view: View, *, document_path: str) -> str:
     ]
     if view.sharded:
         parts += _cluster_body(view)
-        parts += _footer(view, document_path)
+        parts += _footer(view, document_path, metrics_path)
         return "\n".join(parts)
     parts.append(f"<p>Infra <b>{_e(view.infra)}</b>{_set_sentence(snapshot)}</p>")
     problems = words.collection_problems(view)
@@ -56,7 +56,7 @@ def render_status_page(view: View, *, document_path: str) -> str:
     if snapshot is not None:
         parts.append(_members_table(snapshot, last_known=view.current is None, trends=view.single))
         parts.append(_history_charts(view, snapshot, HISTORY_POINTS))
-    parts += _footer(view, document_path)
+    parts += _footer(view, document_path, metrics_path)
     return "\n".join(parts)
 
 
@@ -107,10 +107,11 @@ def page_key(view: View) -> tuple:
     return (words.changing_sentences(view), ages)
 
 
-def _footer(view: View, document_path: str) -> list[str]:
+def _footer(view: View, document_path: str, metrics_path: str) -> list[str]:
     return [
         f'<p class="muted">{_e(_collection_sentence(view))}</p>',
-        '<p>Also: <a href="/metrics">/metrics</a> (Prometheus) · <a href="/liveness">/liveness</a> · '
+        f'<p>Also: <a href="{_e(metrics_path)}">{_e(metrics_path)}</a> (Prometheus) · '
+        '<a href="/liveness">/liveness</a> · '
         f'<a href="{_e(document_path)}">{_e(document_path)}</a> (Zero Problem document)</p>',
         "</body></html>\n",
     ]

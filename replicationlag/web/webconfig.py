@@ -11,12 +11,13 @@ duplicate keys are errors), plus one key of ours:
       min_version: TLS12                  # TLS10..TLS13; max_version likewise
     basic_auth_users:                     # present: every request needs one of these users (HTTP Basic)
       prometheus: $2b$10$...              # bcrypt hashes only
-    basic_auth_excluded_paths: [/liveness]  # ours: /liveness answers without credentials (orchestrator probes)
+    basic_auth_excluded_paths: [/-/healthy, /-/ready]  # ours: these answer without credentials (probes)
 
 `basic_auth_excluded_paths` is the name exporter-toolkit's maintainers proposed for this (prometheus/exporter-
 toolkit#70 and #106, not merged): released exporter-toolkit versions refuse it, so a file that uses it no
-longer passes `promtool check web-config`. Only `/liveness` may be excluded: every other path shows the
-cluster's data. Settings exporter-toolkit has but Python's TLS cannot honour the same way (RequestClientCert,
+longer passes `promtool check web-config`. Only the probes may be excluded (`/-/healthy`, `/-/ready`, which say
+nothing of the cluster, and `/liveness`, which says whether it is collected): every other path shows the cluster's
+data. Settings exporter-toolkit has but Python's TLS cannot honour the same way (RequestClientCert,
 RequireAnyClientCert, cipher_suites, curve_preferences, client_allowed_sans, inline cert/key, rate_limit,
 http_server_config.headers) stop the exporter with an error rather than being silently ignored.
 
@@ -39,7 +40,8 @@ from typing import Any
 import yaml
 
 LIVENESS_PATH = "/liveness"
-EXCLUDABLE_PATHS = frozenset({LIVENESS_PATH})  # paths that carry no cluster data
+# The probes: no member, lag or host in their answers (web.app's routes of the same names).
+EXCLUDABLE_PATHS = frozenset({LIVENESS_PATH, "/-/healthy", "/-/ready"})
 
 # client_auth_type -> what Python's ssl can do. Go's RequestClientCert/RequireAnyClientCert accept a certificate
 # without verifying it; OpenSSL via Python always verifies a certificate it asks for, so those are refused.
@@ -341,7 +343,7 @@ def _excluded_paths(section: Any, problems: list[str]) -> frozenset[str]:
     others = sorted(set(section) - EXCLUDABLE_PATHS)
     if others:
         problems.append(
-            f"basic_auth_excluded_paths: {', '.join(others)} cannot be excluded, only {LIVENESS_PATH} "
-            "(every other path shows the cluster's data)"
+            f"basic_auth_excluded_paths: {', '.join(others)} cannot be excluded, only "
+            f"{', '.join(sorted(EXCLUDABLE_PATHS))} (every other path shows the cluster's data)"
         )
     return frozenset(section) & EXCLUDABLE_PATHS
