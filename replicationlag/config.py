@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from replicationlag.credentials import URI_SCHEME, Credentials, Secrets, redact_uri, uri_passwords, with_login
-from replicationlag.model import FRESHNESS_LIMIT_S
+from replicationlag.model import COMMON_LOCATION_TAGS, FRESHNESS_LIMIT_S
 from replicationlag.version import VERSION
 
 DEFAULT_LABEL = "clusterKeeper"
@@ -42,6 +42,8 @@ LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 LOG_FORMATS = ("text", "json")
 URI_SCHEMES = ("mongodb://", "mongodb+srv://")
 DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_TOPOLOGY_TAGS = 3  # a group is named by at most this many tag values: "cloud gcp (asia-northeast3, a)"
+_TAG_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 # Each flag, its environment variable and its help. The env names follow the flag (dots become underscores).
 FLAGS = {
@@ -84,6 +86,11 @@ FLAGS = {
         "COLLECT_TIMEOUT",
         f"deadline of one whole poll in seconds (default: half the interval, at most {MAX_DEFAULT_TIMEOUT_S:g})",
     ),
+    "topology.tags": (
+        "TOPOLOGY_TAGS",
+        "replica-set member tag keys to group members by, in order, comma-separated (e.g. cloud,region; default: "
+        f"the first of {', '.join(COMMON_LOCATION_TAGS)} that members carry)",
+    ),
     "log.level": ("LOG_LEVEL", "debug, info, warn or error (default info)"),
     "log.format": ("LOG_FORMAT", "text or json (default text)"),
 }
@@ -116,6 +123,7 @@ class Settings:
     shard_credentials: Credentials | None = field(default=None, repr=False)
     shard_credentials_by_id: tuple[tuple[str, Credentials], ...] = field(default=(), repr=False)
     config_credentials: Credentials | None = field(default=None, repr=False)
+    topology_tags: tuple[str, ...] = ()  # member tag keys to group by; empty: the first common key members carry
 
     def credentials_for(self, shard_id: str, *, config_servers: bool) -> Credentials | None:
         """The credentials for one set behind the routers; None means the router URI's."""
@@ -236,6 +244,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         problems.append(f"--log.format {log_format!r}: use text or json")
 
     shards, shards_by_id, config_servers = _cluster_credentials(section, label, problems)
+    topology_tags = _topology_tags(raw["topology.tags"], section.get("topology_tags"), label, problems)
     passwords = [c.password for c in (shards, config_servers, *dict(shards_by_id).values()) if c is not None]
     secrets = Secrets.of(uris=[uri], passwords=[*passwords, *login_passwords])
     if problems:
@@ -258,6 +267,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         shard_credentials=shards,
         shard_credentials_by_id=shards_by_id,
         config_credentials=config_servers,
+        topology_tags=topology_tags,
     )
 
 
@@ -336,13 +346,38 @@ def _uri_from_file(path: str, label: str, problems: list[str], warnings: list[st
     return uri, section
 
 
+def _topology_tags(flag: str | None, from_file: object, label: str, problems: list[str]) -> tuple[str, ...]:
+    """The tag keys to group members by: --topology.tags / TOPOLOGY_TAGS (comma-separated) over the config file's
+    `topology_tags = [...]`; empty means the first common key that members carry (words.location_keys)."""
+    if flag is not None and flag.strip():
+        where, keys = "--topology.tags", [k.strip() for k in flag.split(",")]
+    elif from_file is not None:
+        where = f"[infra.{label}] topology_tags"
+        if not isinstance(from_file, list) or not all(isinstance(k, str) for k in from_file):
+            problems.append(f'{where}: a list of tag keys, e.g. topology_tags = ["cloud", "region"]')
+            return ()
+        keys = [k.strip() for k in from_file]
+    else:
+        return ()
+    bad = [k for k in keys if not _TAG_KEY.fullmatch(k)]
+    if bad or not keys:
+        problems.append(f"{where}: tag keys are 1-64 letters, digits, '.', '_' or '-' (not {bad[0] if bad else ''!r})")
+    elif len(keys) > MAX_TOPOLOGY_TAGS or len(set(keys)) != len(keys):
+        problems.append(f"{where}: at most {MAX_TOPOLOGY_TAGS} different tag keys")
+    else:
+        return tuple(keys)
+    return ()
+
+
 def _cluster_credentials(
     section: dict, label: str, problems: list[str]
 ) -> tuple[Credentials | None, tuple[tuple[str, Credentials], ...], Credentials | None]:
     """[infra.<label>.shards] (with optional [infra.<label>.shards.<shardId>]) and [infra.<label>.config_servers]."""
-    unknown = sorted(set(section) - {"uri", "shards", "config_servers"})
+    unknown = sorted(set(section) - {"uri", "shards", "config_servers", "topology_tags"})
     if unknown:
-        problems.append(f"[infra.{label}]: unknown key {unknown[0]!r} (known: uri, shards, config_servers)")
+        problems.append(
+            f"[infra.{label}]: unknown key {unknown[0]!r} (known: uri, shards, config_servers, topology_tags)"
+        )
     shards_section = section.get("shards", {})
     if not isinstance(shards_section, dict):
         problems.append(f"[infra.{label}] shards must be a table: [infra.{label}.shards]")

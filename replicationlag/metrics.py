@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from replicationlag.liveness import liveness_problems
-from replicationlag.model import FailureKind, Member, Snapshot
+from replicationlag.model import MAX_TAG_CHARS, MAX_TAGS_PER_MEMBER, FailureKind, Member, Snapshot
 from replicationlag.store import SnapshotStore
 from replicationlag.version import VERSION
 from replicationlag.view import View
@@ -315,6 +315,25 @@ def _set_families(family: _Families, infra: str, snapshots: list[Snapshot]) -> I
         "Time writes on the primary waited for a flow control ticket (timeAcquiringMicros)",
         ["infra", "set"],
         [([infra, name], fc.acquiring_time_s) for name, fc in controls],
+    )
+    yield family.gauge(
+        "member_tag",
+        "1 for each tag of each member in the replica-set config (members[].tags: where it lives); join on set and "
+        f"member. At most {MAX_TAGS_PER_MEMBER} tags a member, keys and values cut at {MAX_TAG_CHARS} characters",
+        ["infra", "set", "member", "key", "value"],
+        [([infra, s.set_name, m.name, key, value], 1) for s in snapshots for m in s.members for key, value in m.tags],
+    )
+    yield family.gauge(
+        "member_ping_seconds",
+        "Heartbeat round trip to the member as the observer (the member that answered replSetGetStatus) sees it: "
+        "pingMs, smoothed by mongod, a few seconds old; none for the observer itself",
+        ["infra", "set", "member", "observer"],
+        [
+            ([infra, s.set_name, m.name, s.answered_by], _seconds(m.ping_ms))
+            for s in snapshots
+            for m in s.members
+            if m.ping_ms is not None and not m.is_self
+        ],
     )
     yield family.gauge(
         "member_info",

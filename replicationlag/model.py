@@ -92,6 +92,13 @@ def wall_now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# Tag keys that say where a member lives (replSetGetConfig members[].tags, docs/domain.md §16), in the order the
+# default grouping looks for them: operators' usual keys, then MongoDB Atlas's.
+COMMON_LOCATION_TAGS = ("cloud", "provider", "region", "availabilityZone", "zone", "dc", "rack")
+MAX_TAGS_PER_MEMBER = 8  # more tags on a member are not kept (sorted by key, the first 8)
+MAX_TAG_CHARS = 64  # a tag key or value is cut to this many characters
+
+
 # --- Statuses and thresholds. ---
 
 YELLOW_AT_MS = 5_000
@@ -232,11 +239,16 @@ class Member:
     headroom_ms: int | None = None  # the sync source's window minus the raw lag (docs/domain.md §12)
     sync_source_full: bool | None = None  # whether that window is a limit yet (a not-yet-full oplog is not)
     initial_sync: InitialSync | None = None
+    # replSetGetConfig members[].tags (where it lives: cloud, region, zone, ...): sorted by key, bounded.
+    tags: tuple[tuple[str, str], ...] = ()
 
     @property
     def reason(self) -> str:
         """The notes in words, one sentence; empty when there is nothing to say."""
         return "; ".join(note.text for note in self.notes)
+
+    def tag(self, key: str) -> str | None:
+        return dict(self.tags).get(key)
 
     def has_note(self, kind: NoteKind) -> bool:
         return any(note.kind is kind for note in self.notes)

@@ -19,6 +19,8 @@ from typing import Any
 from replicationlag.danger import Evidence, assess
 from replicationlag.model import (
     ARBITER,
+    MAX_TAG_CHARS,
+    MAX_TAGS_PER_MEMBER,
     PRIMARY,
     SECONDARY,
     STATE_NAMES,
@@ -31,7 +33,7 @@ from replicationlag.model import (
     Status,
     status_for_lag,
 )
-from replicationlag.values import as_int, as_number, as_text, date_ms
+from replicationlag.values import as_int, as_number, as_text, clean_text, date_ms
 
 _LAG_STATES = (PRIMARY, SECONDARY)
 _SOURCE_WORDS = {"wall": "wall times", "optimeDate": "optimeDate (whole seconds)", None: "nothing comparable"}
@@ -330,6 +332,16 @@ class _Settings:
     priority: float = 1.0
     votes: int = 1
     delay_ms: int = 0
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+def _read_tags(value: Any) -> tuple[tuple[str, str], ...]:
+    """members[].tags: string pairs set by operators or Atlas; other values are no tags. Server-controlled text, so
+    cleaned and bounded (MAX_TAGS_PER_MEMBER pairs, MAX_TAG_CHARS each)."""
+    if not isinstance(value, Mapping):
+        return ()
+    pairs = {clean_text(k, MAX_TAG_CHARS): clean_text(v, MAX_TAG_CHARS) for k, v in value.items() if isinstance(v, str)}
+    return tuple(sorted((k, v) for k, v in pairs.items() if k and v))[:MAX_TAGS_PER_MEMBER]
 
 
 def _read_settings(config_doc: Any) -> tuple[dict[str, _Settings], dict[int, _Settings], str]:
@@ -357,6 +369,7 @@ def _read_settings(config_doc: Any) -> tuple[dict[str, _Settings], dict[int, _Se
             priority=float(priority) if priority is not None else 1.0,
             votes=votes if votes is not None else 1,
             delay_ms=max(0, round(delay_ms)) if math.isfinite(delay_ms) else 0,
+            tags=_read_tags(entry.get("tags")),
         )
         host, member_id = as_text(entry.get("host")), as_int(entry.get("_id"))
         if host:
@@ -497,6 +510,7 @@ def _judge(
         written_lag_ms=written,
         sync_source=member.sync_source,
         ping_ms=member.ping_ms,
+        tags=settings.tags,
         status=status,
         notes=tuple(notes),
     )

@@ -111,7 +111,9 @@ def build_service(
         )
 
     source = DetectingSource(ClientKeeper(connect, connect_member), replica_set, sharded)
-    store = SnapshotStore(settings.infra_label, settings.interval_s, monotonic=monotonic)
+    store = SnapshotStore(
+        settings.infra_label, settings.interval_s, monotonic=monotonic, location_tags=settings.topology_tags
+    )
     registry = metrics.build_registry(store)
     app = create_app(
         store, registry, bridge, max_body_bytes=MAX_BODY_BYTES, access=access, metrics_path=settings.telemetry_path

@@ -55,8 +55,10 @@ class SnapshotStore:
         wall: Callable[[], float] = time.time,
         *,
         freshness_limit_s: float = FRESHNESS_LIMIT_S,
+        location_tags: tuple[str, ...] = (),
     ) -> None:
         self.infra = infra
+        self.location_tags = location_tags
         self.interval_s = interval_s
         self.freshness_limit_s = freshness_limit_s
         self._monotonic = monotonic
@@ -209,4 +211,5 @@ class SnapshotStore:
                 routers=self._routers,
                 history=self._history,
                 taken_at_s=now,
+                location_tags=self.location_tags,
             )

@@ -7,6 +7,7 @@ PURE: imports nothing of ours and no third-party package.
 from __future__ import annotations
 
 import math
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,3 +58,12 @@ def date_ms(value: Any) -> int | None:
     epoch (or earlier): that is no date."""
     ms = bson_ms(value)
     return ms if ms is not None and ms > 0 else None
+
+
+def clean_text(value: Any, limit: int) -> str:
+    """A server's string as data: control and format characters (line breaks, bidirectional marks, zero-width
+    characters) dropped and cut to `limit` characters; "" for anything that is not a string."""
+    if not isinstance(value, str):
+        return ""
+    kept = "".join(c for c in value[: limit * 4] if unicodedata.category(c) not in {"Cc", "Cf", "Zl", "Zp"})
+    return kept[:limit]

@@ -71,6 +71,7 @@ class View:
     routers: tuple[RouterState, ...] = ()
     history: LagHistory | None = None  # every member's lag at every poll for 24 h (the page's charts)
     taken_at_s: float = 0.0  # the store's monotonic clock when the view was taken
+    location_tags: tuple[str, ...] = ()  # --topology.tags: member tag keys to group by; empty: the default
 
     def next_age_change_s(self) -> float:
         """When (store clock) the next of the view's ages passes a whole second: until then an answer that prints

@@ -6,7 +6,7 @@ PURE: no I/O, no clock. Imports `model`, `trend` (its words) and `view`.
 
 from __future__ import annotations
 
-from replicationlag.model import RED_AT_MS, Member, NoteKind, Status
+from replicationlag.model import COMMON_LOCATION_TAGS, RED_AT_MS, Member, NoteKind, Status
 from replicationlag.trend import Trend
 from replicationlag.view import SetView, View
 
@@ -182,3 +182,22 @@ def trend_words(found: Trend, lag_ms: int, headroom_ms: int | None = None) -> st
     if to_red is not None:
         return f"{text}, RED in {minutes_words(to_red)}"
     return text
+
+
+def location_keys(view: View) -> tuple[str, ...]:
+    """The member tag keys members are grouped by: --topology.tags, else the first of the common location keys that
+    some member of the cluster carries (docs/domain.md §16); () when members carry none."""
+    if view.location_tags:
+        return view.location_tags
+    carried = {key for each in view.sets if each.snapshot for m in each.snapshot.members for key, _ in m.tags}
+    return next(((key,) for key in COMMON_LOCATION_TAGS if key in carried), ())
+
+
+def location(member: Member, keys: tuple[str, ...]) -> str:
+    """Where the member lives, in words: `cloud gcp (asia-northeast3)` for the keys cloud and region; "" when it does
+    not carry the first key."""
+    values = [member.tag(key) for key in keys]
+    if not values or not values[0]:
+        return ""
+    rest = [value for value in values[1:] if value]
+    return f"{keys[0]} {values[0]}" + (f" ({', '.join(rest)})" if rest else "")

@@ -36,6 +36,7 @@ DEFAULT_VARIABLES: Mapping[str, str] = {
     "shard": ".*",
     "set": ".*",
     "top": "10",
+    "location": "cloud",
     "__rate_interval": "1m",
     "__interval": "15s",
     "__interval_ms": "15000",

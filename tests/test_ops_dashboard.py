@@ -89,7 +89,14 @@ def test_every_panel_and_target_takes_the_datasource_variable():
 def test_the_set_variable_lists_the_sets_of_the_selected_shards_and_all_means_exactly_those():
     dashboard = load_dashboard()
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", "infra", "shard", "set", "top"]
+    assert [v["name"] for v in dashboard["templating"]["list"]] == [
+        "datasource",
+        "infra",
+        "shard",
+        "set",
+        "top",
+        "location",
+    ]
     queries = variable_queries(dashboard)
     assert queries["shard"] == 'label_values(mongodb_replication_set_info{infra=~"$infra"}, shard)'
     assert queries["set"] == 'label_values(mongodb_replication_set_info{infra=~"$infra", shard=~"$shard"}, set)'
@@ -764,3 +771,28 @@ def test_the_percona_table_leads_to_documented_metrics_and_documents_none_of_per
     assert undocumented_metrics(["mongodb_mongod_replset_member_replication_lag > 10"]) == {
         "mongodb_mongod_replset_member_replication_lag"
     }
+
+
+def test_the_location_row_groups_lag_health_and_round_trips_by_the_tag_picked():
+    dashboard = load_dashboard()
+    titles = [p.get("title") for p in dashboard["panels"]]
+    row = next(i for i, title in enumerate(titles) if title and title.startswith("By location"))
+    assert titles[row + 1 : row + 4] == [
+        "Worst lag by location",
+        "Members up and down by location",
+        "Slowest round trip by location",
+    ]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert (
+        variable_queries(dashboard)["location"] == 'label_values(mongodb_replication_member_tag{infra=~"$infra"}, key)'
+    )
+    assert variables["location"]["current"]["value"] == "cloud"
+    tag = 'group_left (value) mongodb_replication_member_tag{infra=~"$infra", set=~"$set", key="$location"}'
+    for title, reads in [
+        ("Worst lag by location", "mongodb_replication_lag_seconds"),
+        ("Members up and down by location", "mongodb_replication_member_health"),
+        ("Slowest round trip by location", "mongodb_replication_member_ping_seconds"),
+    ]:
+        for target in panel(dashboard, title)["targets"]:
+            assert reads in target["expr"] and tag in target["expr"], title
+            assert " by (value) (" in target["expr"], title
