@@ -9,6 +9,8 @@ Reused by the fault matrix, the credential tests and `bench/soak.py`; nothing he
   from the same poll.
 - `wait_until(condition, seconds, what)`: polls with a monotonic deadline; never a fixed sleep.
 - `uri_with_credentials(uri, user, password)`: the simulator's URI with a percent-encoded password in it.
+- `headline_colour(page)`: the colour the status page's headline shows (its CSS and each member's row name colours
+  too, so a colour found anywhere else in the page proves nothing).
 - `read_line(pipe, seconds)`: one line a child printed, with a deadline, taking nothing after it from the pipe;
   `read_line_matching(pipe, pattern, seconds)`: the first such line that matches.
 """
@@ -90,6 +92,19 @@ def read_line_matching(pipe: IO[Any], pattern: str, seconds: float) -> re.Match[
         if match := re.search(pattern, line):
             return match
     raise AssertionError(f"the child's output ended before a line matching {pattern!r}")
+
+
+_HEADLINE = re.compile(r'<h1>Replication lag <span class="status (\w+)">(\w+)</span></h1>')
+
+
+def headline_colour(page: str) -> str:
+    """GREEN, YELLOW or RED: the colour of the status page's headline, which its class and its text must agree on;
+    AssertionError when the page has no such headline."""
+    found = _HEADLINE.findall(page)
+    assert len(found) == 1, f"{len(found)} headlines in the page"
+    css, text = found[0]
+    assert css == text, found[0]
+    return text
 
 
 def uri_with_credentials(uri: str, user: str, password: str) -> str:
