@@ -190,8 +190,15 @@ class Look:
 class Exporter:
     """A running exporter.py: its log lines, every answer it gave (`transcript`), and a clean stop."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, keep_answers: bool = True) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        keep_answers: bool = True,
+        http_timeout_s: float = HTTP_TIMEOUT_S,
+    ) -> None:
         self.args, self.port = args, 0
+        self.http_timeout_s = http_timeout_s  # each request's client timeout (`get`)
         self.keep_answers = keep_answers  # a long run (the soak) would keep every answer in memory otherwise
         self.log: list[str] = []
         self.transcript: list[str] = []  # every HTTP answer: request line, status, headers and body
@@ -238,8 +245,8 @@ class Exporter:
     # -- HTTP --
 
     def get(self, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> Answer:
-        """One request; raises (TimeoutError) if the answer takes longer than HTTP_TIMEOUT_S."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT_S)
+        """One request; raises (TimeoutError) if the answer takes longer than the client timeout."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.http_timeout_s)
         try:
             connection.request(method, path, body=b"{}" if method == "PUT" else None, headers=headers or {})
             response = connection.getresponse()
