@@ -28,7 +28,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from ops_util import REPO, run_promtool
+from ops_util import REPO, run_promtool, unavailable
 
 pytestmark = pytest.mark.slow  # every test here runs kubectl, kubernetes-validate or promtool
 
@@ -51,7 +51,7 @@ TIMEOUT_CAP_S = 10.0
 def kubectl() -> str:
     path = shutil.which("kubectl")
     if path is None:
-        pytest.skip("kubectl is not installed (it comes with the machine image): the manifests cannot be rendered")
+        unavailable("kubectl is not installed (it comes with the machine image): the manifests cannot be rendered")
     return path
 
 
