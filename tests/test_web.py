@@ -561,3 +561,39 @@ def test_a_server_on_an_empty_host_listens_on_ipv4_and_ipv6_with_one_port():
         assert _get("127.0.0.1", running.port) == _get("::1", running.port) == 200
     finally:
         running.close()
+
+
+class KernelWithoutIPv6(socket.socket):
+    """A socket as a kernel without IPv6 gives it: booted with ipv6.disable=1, creating an AF_INET6 socket fails
+    with EAFNOSUPPORT; with IPv6 turned off by sysctl, it is created but binding it fails with EADDRNOTAVAIL."""
+
+    fails_at = "socket"  # or "bind"
+
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        if family == socket.AF_INET6 and self.fails_at == "socket":
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        super().__init__(family, type, proto, fileno)
+
+    def bind(self, address):
+        if self.family == socket.AF_INET6 and self.fails_at == "bind":
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        return super().bind(address)
+
+
+@pytest.mark.parametrize("fails_at", ["socket", "bind"])
+def test_without_ipv6_an_empty_host_serves_ipv4_alone_and_an_ipv6_host_is_a_clear_error(monkeypatch, fails_at):
+    monkeypatch.setattr(KernelWithoutIPv6, "fails_at", fails_at)
+    monkeypatch.setattr(socket, "socket", KernelWithoutIPv6)
+    store, _ = make_store(healthy_set(0))
+    app = web.create_app(store, build_registry(store))
+
+    running = httpserver.serve(app, "", 0)
+    try:
+        assert running.addresses == [("0.0.0.0", running.port)]
+        assert running.urls == [f"http://0.0.0.0:{running.port}/"]
+        assert _get("127.0.0.1", running.port) == 200
+    finally:
+        running.close()
+    with pytest.raises(OSError) as refused:  # asked for by name: not skipped, the caller reports it
+        httpserver.serve(app, "::1", 0)
+    assert refused.value.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
