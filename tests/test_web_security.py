@@ -1028,14 +1028,7 @@ def test_a_client_over_its_failure_budget_gets_a_json_429_with_retry_after_and_n
 @pytest.mark.slow
 def test_the_exporter_serves_https_with_credentials_and_an_open_liveness_from_its_web_config(pki, tmp_path):
     config = write_config(tmp_path, tls_yaml(pki) + users_yaml("basic_auth_excluded_paths: [/liveness]"))
-    root = Path(__file__).resolve().parent.parent
-    child = subprocess.Popen(
-        [sys.executable, str(root / "exporter.py"), "--demo", "--web.listen-address", "127.0.0.1:0"],
-        env={**os.environ, "WEB_CONFIG_FILE": str(config)},
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=root,
-    )
+    child = _demo_exporter(config)
     try:
         port = _served_port(child)
         server = SimpleNamespace(port=port)
@@ -1050,6 +1043,18 @@ def test_the_exporter_serves_https_with_credentials_and_an_open_liveness_from_it
     finally:
         child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=10) == 0
+
+
+def _demo_exporter(web_config: Path) -> subprocess.Popen:
+    """exporter.py --demo on a free port with WEB_CONFIG_FILE set; its log on the stderr pipe."""
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen(
+        [sys.executable, str(root / "exporter.py"), "--demo", "--web.listen-address", "127.0.0.1:0"],
+        env={**os.environ, "WEB_CONFIG_FILE": str(web_config)},
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=root,
+    )
 
 
 def _served_port(child: subprocess.Popen) -> int:
@@ -1067,14 +1072,7 @@ def test_sighup_to_the_exporter_rotates_its_tls_certificate_for_new_connections_
     renewed_cert = _write(tmp_path / "renewed.crt", renewed)
     renewed_key_file = _write(tmp_path / "renewed.key", key=renewed_key)
     config = write_config(tmp_path, tls_yaml(pki) + users_yaml())
-    root = Path(__file__).resolve().parent.parent
-    child = subprocess.Popen(
-        [sys.executable, str(root / "exporter.py"), "--demo", "--web.listen-address", "127.0.0.1:0"],
-        env={**os.environ, "WEB_CONFIG_FILE": str(config)},
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=root,
-    )
+    child = _demo_exporter(config)
     kept = None
     try:
         server = SimpleNamespace(port=_served_port(child))
