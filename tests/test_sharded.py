@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from service_util import headline_colour
 from view_factory import FakeClock
 
 from mongosim import ManualClock, ShardedCluster
@@ -407,6 +409,9 @@ def test_the_status_page_colours_each_sets_problems_by_what_they_make_the_set(wa
     red = f"shard02 (replica set shard02): {member_name(w.cluster, 'shard02', 2)}: 45000 ms behind the primary"
     assert f'<li class="warn">{yellow}</li>' in page
     assert f'<li class="problem">{red}</li>' in page
+    assert headline_colour(page) == "RED"  # the cluster is as bad as its worst set
+    colours = dict(re.findall(r'<tr><td><a href="#set-([^"]+)">.*?<span class="status (\w+)">', page))
+    assert colours == {"shard01": "YELLOW", "shard02": "RED", "configRepl": "GREEN"}
 
 
 def test_the_router_password_never_shows_anywhere(watch):

@@ -288,6 +288,7 @@ def test_the_status_page_says_why_it_is_red_when_the_collection_failed_and_marks
 
     page = call(app, "GET", "/").text
 
+    assert headline_colour(page) == "RED"  # the name says it: RED, and why
     assert "Collection failed: authentication failed for user &#x27;monitor&#x27;" in page
     assert "Last known members (not current)" in page
 
