@@ -32,7 +32,7 @@ The sharded cluster (two routers, three shards of three members, the config serv
     configRepl                        majority commit point held 6 s behind; flow control throttles
                                                  -> MongoReplicationMajorityCommitLag, ...FlowControlEngaged
 
-Prometheus has its first sample some 5 to 6 s after it starts; the module takes about 13 s in all.
+Prometheus has its first sample some 5 to 6 s after it starts; the module takes about 17 s in all.
 """
 
 from __future__ import annotations
