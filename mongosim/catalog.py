@@ -59,6 +59,8 @@ class Catalog:
         self.config: SetModel | None = None  # attached once the config server set exists
         self.shards: dict[str, ShardEntry] = {}  # in config.shards natural order: the order they were added
         self.shard_map_refusal: str | None = None  # None, "unauthorized" or "atlas"
+        self.list_shards_refusal: str | None = None  # the same, for listShards
+        self.config_shards_refusal: str | None = None  # the same, for reads of config.shards
         self._incs = itertools.count(1)
 
     @property

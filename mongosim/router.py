@@ -10,7 +10,8 @@ code serves it (wire protocol, hangs, awaitable hello). `dispatch()` answers as 
   clusterMonitor has): from the catalog. listShards and the find read the config servers: with none of them
   answering they fail with 133 FailedToSatisfyReadPreference, while getShardMap answers from the router's cache.
   `Catalog.shard_map_refusal` makes getShardMap refused as Atlas does ("atlas": 8000 AtlasError) or as for a user
-  without the privilege ("unauthorized": 13).
+  without the privilege ("unauthorized": 13); `list_shards_refusal` and `config_shards_refusal` do the same for
+  listShards and for reads of `config.shards`.
 - replSetGetStatus: `{info: "mongos", ok: 0, errmsg: "replSetGetStatus is not supported through mongos"}` with no
   code: mongos registers the command only to refuse it (it needs no privilege, but with authentication on it needs
   a logged-in user, like every command that does not opt out).
@@ -38,9 +39,7 @@ from .scram import User
 
 ISDBGRID = "isdbgrid"
 NOT_THROUGH_MONGOS = "replSetGetStatus is not supported through mongos"
-ATLAS_REFUSAL = (
-    "getShardMap is not allowed or the syntax is incorrect, see the Atlas documentation for more information"
-)
+ATLAS_REFUSAL = "{} is not allowed or the syntax is incorrect, see the Atlas documentation for more information"
 REFUSALS = (None, "unauthorized", "atlas")
 CODE_NAMES = {**commands.CODE_NAMES, 133: "FailedToSatisfyReadPreference", 8000: "AtlasError"}
 _AS_MONGOD = ("ping", "buildInfo", "buildinfo", "saslStart", "saslContinue", "endSessions", "getnonce")
@@ -178,18 +177,25 @@ def _repl_set_get_status(model: RouterModel, session: Session, request: wire.Req
     return {"info": "mongos", "ok": 0.0, "errmsg": NOT_THROUGH_MONGOS, **_cluster_time(model)}
 
 
+def _refuse_if(refusal: str | None, command: str, db: str, before_login: bool) -> None:
+    """A refusal the test asked for: Atlas's (8000) before any privilege check, a missing privilege's (13) after."""
+    if refusal == "atlas" and before_login:
+        raise CommandError(8000, ATLAS_REFUSAL.format(command))
+    if refusal == "unauthorized" and not before_login:
+        raise CommandError(13, f"not authorized on {db} to execute command {{ {command}: ... }}")
+
+
 def _get_shard_map(model: RouterModel, session: Session, request: wire.Request) -> dict[str, Any]:
-    refusal = model.catalog.shard_map_refusal
-    if refusal == "atlas":
-        raise CommandError(8000, ATLAS_REFUSAL)
+    _refuse_if(model.catalog.shard_map_refusal, "getShardMap", "admin", before_login=True)
     _require(model, session, request, commands._can_monitor)
-    if refusal == "unauthorized":
-        raise CommandError(13, "not authorized on admin to execute command { getShardMap: ... }")
+    _refuse_if(model.catalog.shard_map_refusal, "getShardMap", "admin", before_login=False)
     return _ok(model, model.catalog.shard_map())
 
 
 def _list_shards(model: RouterModel, session: Session, request: wire.Request) -> dict[str, Any]:
+    _refuse_if(model.catalog.list_shards_refusal, "listShards", "admin", before_login=True)
     _require(model, session, request, commands._can_monitor)
+    _refuse_if(model.catalog.list_shards_refusal, "listShards", "admin", before_login=False)
     _require_config_servers(model)
     return _ok(model, {"shards": model.catalog.list_shards()})
 
@@ -199,9 +205,13 @@ def _find(model: RouterModel, session: Session, request: wire.Request) -> dict[s
     coll = body.get("find")
     if not isinstance(coll, str):
         raise CommandError(2, "collection name has invalid type")
+    shards = (db, coll) == ("config", "shards")
+    if shards:
+        _refuse_if(model.catalog.config_shards_refusal, 'find: "shards"', db, before_login=True)
     _require(model, session, request, _can_read(db))
     batch: list[dict[str, Any]] = []
-    if (db, coll) == ("config", "shards"):
+    if shards:
+        _refuse_if(model.catalog.config_shards_refusal, 'find: "shards"', db, before_login=False)
         _require_config_servers(model)
         flt = body.get("filter") or {}
         batch = [d for d in model.catalog.shard_documents() if _matches(d, flt)]

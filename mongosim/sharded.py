@@ -347,6 +347,20 @@ class ShardedCluster:
             raise ValueError(f"refusal must be one of {REFUSALS}")
         self._on_loop(setattr, self._catalog, "shard_map_refusal", kind)
 
+    def refuse_list_shards(self, kind: str | None) -> None:
+        """Make listShards fail on every router, as `refuse_shard_map` does getShardMap (a user without
+        clusterMonitor gets 13 for both)."""
+        if kind not in REFUSALS:
+            raise ValueError(f"refusal must be one of {REFUSALS}")
+        self._on_loop(setattr, self._catalog, "list_shards_refusal", kind)
+
+    def refuse_config_shards(self, kind: str | None) -> None:
+        """Make every read of `config.shards` through a router fail, as `refuse_shard_map` does getShardMap (13
+        for a user without read on the config database)."""
+        if kind not in REFUSALS:
+            raise ValueError(f"refusal must be one of {REFUSALS}")
+        self._on_loop(setattr, self._catalog, "config_shards_refusal", kind)
+
     # -- controls: users --
 
     def add_cluster_user(

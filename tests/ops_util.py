@@ -8,12 +8,17 @@ to a real Prometheus (`/api/v1/query?query=...`):
 
 `metric_names()` and `documented_metrics()` back the check that the dashboard and the alert rules use only the
 metrics that docs/metrics.md promises.
+
+`promtool()`, `prometheus()`, `compose_v2()`, ... return a tool's path or fail (ToolMissing); `unavailable(reason)`
+skips a test that needs what cannot be had here (a Docker engine, kubectl), except under CI=true, where it fails
+with the same reason.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +26,9 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "grafana" / "dashboards" / "replicationlag.json"
@@ -50,6 +58,19 @@ PROMQL_KEYWORDS = frozenset(
     {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
     | {"inf", "nan", "atan2", "start", "end"}
 )
+
+
+def in_ci(env: Mapping[str, str] = os.environ) -> bool:
+    """CI=true (GitHub Actions, GitLab, most runners set it): the run must not pass by skipping what it checks."""
+    return env.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A tool or engine the suite relies on is not there: the test skips, saying why, on a developer's machine,
+    and fails with the same reason under CI=true, where a skip would let a green run check nothing."""
+    if in_ci():
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 class ToolMissing(AssertionError):

@@ -9,6 +9,8 @@ Reused by the fault matrix, the credential tests and `bench/soak.py`; nothing he
   from the same poll.
 - `wait_until(condition, seconds, what)`: polls with a monotonic deadline; never a fixed sleep.
 - `uri_with_credentials(uri, user, password)`: the simulator's URI with a percent-encoded password in it.
+- `headline_colour(page)`: the colour the status page's headline shows (its CSS and each member's row name colours
+  too, so a colour found anywhere else in the page proves nothing).
 - `read_line(pipe, seconds)`: one line a child printed, with a deadline, taking nothing after it from the pipe;
   `read_line_matching(pipe, pattern, seconds)`: the first such line that matches.
 """
@@ -45,7 +47,7 @@ HTTP_TIMEOUT_S = 1.0
 # A look is retaken when a poll ended during it (a look takes milliseconds, a poll interval 0.5 s or more).
 LOOK_ATTEMPTS = 5
 START_TIMEOUT_S = 15.0  # imports on a loaded 2-core machine take a few seconds at worst
-STOP_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 10.0  # a clean stop takes well under a second; the bound only turns a hang into a failure
 
 TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN"}
 
@@ -90,6 +92,19 @@ def read_line_matching(pipe: IO[Any], pattern: str, seconds: float) -> re.Match[
         if match := re.search(pattern, line):
             return match
     raise AssertionError(f"the child's output ended before a line matching {pattern!r}")
+
+
+_HEADLINE = re.compile(r'<h1>Replication lag <span class="status (\w+)">(\w+)</span></h1>')
+
+
+def headline_colour(page: str) -> str:
+    """GREEN, YELLOW or RED: the colour of the status page's headline, which its class and its text must agree on;
+    AssertionError when the page has no such headline."""
+    found = _HEADLINE.findall(page)
+    assert len(found) == 1, f"{len(found)} headlines in the page"
+    css, text = found[0]
+    assert css == text, found[0]
+    return text
 
 
 def uri_with_credentials(uri: str, user: str, password: str) -> str:
@@ -175,8 +190,15 @@ class Look:
 class Exporter:
     """A running exporter.py: its log lines, every answer it gave (`transcript`), and a clean stop."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, keep_answers: bool = True) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        keep_answers: bool = True,
+        http_timeout_s: float = HTTP_TIMEOUT_S,
+    ) -> None:
         self.args, self.port = args, 0
+        self.http_timeout_s = http_timeout_s  # each request's client timeout (`get`)
         self.keep_answers = keep_answers  # a long run (the soak) would keep every answer in memory otherwise
         self.log: list[str] = []
         self.transcript: list[str] = []  # every HTTP answer: request line, status, headers and body
@@ -223,8 +245,8 @@ class Exporter:
     # -- HTTP --
 
     def get(self, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> Answer:
-        """One request; raises (TimeoutError) if the answer takes longer than HTTP_TIMEOUT_S."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT_S)
+        """One request; raises (TimeoutError) if the answer takes longer than the client timeout."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.http_timeout_s)
         try:
             connection.request(method, path, body=b"{}" if method == "PUT" else None, headers=headers or {})
             response = connection.getresponse()

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_util import REPO
+from ops_util import REPO, unavailable
 from service_util import uri_with_credentials
 from test_ops_kubernetes import KUBERNETES, of_kind, render
 
@@ -80,14 +80,14 @@ class Docker:
 def docker(tmp_path_factory) -> Iterator[Docker]:
     cli = shutil.which("docker")
     if cli is None:
-        pytest.skip("no docker CLI on this machine: the image cannot be built here")
+        unavailable("no docker CLI on this machine: the image cannot be built here")
     engine = Docker(cli)
     if engine.answers():
         yield engine
         return
     dockerd = shutil.which("dockerd")
     if os.geteuid() != 0 or dockerd is None:
-        pytest.skip(
+        unavailable(
             "no Docker engine runs and none can be started here "
             f"({'not root' if os.geteuid() != 0 else 'no dockerd: ./run tests installs docker.io when root'})"
         )
@@ -102,7 +102,7 @@ def docker(tmp_path_factory) -> Iterator[Docker]:
         while not engine.answers():
             if process.poll() is not None or time.monotonic() > deadline:
                 tail = log_path.read_text(errors="replace").splitlines()[-5:]
-                pytest.skip(f"dockerd did not start (exit {process.poll()}): {' | '.join(tail)}")
+                unavailable(f"dockerd did not start (exit {process.poll()}): {' | '.join(tail)}")
             time.sleep(0.2)
         yield engine
     finally:
@@ -117,7 +117,7 @@ def docker(tmp_path_factory) -> Iterator[Docker]:
 def make_base_image(docker: Docker, workdir: Path) -> None:
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None or os.geteuid() != 0:
-        pytest.skip(f"{BASE_IMAGE} is missing and cannot be made: debootstrap needs root and ./run's debootstrap")
+        unavailable(f"{BASE_IMAGE} is missing and cannot be made: debootstrap needs root and ./run's debootstrap")
     root = workdir / "rootfs"
     made = subprocess.run(
         [debootstrap, "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", root, DEBIAN_MIRROR],
@@ -244,7 +244,7 @@ def test_the_kubernetes_pod_runs_in_the_image_and_its_config_copy_keeps_the_pass
     docker, image, start_set, tmp_path
 ):
     if os.geteuid() != 0:
-        pytest.skip("laying the volumes out as the kubelet does (files owned by root and group 10001) needs root")
+        unavailable("laying the volumes out as the kubelet does (files owned by root and group 10001) needs root")
     (deployment,) = of_kind(render(KUBERNETES / "base"), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]

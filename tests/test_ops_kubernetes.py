@@ -29,7 +29,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from ops_util import REPO, run_promtool
+from ops_util import REPO, run_promtool, unavailable
 
 from replicationlag.version import VERSION
 
@@ -51,7 +51,7 @@ PORT = 9218
 def kubectl() -> str:
     path = shutil.which("kubectl")
     if path is None:
-        pytest.skip("kubectl is not installed (it comes with the machine image): the manifests cannot be rendered")
+        unavailable("kubectl is not installed (it comes with the machine image): the manifests cannot be rendered")
     return path
 
 

@@ -32,7 +32,7 @@ The sharded cluster (two routers, three shards of three members, the config serv
     configRepl                        majority commit point held 6 s behind; flow control throttles
                                                  -> MongoReplicationMajorityCommitLag, ...FlowControlEngaged
 
-Prometheus has its first sample some 5 to 6 s after it starts; the module takes about 13 s in all.
+Prometheus has its first sample some 5 to 6 s after it starts; the module takes about 17 s in all.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -432,6 +433,27 @@ def sample_times(stack: Stack, selector: str) -> list[float]:
     return [float(t) for series in result for t, _ in series["values"]]
 
 
+def unix_time(rfc3339: str) -> float:
+    """Prometheus's RFC 3339 times carry nanoseconds; fromisoformat in 3.11 takes at most six fractional digits."""
+    return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", rfc3339).replace("Z", "+00:00")).timestamp()
+
+
+def wait_for_a_whole_for_window_of_evaluations(stack: Stack, fired: set[tuple[str, str]]) -> None:
+    """Until every rule group has evaluated for longer than a `for:` past the moment the last of `fired` fired:
+    an alert the state does not call for has then had every chance to go pending, so "nothing else fired" can
+    fail. Counted in Prometheus's own evaluations, not in seconds the test waits: on a loaded machine they come
+    later, not fewer; a test that runs once the stack is old waits for nothing."""
+    alerts = active_alerts(stack)
+    window = float(SHORT_FOR.rstrip("s")) + 2 * float(RULE_INTERVAL.rstrip("s"))
+    until = max(unix_time(alerts[key]["activeAt"]) for key in fired) + float(SHORT_FOR.rstrip("s")) + window
+
+    def evaluated() -> tuple[bool, str]:
+        at = min(unix_time(group["lastEvaluation"]) for group in stack.api("/api/v1/rules")["groups"])
+        return at >= until, f"rules evaluated up to {at:.1f}, waiting for {until:.1f}"
+
+    poll_until(evaluated, DATA_TIMEOUT_S, "Prometheus did not evaluate its rules for a whole window", stack.log_tails)
+
+
 def wait_until_firing(stack: Stack, expected: set[tuple[str, str]]) -> None:
     def all_fire() -> tuple[bool, str]:
         alerts = active_alerts(stack)
@@ -453,6 +475,7 @@ def test_lag_and_member_alerts_go_pending_then_fire_for_the_right_members_and_no
         ("MongoReplicationFlowControlEngaged", SET_NAME),
     }
     wait_until_firing(stack, expected)
+    wait_for_a_whole_for_window_of_evaluations(stack, expected)
 
     alerts = active_alerts(stack)
     assert set(alerts) == expected, "an alert is active that the set's state does not call for"
@@ -501,6 +524,7 @@ def test_a_delayed_member_behind_by_its_delay_raises_no_alert_though_its_raw_lag
     m = stack.member
     # The YELLOW member's alert fires after the same `for:`, on the same polls as the delayed member's data.
     wait_until_firing(stack, {("MongoReplicationLagYellow", m[YELLOW])})
+    wait_for_a_whole_for_window_of_evaluations(stack, {("MongoReplicationLagYellow", m[YELLOW])})
     assert instant(stack, "mongodb_replication_raw_lag_seconds")[m[DELAYED]] == DELAYED_LAG_MS / 1000
     assert instant(stack, "mongodb_replication_member_delay_seconds")[m[DELAYED]] == DELAY_S
     assert instant(stack, "mongodb_replication_lag_seconds")[m[DELAYED]] == 0.8
@@ -514,6 +538,8 @@ def test_the_danger_panels_show_a_young_sets_oplogs_its_commit_point_flow_contro
     m = stack.member
     # Flow control fires after the same `for:` as a headroom alert would, on the same polls.
     wait_until_firing(stack, {("MongoReplicationFlowControlEngaged", SET_NAME)})
+    # So that a headroom alert would have gone pending.
+    wait_for_a_whole_for_window_of_evaluations(stack, {("MongoReplicationFlowControlEngaged", SET_NAME)})
     queries = panel_queries(stack)
     oplogs = (PRIMARY, RED, YELLOW, DELAYED)  # DOWN is unreachable, SYNCING's oplog is empty until it is done
     assert instant(stack, f'mongodb_replication_oplog_full{{infra="{INFRA}"}}') == {m[i]: 0 for i in oplogs}
@@ -667,6 +693,7 @@ def test_per_set_alerts_fire_for_the_lagging_shard_the_lost_shard_and_the_down_r
         ("MongoReplicationFlowControlEngaged", CONFIG_SET),
     }
     wait_until_firing(sharded, expected)
+    wait_for_a_whole_for_window_of_evaluations(sharded, expected)
 
     alerts = active_alerts(sharded)
     assert set(alerts) == expected, "an alert is active that the cluster's state does not call for"

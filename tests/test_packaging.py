@@ -1,12 +1,13 @@
 """`pip install .`: the wheel adds four top-level names (exporter, bridge, the replicationlag package, the mongosim
-simulator), declares compatible ranges that admit the pins of the lock (constraints.txt), and, installed into a
-fresh virtual environment, gives a `replicationlag` command with the flags of `python exporter.py` that serves the
-demo.
+simulator), declares compatible ranges that admit the pins of the lock (constraints.txt), and `pip install .` run
+in a copy of the source tree, into a fresh virtual environment, resolves those ranges and gives a `replicationlag`
+command with the flags of `python exporter.py` that serves the demo.
 
 The slow test builds the wheel from a copy of the source tree (setuptools writes build/ and *.egg-info/ beside the
-sources) with `--no-build-isolation`, so the build uses the setuptools pinned in requirements-dev.txt and needs no
-network, and installs it with `--no-deps`. The runtime dependencies then come from this test run's own environment
-through a .pth file; that the wheel *declares* them is checked on its metadata, against pyproject.toml.
+sources) to check what it holds. Then it runs `pip install .` as a user does, but offline: `--no-index` with
+`--find-links` to a wheelhouse repacked from the distributions this test run has installed (the runtime
+dependencies, theirs, and the pinned setuptools, which `--no-build-isolation` builds with), so pip resolves the
+declared ranges itself and needs no network.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 import tomllib
@@ -149,26 +149,76 @@ def _build_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
-def _fresh_venv_with(wheel: Path, where: Path) -> Path:
-    """A new venv holding only the wheel; the pinned dependencies are borrowed from this run's environment."""
-    subprocess.run([sys.executable, "-m", "venv", where], check=True, timeout=BUILD_TIMEOUT_S)
-    python = where / "bin" / "python"
-    install = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--disable-pip-version-check", wheel]
-    result = subprocess.run(install, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    site = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout.strip()
-    (Path(site) / "borrowed-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+def _wheelhouse_from_this_environment(where: Path) -> Path:
+    """Wheels repacked from what this run has installed: every runtime requirement (and theirs, markers applied)
+    and setuptools, each from its installed files and dist-info, named with its own WHEEL tag."""
+    where.mkdir()
+    wanted = [Requirement(r) for r in tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]]
+    wanted.append(Requirement("setuptools"))
+    seen: set[str] = set()
+    while wanted:
+        requirement = wanted.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen or (requirement.marker is not None and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        dist = importlib.metadata.distribution(requirement.name)
+        wanted += [Requirement(r) for r in dist.requires or []]
+        tags = [line.split(": ", 1)[1].split("-") for line in dist.read_text("WHEEL").splitlines() if "Tag: " in line]
+        tag = "-".join(".".join(dict.fromkeys(part)) for part in zip(*tags, strict=True))  # py2.py3-none-any
+        stem = f"{re.sub(r'[-_.]+', '_', dist.metadata['Name'])}-{dist.version}"
+        files = [f for f in dist.files or [] if not str(f).startswith("..") and "__pycache__" not in str(f)]
+        files = [f for f in files if f.name not in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")]
+        info = next(str(f).split("/")[0] for f in files if ".dist-info/" in str(f))
+        with zipfile.ZipFile(where / f"{stem}-{tag}.whl", "w", zipfile.ZIP_DEFLATED) as wheel:
+            for file in files:
+                wheel.write(dist.locate_file(file), str(file))
+            wheel.writestr(f"{info}/RECORD", "".join(f"{f},,\n" for f in files) + f"{info}/RECORD,,\n")
+    return where
+
+
+def _pip_install_dot(source: Path, where: Path, wheelhouse: Path) -> Path:
+    """`pip install .` in the source tree into a new venv, offline: the dependencies come from the wheelhouse."""
+    # Without pip of its own (ensurepip takes seconds): this run's pip installs into it (`--python`), as its own would.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", where], check=True, timeout=BUILD_TIMEOUT_S)
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        where / "bin" / "python",
+        "--disable-pip-version-check",
+        "--isolated",
+    ]
+    offline = ["--no-index", "--find-links", wheelhouse]
+    pinned = f"setuptools=={_pin('setuptools')}"  # what --no-build-isolation builds with: the pyproject's pin
+    for args in (["install", "-q", *offline, pinned], ["install", "-q", *offline, "--no-build-isolation", "."]):
+        result = subprocess.run(
+            [*pip, *args], cwd=source, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    checked = subprocess.run([*pip, "check"], capture_output=True, text=True, timeout=60, check=False)
+    assert checked.returncode == 0, checked.stdout  # every declared dependency is installed, in a declared range
+    frozen = subprocess.run([*pip, "freeze"], capture_output=True, text=True, timeout=60, check=True).stdout
+    installed = dict(line.split("==", 1) for line in frozen.splitlines() if "==" in line)
+    installed = {canonicalize_name(name): version for name, version in installed.items()}
+    for requirement in tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]:
+        name = canonicalize_name(Requirement(requirement).name)
+        assert installed.get(name) == _pin(name), (name, installed.get(name))  # resolved to the lock's pin
     return where / "bin" / "replicationlag"
 
 
+def _pin(name: str) -> str:
+    """The exact version constraints.txt pins for `name`."""
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        pinned, _, version = line.partition("==")
+        if version and canonicalize_name(pinned) == canonicalize_name(name):
+            return version.strip()
+    raise AssertionError(f"{name} is not pinned in constraints.txt")
+
+
 @pytest.mark.slow
-def test_the_wheel_installs_a_replicationlag_command_that_serves_the_demo(tmp_path):
+def test_pip_install_dot_into_a_fresh_venv_gives_a_replicationlag_command_that_serves_the_demo(tmp_path):
     wheel = _build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -185,7 +235,8 @@ def test_the_wheel_installs_a_replicationlag_command_that_serves_the_demo(tmp_pa
     assert [Requirement(r) for r in requires] == [Requirement(r) for r in declared]
     assert "replicationlag = exporter:main" in scripts
 
-    command = _fresh_venv_with(wheel, tmp_path / "venv")
+    source = _copy_sources(tmp_path / "user-checkout")
+    command = _pip_install_dot(source, tmp_path / "venv", _wheelhouse_from_this_environment(tmp_path / "wheelhouse"))
     # Run from an empty folder so nothing of the repository is importable but the installed wheel.
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from service_util import headline_colour
 from view_factory import FakeClock
 
 import bridge
@@ -138,7 +140,7 @@ def test_every_endpoint_shows_the_colour_of_an_exact_lag(service, lag_ms, status
     assert svc.metric("mongodb_replication_status", set="rs0") == {"GREEN": 0, "YELLOW": 1, "RED": 2}[status]
     assert svc.liveness()[0] == 200
     _, _, page = svc.request("GET", "/")
-    assert status in page.decode()
+    assert headline_colour(page.decode()) == status  # its CSS names all three colours, whatever the status
 
 
 def test_the_document_lists_the_primary_first_and_every_member_by_host_and_port(service):
@@ -357,3 +359,29 @@ def test_the_first_poll_is_answered_by_the_primary_whichever_member_the_driver_f
     snapshot = svc.store.view().snapshot
     assert snapshot is not None
     assert snapshot.answered_by == "{}:{}".format(*svc.rs.address(0))
+
+
+def test_after_an_outage_that_made_the_driver_drop_every_seed_a_fresh_client_brings_the_set_back(service, caplog):
+    """With replicaSet= in the URI pymongo drops a seed that answers as a standalone and never looks at the URI
+    again: once all of them answered so, only a fresh client (the keeper's renewal) sees the set when it is back."""
+    svc = service(3)
+    svc.poll()
+    assert svc.document()["status"] == "GREEN"
+
+    svc.rs.set_topology("standalone")  # every member at once: a total outage of the set as a set
+    for _ in range(10):  # each poll lasts up to the 1.5 s deadline; the driver drops the seeds at its next heartbeat
+        svc.poll()
+        if svc.built.store.view().failure is not None and svc.liveness()[1]["last_failure_kind"] == "not_replica_set":
+            break
+    assert svc.liveness()[1]["last_failure_kind"] == "not_replica_set"
+
+    svc.rs.set_topology("replset")
+    with caplog.at_level(logging.DEBUG, logger="replicationlag.keeper"):
+        for _ in range(5):
+            svc.poll()
+            if svc.document()["status"] == "GREEN":
+                break
+    assert svc.document()["status"] == "GREEN"
+    assert svc.liveness()[0] == 200
+    renewals = [r for r in caplog.records if "starting over from the hosts of the URI" in r.getMessage()]
+    assert [r.levelname for r in renewals][:1] == ["INFO"]  # said once per outage at info

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from service_util import headline_colour
 from view_factory import FakeClock
 
 import bridge
@@ -331,6 +333,43 @@ def test_a_refused_get_shard_map_falls_back_to_list_shards_and_says_the_config_s
     assert "The config server replica set is not watched" in w.body()
 
 
+def test_with_get_shard_map_and_list_shards_refused_the_map_is_read_from_config_shards(watch):
+    w = watch(2)
+    w.cluster.refuse_shard_map("unauthorized")
+    w.cluster.refuse_list_shards("unauthorized")
+    w.cluster.shard("shard02").set_lag(1, 1_500)
+    w.poll()
+
+    view = w.built.store.view()
+    assert view.map_source == "config.shards"
+    assert {s.name for s in view.sets} == {"shard01", "shard02"}
+    assert w.lags()[("shard02", member_name(w.cluster, "shard02", 1))] == 1.5
+    assert w.document()["status"] == "GREEN"
+    assert "The config server replica set is not watched" in w.body()
+
+
+@pytest.mark.parametrize("kind", ["unauthorized", "atlas"])
+def test_with_all_three_ways_to_the_map_refused_the_document_says_what_to_grant(watch, kind):
+    w = watch(1)
+    w.cluster.refuse_shard_map(kind)
+    w.cluster.refuse_list_shards(kind)
+    w.cluster.refuse_config_shards(kind)
+    w.poll()
+
+    document = w.document()
+    assert document["status"] == "RED"
+    grant = "the routers refuse getShardMap, listShards and reading config.shards: grant the monitoring user"
+    assert grant in w.body()
+    status, answer = w.liveness()
+    assert status == 503 and answer["last_failure_kind"] == "unauthorized"
+    assert w.metric("mongodb_replication_collection_failures_total", kind="unauthorized") == 1
+
+    for refuse in (w.cluster.refuse_shard_map, w.cluster.refuse_list_shards, w.cluster.refuse_config_shards):
+        refuse(None)
+    w.poll()
+    assert w.document()["status"] == "GREEN"  # a grant is all it takes: the next poll reads the map
+
+
 def test_an_8_0_config_shard_listed_twice_is_watched_once(watch):
     w = watch(1, version="8.0", config_shard=True)
     w.poll()
@@ -371,6 +410,9 @@ def test_the_status_page_colours_each_sets_problems_by_what_they_make_the_set(wa
     red = f"shard02 (replica set shard02): {member_name(w.cluster, 'shard02', 2)}: 45000 ms behind the primary"
     assert f'<li class="warn">{yellow}</li>' in page
     assert f'<li class="problem">{red}</li>' in page
+    assert headline_colour(page) == "RED"  # the cluster is as bad as its worst set
+    colours = dict(re.findall(r'<tr><td><a href="#set-([^"]+)">.*?<span class="status (\w+)">', page))
+    assert colours == {"shard01": "YELLOW", "shard02": "RED", "configRepl": "GREEN"}
 
 
 def test_the_router_password_never_shows_anywhere(watch):

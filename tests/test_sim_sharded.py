@@ -210,6 +210,31 @@ def test_a_refused_get_shard_map_leaves_list_shards_and_config_shards_to_fall_ba
     assert "shard02" in client.admin.command("getShardMap")["map"]
 
 
+@pytest.mark.parametrize(
+    "kind, code, words", [("atlas", 8000, "is not allowed"), ("unauthorized", 13, "not authorized on")]
+)
+def test_list_shards_and_config_shards_reads_can_each_be_refused_and_answer_again(
+    start_cluster, connect, kind, code, words
+):
+    cluster = start_cluster(shards=2, users=[MONITOR])
+    client = connect(cluster.uri, **CREDENTIALS)
+    cluster.refuse_list_shards(kind)
+    listed = _code(client.admin.command, "listShards")
+    assert listed[0] == code and words in listed[1] and "listShards" in listed[1]
+    assert len(list(client.config.shards.find())) == 2  # the other ways still answer
+    assert "shard02" in client.admin.command("getShardMap")["map"]
+
+    cluster.refuse_config_shards(kind)
+    found = _code(client.config.shards.find_one)
+    assert found[0] == code and words in found[1]
+    assert client.config.settings.find_one() is None  # other config collections are not refused
+
+    cluster.refuse_list_shards(None)
+    cluster.refuse_config_shards(None)
+    assert [s["_id"] for s in client.admin.command("listShards")["shards"]] == ["shard01", "shard02"]
+    assert len(list(client.config.shards.find())) == 2
+
+
 def test_with_no_config_server_answering_list_shards_fails_while_get_shard_map_answers_from_cache(
     start_cluster, connect
 ):

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow  # README "Tests": skipped by the quick run
 SOAK_S, INTERVAL_S, TIMEOUT_S = 30, 0.5, 0.3
 
 
+@pytest.mark.timeout(SOAK_S * 6)  # the run itself is bounded at SOAK_S * 4
 def test_a_short_soak_under_random_faults_and_scrapes_grows_neither_memory_threads_nor_descriptors():
     result = subprocess.run(
         [

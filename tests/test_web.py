@@ -19,7 +19,7 @@ from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import pytest
-from service_util import read_line_matching
+from service_util import headline_colour, read_line_matching
 from view_factory import failure, healthy_set, make_store, member, primary, snapshot
 
 import bridge
@@ -180,7 +180,7 @@ def test_the_status_page_shows_the_cluster_status_in_its_colour_in_every_state(s
 
     assert answer.status == 200
     assert answer.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert f'<span class="status {status}">{status}</span>' in answer.text
+    assert headline_colour(answer.text) == status  # each member's row has a coloured span too
     assert "<script" not in answer.text.lower()
 
 
@@ -328,6 +328,7 @@ def test_the_status_page_says_why_it_is_red_when_the_collection_failed_and_marks
 
     page = call(app, "GET", "/").text
 
+    assert headline_colour(page) == "RED"  # the name says it: RED, and why
     assert "Collection failed: authentication failed for user &#x27;monitor&#x27;" in page
     assert "Last known members (not current)" in page
 
@@ -625,3 +626,39 @@ def test_the_routes_the_telemetry_path_may_not_take_are_the_apps_other_routes():
     store, _ = make_store()
     routes = {route.rule for route in web.create_app(store, build_registry(store), bridge).routes}
     assert routes - {DEFAULT_TELEMETRY_PATH} == set(OTHER_ROUTES)
+
+
+class KernelWithoutIPv6(socket.socket):
+    """A socket as a kernel without IPv6 gives it: booted with ipv6.disable=1, creating an AF_INET6 socket fails
+    with EAFNOSUPPORT; with IPv6 turned off by sysctl, it is created but binding it fails with EADDRNOTAVAIL."""
+
+    fails_at = "socket"  # or "bind"
+
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        if family == socket.AF_INET6 and self.fails_at == "socket":
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        super().__init__(family, type, proto, fileno)
+
+    def bind(self, address):
+        if self.family == socket.AF_INET6 and self.fails_at == "bind":
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        return super().bind(address)
+
+
+@pytest.mark.parametrize("fails_at", ["socket", "bind"])
+def test_without_ipv6_an_empty_host_serves_ipv4_alone_and_an_ipv6_host_is_a_clear_error(monkeypatch, fails_at):
+    monkeypatch.setattr(KernelWithoutIPv6, "fails_at", fails_at)
+    monkeypatch.setattr(socket, "socket", KernelWithoutIPv6)
+    store, _ = make_store(healthy_set(0))
+    app = web.create_app(store, build_registry(store), bridge)
+
+    running = httpserver.serve(app, "", 0)
+    try:
+        assert running.addresses == [("0.0.0.0", running.port)]
+        assert running.urls == [f"http://0.0.0.0:{running.port}/"]
+        assert _get("127.0.0.1", running.port) == 200
+    finally:
+        running.close()
+    with pytest.raises(OSError) as refused:  # asked for by name: not skipped, the caller reports it
+        httpserver.serve(app, "::1", 0)
+    assert refused.value.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
