@@ -62,6 +62,24 @@ def test_lag_shows_to_the_millisecond_in_wall_times_and_in_whole_seconds_in_opti
     assert _oplog_lag_ms(client, status, primary) is None
 
 
+def test_a_member_whose_clock_was_stepped_back_reports_its_own_time_but_the_walls_stay_the_primarys(
+    replica_set, connect
+):
+    replica_set.set_lag(1, 20_000)
+    replica_set.set_clock_offset(0, -60_000)  # the primary's clock stepped back a minute after its writes
+    client = connect(replica_set)
+    status = _primary_status(client)
+    members = _by_name(status)
+    primary, m1 = members[replica_set.member(0).name], members[replica_set.member(1).name]
+    assert _ms(status["date"]) == T0 - 60_000
+    assert _ms(client.admin.command("hello")["localTime"]) == T0 - 60_000
+    assert _ms(primary["lastAppliedWallTime"]) == T0  # stamped before the step
+    assert _ms(primary["lastAppliedWallTime"]) - _ms(m1["lastAppliedWallTime"]) == 20_000
+    assert _oplog_lag_ms(client, status, m1) == 20_000 - 60_000  # the §6 measure goes negative: the trap
+    replica_set.set_clock_offset(0, 0)
+    assert _ms(_primary_status(client)["date"]) == T0
+
+
 def test_a_caught_up_member_has_the_primarys_optime_and_nothing_after_it_in_the_oplog(replica_set, connect):
     client = connect(replica_set)
     status = _status(client)
