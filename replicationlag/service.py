@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from replicationlag import metrics
 from replicationlag.config import Settings
 from replicationlag.credentials import member_uri, set_uri
-from replicationlag.model import SetAddress, SetRole
+from replicationlag.model import SetAddress, SetRole, wall_now_ms
 from replicationlag.mongo.cluster import ShardedSource
 from replicationlag.mongo.driver import Connection
 from replicationlag.mongo.keeper import ClientKeeper
@@ -85,14 +85,16 @@ def build_service(
     bridge: DocumentBridge,
     *,
     monotonic: Callable[[], float] = time.monotonic,
+    wall_ms: Callable[[], int] = wall_now_ms,
     danger_reads: bool = True,
 ) -> Service:
     """Build the service for `settings` (the URI, the label, the address, the intervals, the web config), serving
     the Zero Problem document that `bridge` makes (bridge.py, which the package does not import).
 
-    `monotonic` is the store's clock for the data age (tests move it); `danger_reads=False` polls a replica set
-    without the reads of how dangerous the lag is (only for the benchmark of their cost). Raises before anything
-    runs.
+    `monotonic` is the store's clock for the data age and the lag history (tests move it); `wall_ms` is the wall
+    clock each status `date` is compared with (docs/domain.md §17; tests on a simulated clock give that clock);
+    `danger_reads=False` polls a replica set without the reads of how dangerous the lag is (only for the benchmark
+    of their cost). Raises before anything runs.
     """
     access = WebAccess(settings.web_config_file)
 
@@ -100,14 +102,17 @@ def build_service(
         return Connection(settings.uri, settings.timeout_s, settings.redact, interval_s=settings.interval_s)
 
     def replica_set(keeper: ClientKeeper) -> ReplicaSetSource:
-        return ReplicaSetSource(keeper, SetReader(settings.timeout_s, danger_reads=danger_reads))
+        return ReplicaSetSource(keeper, SetReader(settings.timeout_s, danger_reads=danger_reads, now_ms=wall_ms))
 
     def connect_member(host: str) -> Connection:
         return _member_connection(settings, settings.uri, host)
 
     def sharded(router: ClientKeeper) -> ShardedSource:
         return ShardedSource(
-            router, lambda address: _set_source(settings, address), settings.timeout_s, infra=settings.infra_label
+            router,
+            lambda address: _set_source(settings, address, wall_ms),
+            settings.timeout_s,
+            infra=settings.infra_label,
         )
 
     source = DetectingSource(ClientKeeper(connect, connect_member), replica_set, sharded)
@@ -126,7 +131,7 @@ def build_service(
     return Service(settings, store, source, poller, scheduler, registry, app, server, access)
 
 
-def _set_source(settings: Settings, address: SetAddress) -> ReplicaSetSource:
+def _set_source(settings: Settings, address: SetAddress, wall_ms: Callable[[], int] = wall_now_ms) -> ReplicaSetSource:
     """The source of one set behind the routers: its seeds and name, with the router URI's credentials and
     options or the config file's credentials for shards / config servers."""
     credentials = settings.credentials_for(address.shard_id, config_servers=address.role is SetRole.CONFIG)
@@ -152,7 +157,7 @@ def _set_source(settings: Settings, address: SetAddress) -> ReplicaSetSource:
     def connect_member(host: str) -> Connection:
         return _member_connection(settings, uri, host)
 
-    return ReplicaSetSource(ClientKeeper(connect, connect_member), SetReader(settings.timeout_s))
+    return ReplicaSetSource(ClientKeeper(connect, connect_member), SetReader(settings.timeout_s, now_ms=wall_ms))
 
 
 def _member_connection(settings: Settings, set_uri_: str, host: str) -> Connection:

@@ -107,7 +107,7 @@ def watch(tmp_path) -> Iterator[Callable[..., Watched]]:
             flags += ["--mongodb.uri", uri(cluster)]
         settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
         monotonic = FakeClock()
-        built = service_module.build_service(settings, bridge, monotonic=monotonic)
+        built = service_module.build_service(settings, bridge, monotonic=monotonic, wall_ms=cluster.clock.now_ms)
         threading.Thread(target=built.server.run, daemon=True).start()
         started.append((cluster, built))
         return Watched(cluster, built, monotonic)
