@@ -856,6 +856,8 @@ def dispatch(model: m.SetModel, member: m.Member, session: Session, request: Req
             raise CommandError(59, f"no such command: '{name}'")
         if not request.db and not request.legacy:
             raise CommandError(40571, "OP_MSG requests require a $db argument")
+        if name in member.fail_commands and (session.user is not None or session.superuser or not model.users):
+            raise CommandError(member.fail_commands[name], "Failing command via 'failCommand' failpoint")
         return handler(ctx, body)
     except AuthFailed as exc:
         doc = error_doc(exc.code, str(exc))

@@ -269,6 +269,20 @@ class ReplicaSet:
 
         self._call(change)
 
+    def fail_command(self, ref: MemberRef, name: str, code: int | None = 2) -> None:
+        """Make one member answer every `name` command (e.g. "find") with error `code`, as mongod's failCommand
+        failpoint does (`configureFailPoint` on a test server; errmsg "Failing command via 'failCommand'
+        failpoint"), after authentication; `code=None` lifts it."""
+
+        def change() -> None:
+            failing = self._model.member(ref).fail_commands
+            if code is None:
+                failing.pop(name, None)
+            else:
+                failing[name] = int(code)
+
+        self._call(change)
+
     def set_delay(self, ref: MemberRef, secs: int) -> None:
         """secondaryDelaySecs (slaveDelay before 5.0) in the config; a delayed member gets priority 0, as a
         real reconfig demands, and is from then on at least `secs` behind (set_lag can put it further back)."""

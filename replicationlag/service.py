@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from replicationlag import metrics
 from replicationlag.config import Settings
-from replicationlag.credentials import member_uri, set_uri
+from replicationlag.credentials import connectable, member_uri, set_uri
 from replicationlag.model import SetAddress, SetRole, wall_now_ms
 from replicationlag.mongo.cluster import ShardedSource
-from replicationlag.mongo.driver import Connection
+from replicationlag.mongo.driver import ClientError, Connection
 from replicationlag.mongo.keeper import ClientKeeper
 from replicationlag.mongo.reader import SetReader
 from replicationlag.mongo.source import DetectingSource, ReplicaSetSource, Source
@@ -113,6 +113,7 @@ def build_service(
             lambda address: _set_source(settings, address, wall_ms),
             settings.timeout_s,
             infra=settings.infra_label,
+            shard_tables=tuple(shard_id for shard_id, _ in settings.shard_credentials_by_id),
         )
 
     source = DetectingSource(ClientKeeper(connect, connect_member), replica_set, sharded)
@@ -142,6 +143,13 @@ def _set_source(settings: Settings, address: SetAddress, wall_ms: Callable[[], i
             "password": credentials.password,
             "auth_source": credentials.auth_source,
         }
+    odd = [host for host in address.hosts if not connectable(host)]
+    if odd:
+        # The driver would read such a name as a user name, a database or an option and give advice about those.
+        raise ClientError(
+            f"the routers' shard map names host {odd[0]!r} for {address.label}, which is not a host:port a client can "
+            "connect to: correct the shard's entry in config.shards"
+        )
     uri = set_uri(settings.uri, address.name, address.hosts, **login)
 
     def connect() -> Connection:
@@ -152,6 +160,7 @@ def _set_source(settings: Settings, address: SetAddress, wall_ms: Callable[[], i
             interval_s=settings.interval_s,
             heartbeat_ms=CLUSTER_HEARTBEAT_MS,
             polled_heartbeats=True,
+            set_from_map=True,
         )
 
     def connect_member(host: str) -> Connection:
@@ -161,7 +170,14 @@ def _set_source(settings: Settings, address: SetAddress, wall_ms: Callable[[], i
 
 
 def _member_connection(settings: Settings, set_uri_: str, host: str) -> Connection:
-    """A direct connection to one member, for what only it can answer: its own oplog, its initial sync."""
+    """A direct connection to one member, for what only it can answer: its own oplog, its initial sync. Raises
+    `ClientError` (about the host name: the driver's words would be about escaping a user name and password)
+    when the member's name is no host:port a client can connect to."""
+    if not connectable(host):
+        raise ClientError(
+            f"its host name {host!r} is not a host:port a client can connect to (a DNS name or an IP address, and "
+            "a port): give the member such a name in the replica-set config"
+        )
     return Connection(
         member_uri(set_uri_, host),
         settings.timeout_s,

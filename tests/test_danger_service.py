@@ -291,3 +291,28 @@ def test_one_poll_whose_date_lies_far_in_the_future_is_said_and_neither_wipes_th
         16_000,
         18_000,
     ]
+
+
+# --- What a failed read says (issue 22 item 8) --------------------------------------------------------------
+
+
+def test_a_member_whose_host_name_makes_no_uri_is_told_about_its_host_name_not_about_escaping_a_password(watch):
+    w = watch(3)
+    w.rs.rename(2, "db@2:27017")  # a replica-set config can hold such a name; no URI can
+    w.poll()
+    line = w.line("db@2:27017")
+    assert "password" not in line and "escaped" not in line and "URI was rejected" not in line
+    assert line.startswith("- Secondary db@2:27017 replication lag 0ms (")
+    assert "its host name 'db@2:27017' is not a host:port a client can connect to" in line
+
+
+def test_a_failed_oplog_read_on_a_member_names_the_read_once(watch):
+    w = watch(3)
+    w.rs.fail_command(1, "find", 2)  # mongod's failCommand failpoint: every find on member 1 answers BadValue
+    w.poll()
+    line = w.line(w.name(1))
+    assert line.count("find on local.oplog.rs") == 1
+    assert "find on local.oplog.rs failed with code 2 BadValue" in line
+    w.rs.fail_command(1, "find", None)
+    w.poll()
+    assert "find on local.oplog.rs" not in w.line(w.name(1))

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from bson import Int64, Timestamp, json_util
 from pymongo import ReadPreference
+from pymongo.errors import OperationFailure
 
 from mongosim import ManualClock
 
@@ -372,3 +373,16 @@ def test_the_in_process_command_answers_exactly_what_the_wire_carries(replica_se
     replica_set.set_lag(1, 2_500)
     for command in ("replSetGetStatus", "replSetGetConfig"):
         assert replica_set.command(0, command) == raw_command(replica_set.address(0), {command: 1})
+
+
+def test_a_fail_command_failpoint_makes_one_member_refuse_that_command_until_it_is_lifted(replica_set, connect):
+    replica_set.fail_command(1, "find", 2)
+    direct = connect(replica_set.address(1))
+    with pytest.raises(OperationFailure) as refused:
+        direct.local["oplog.rs"].find_one({})
+    assert (refused.value.code, refused.value.details["codeName"]) == (2, "BadValue")
+    assert "failCommand" in refused.value.details["errmsg"]
+    assert direct.admin.command("replSetGetStatus")["ok"] == 1.0  # other commands answer
+    assert connect(replica_set.address(0)).local["oplog.rs"].find_one({}) is not None  # other members answer
+    replica_set.fail_command(1, "find", None)
+    assert direct.local["oplog.rs"].find_one({}) is not None

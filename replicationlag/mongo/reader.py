@@ -215,7 +215,10 @@ class _EvidenceReader:
             elif error.timeout:
                 problems.append("its oplog could not be read in time")
             else:
-                problems.append(f"{command} failed: {error.message}")
+                # The driver's words name the command when the server refused it ("find on local.oplog.rs failed
+                # with code 2 BadValue"); name it once.
+                named = error.message.startswith(command)
+                problems.append(error.message if named else f"{command} failed: {error.message}")
             return None
 
     def _primary_server_status(self) -> dict[str, Any] | None:
