@@ -49,7 +49,7 @@ class InProcessExporter:
     """Our exporter built as exporter.py builds it (`build_service`); the bench runs the polls itself and reads
     the store, so the scheduler and the HTTP server are never started."""
 
-    def __init__(self, uri: str, interval_s: float = 60.0) -> None:
+    def __init__(self, uri: str, interval_s: float = 60.0, wall_ms: Any = None) -> None:
         flags = [
             "--mongodb.uri",
             uri,
@@ -58,7 +58,9 @@ class InProcessExporter:
             "--collect.timeout",
             f"{POLL_TIMEOUT_S:g}",
         ]
-        self.service = build_service(load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={}), bridge)
+        settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
+        # The simulated set's clock is the exporter's wall clock too, so its `date` agrees with the poll (§17).
+        self.service = build_service(settings, bridge, **({"wall_ms": wall_ms} if wall_ms else {}))
         self.store = self.service.store
         self.registry = self.service.registry
 
@@ -162,7 +164,7 @@ def run_accuracy(draws: int, boundary_draws: int, seed: int, with_peer: bool) ->
     member_status_wrong = {"uniform": 0, "near thresholds": 0}
     with ReplicaSet(4, arbiter=True, clock=clock) as rs:
         secondaries = [m.name for m in rs.members if m.role == "secondary"]
-        ours = InProcessExporter(rs.uri)
+        ours = InProcessExporter(rs.uri, wall_ms=clock.now_ms)
         peer = procs.start_peer(rs.uri, "accuracy") if with_peer else None
         try:
             if peer is not None:
@@ -287,7 +289,7 @@ def run_idle(minutes: int, seed: int, with_peer: bool) -> Section:
             rs.set_lag(name, 2_000)
         rs.idle()
         clock.advance(10_000)
-        ours = InProcessExporter(rs.uri)
+        ours = InProcessExporter(rs.uri, wall_ms=clock.now_ms)
         peer = procs.start_peer(rs.uri, "idle") if with_peer else None
         try:
             if peer is not None:

@@ -85,6 +85,11 @@ class _Ctx:
         return m.PROFILES[self.member.version]
 
     @property
+    def local_now(self) -> int:
+        """The answering member's own clock: what it reports as the time now (`date`, `localTime`)."""
+        return self.now + self.member.clock_offset_ms
+
+    @property
     def replset(self) -> bool:
         return self.model.topology == "replset" and self.member.state != m.STARTUP
 
@@ -228,7 +233,7 @@ def _hello(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
             "maxBsonObjectSize": MAX_BSON,
             "maxMessageSizeBytes": 48_000_000,
             "maxWriteBatchSize": 100_000,
-            "localTime": DatetimeMS(ctx.now),
+            "localTime": DatetimeMS(ctx.local_now),
             "logicalSessionTimeoutMinutes": 30,
             "connectionId": ctx.session.connection_id,
             "minWireVersion": 0,
@@ -477,7 +482,7 @@ def _repl_set_get_status(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
     source = _sync_source(ctx, me)
     doc: dict[str, Any] = {
         "set": model.name,
-        "date": DatetimeMS(ctx.now),
+        "date": DatetimeMS(ctx.local_now),
         "myState": me.state,
         "term": Int64(model.term),
     }
@@ -726,7 +731,7 @@ def _aggregate(ctx: _Ctx, body: dict[str, Any]) -> dict[str, Any]:
     _oplog_collection(ctx, ns)
     stats_spec = spec.get("storageStats", {})
     stats = storage.storage_stats(ctx.model, me, ctx.now, _scale(stats_spec if isinstance(stats_spec, dict) else {}))
-    out: dict[str, Any] = {"ns": ns, "host": me.name, "localTime": DatetimeMS(ctx.now)}
+    out: dict[str, Any] = {"ns": ns, "host": me.name, "localTime": DatetimeMS(ctx.local_now)}
     if "storageStats" in spec:
         out["storageStats"] = stats
     if "count" in spec:
@@ -769,7 +774,7 @@ def server_status_head(me: m.Member, now: int, version: str, process: str) -> di
         "uptime": float(uptime_ms // 1000),
         "uptimeMillis": Int64(uptime_ms),
         "uptimeEstimate": Int64(uptime_ms // 1000),
-        "localTime": DatetimeMS(now),
+        "localTime": DatetimeMS(now + me.clock_offset_ms),
         "asserts": {"regular": 0, "warning": 0, "msg": 0, "user": 0, "rollovers": 0},
         "connections": {
             "current": stats["current"],
@@ -851,6 +856,8 @@ def dispatch(model: m.SetModel, member: m.Member, session: Session, request: Req
             raise CommandError(59, f"no such command: '{name}'")
         if not request.db and not request.legacy:
             raise CommandError(40571, "OP_MSG requests require a $db argument")
+        if name in member.fail_commands and (session.user is not None or session.superuser or not model.users):
+            raise CommandError(member.fail_commands[name], "Failing command via 'failCommand' failpoint")
         return handler(ctx, body)
     except AuthFailed as exc:
         doc = error_doc(exc.code, str(exc))

@@ -358,6 +358,12 @@ class Member:
     oplog_max_bytes: int = DEFAULT_OPLOG_BYTES  # --oplogSize / replSetResizeOplog
     oplog_min_retention_ms: int = 0  # oplogMinRetentionHours (4.4+)
     oplog_floor_n: int = 1  # its oplog never held anything older (an initial sync starts it afresh)
+    # Its own clock minus the set's: what it reports as "now" (replSetGetStatus `date`, `localTime`) is the set's
+    # clock plus this. The oplog's wall times stay the set's clock: a clock stepped after the writes shown.
+    clock_offset_ms: int = 0
+    # mongod's failCommand failpoint (configureFailPoint, test servers only): command name -> the error code it
+    # answers with, once authenticated.
+    fail_commands: dict[str, int] = field(default_factory=dict)
     initial_sync: InitialSync | None = None
     acked_until_ms: int | None = None  # stopped acknowledging then (STARTUP, STARTUP2, initial sync); None: it acks
     # What serverStatus reports; the server counts them.

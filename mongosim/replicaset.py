@@ -258,6 +258,31 @@ class ReplicaSet:
 
         self._call(change)
 
+    def set_clock_offset(self, ref: MemberRef, ms: int) -> None:
+        """Step one member's own clock by `ms` against the set's (negative: back): from now on it reports the
+        set's time plus `ms` as its `date` in replSetGetStatus and its `localTime` in hello and serverStatus, as
+        a mongod reports its host's clock. The oplog keeps the set's wall times, so this is a clock stepped after
+        the writes shown (on the primary: a `date` behind its own newest writes when `ms` is negative). 0 undoes it."""
+
+        def change() -> None:
+            self._model.member(ref).clock_offset_ms = int(ms)
+
+        self._call(change)
+
+    def fail_command(self, ref: MemberRef, name: str, code: int | None = 2) -> None:
+        """Make one member answer every `name` command (e.g. "find") with error `code`, as mongod's failCommand
+        failpoint does (`configureFailPoint` on a test server; errmsg "Failing command via 'failCommand'
+        failpoint"), after authentication; `code=None` lifts it."""
+
+        def change() -> None:
+            failing = self._model.member(ref).fail_commands
+            if code is None:
+                failing.pop(name, None)
+            else:
+                failing[name] = int(code)
+
+        self._call(change)
+
     def set_delay(self, ref: MemberRef, secs: int) -> None:
         """secondaryDelaySecs (slaveDelay before 5.0) in the config; a delayed member gets priority 0, as a
         real reconfig demands, and is from then on at least `secs` behind (set_lag can put it further back)."""

@@ -245,6 +245,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
 
     shards, shards_by_id, config_servers = _cluster_credentials(section, label, problems)
     topology_tags = _topology_tags(raw["topology.tags"], section.get("topology_tags"), label, problems)
+    warnings += _unchecked_tables(uri, label, shards, shards_by_id, config_servers)
     passwords = [c.password for c in (shards, config_servers, *dict(shards_by_id).values()) if c is not None]
     secrets = Secrets.of(uris=[uri], passwords=[*passwords, *login_passwords])
     if problems:
@@ -400,6 +401,35 @@ def _cluster_credentials(
     return shards, by_id, config_servers
 
 
+def _unchecked_tables(
+    uri: str,
+    label: str,
+    shards: Credentials | None,
+    shards_by_id: tuple[tuple[str, Credentials], ...],
+    config_servers: Credentials | None,
+) -> list[str]:
+    """What start can say of the credentials tables: none is used when the URI names one replica set; a per-shard
+    table is used only if its name is a shard id of the routers' map, which only the first poll reads (the cluster
+    source warns then about a table that names no shard)."""
+    per_shard = [f"[infra.{label}.shards.{shard_id}]" for shard_id, _ in shards_by_id]
+    named_set = re.search(r"[?&;]replicaSet=([^&;#]*)", uri, flags=re.IGNORECASE)
+    if named_set:
+        tables = [f"[infra.{label}.shards]"] if shards is not None else []
+        tables += per_shard + ([f"[infra.{label}.config_servers]"] if config_servers is not None else [])
+        if tables:
+            return [
+                f"{', '.join(tables)}: not used: the URI names one replica set (replicaSet={named_set.group(1)}), "
+                "not mongos routers"
+            ]
+        return []
+    if per_shard:
+        return [
+            f"{', '.join(per_shard)}: each table's name must be a shard id of the routers' shard map; checked when "
+            "the map is read, and a table that names no shard is not used"
+        ]
+    return []
+
+
 def _credentials(table: dict, where: str, problems: list[str]) -> Credentials | None:
     unknown = sorted(set(table) - CREDENTIAL_KEYS)
     if unknown:
@@ -408,6 +438,10 @@ def _credentials(table: dict, where: str, problems: list[str]) -> Credentials | 
     username, password, auth_source = table.get("username"), table.get("password"), table.get("auth_source")
     if not isinstance(username, str) or not username or not isinstance(password, str):
         problems.append(f'{where}: needs username = "..." and password = "..."')
+        return None
+    if not password:
+        # The driver refuses a user without a password at every poll ("the MongoDB URI was rejected"): say it now.
+        problems.append(f"{where}: password is empty: give the password of user {username!r}")
         return None
     if auth_source is not None and (not isinstance(auth_source, str) or not auth_source):
         problems.append(f'{where}: auth_source must be a database name, e.g. auth_source = "admin"')

@@ -157,6 +157,18 @@ def set_uri(
     )
 
 
+# What a client can connect to: a DNS name or an IPv4 address, or an IPv6 address in brackets; then a port.
+_HOST_PORT = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+(?:%[0-9A-Za-z._~-]+)?\])(?::(\d{1,5}))?")
+
+
+def connectable(host: str) -> bool:
+    """`host` is a host:port a URI can hold as it is: a DNS name, an IPv4 address or a bracketed IPv6 address,
+    and a port from 1 to 65535 (or none). A replica-set config or a shard map can hold other names (an '@', a '/',
+    a space), which the driver would read as a user name, a database or an option."""
+    match = _HOST_PORT.fullmatch(host)
+    return match is not None and (match.group(1) is None or 0 < int(match.group(1)) < 65536)
+
+
 def member_uri(uri: str, host: str) -> str:
     """A direct connection to one member, with `uri`'s credentials and options: to read the member's own oplog."""
     return derived_uri(uri, (host,), direct=True)

@@ -1,4 +1,5 @@
 """Each member's lag at every poll, kept in memory for 24 hours: what the trend and the status page's charts read.
+Times are the caller's clock in seconds (the store gives its monotonic clock, never a server's `date`), oldest first.
 
 Bounded and stated: at most `MAX_POINTS` points per member (24 h at one poll every 30 s; 1 440 points at the
 default interval of 60 s) and nothing older than `KEEP_S`; 16 bytes a point (two arrays of doubles), so 300
@@ -37,8 +38,8 @@ class _Series:
             del self.lags[:cut]
 
     def since(self, from_s: float) -> list[tuple[float, int | None]]:
-        # Points come in poll order, so the trend's five minutes are found without reading the day before them
-        # (should the set's clock step back, the cut is off by at most the points inside the step).
+        # Points come in poll order on the store's monotonic clock, so the times are sorted and the trend's five
+        # minutes are found without reading the day before them.
         first = bisect.bisect_left(self.times, from_s)
         return [
             (t, None if math.isnan(lag) else int(lag))

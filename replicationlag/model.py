@@ -77,6 +77,10 @@ class NoteKind(StrEnum):
     MAJORITY_COMMIT_LAG = "majority_commit_lag"  # values: lag_ms
     FLOW_CONTROL_ENGAGED = "flow_control_engaged"  # values: target_rate
     PRIVILEGE_MISSING = "privilege_missing"  # a read was refused; the text says what to grant
+    # Clocks disagree (docs/domain.md §17); values: between ("members": the status date is behind_ms behind the
+    # newest write the set reports, member is who answered, writer whose write it is; "poll_and_server": the
+    # date is offset_ms from this exporter's clock during the poll, positive when the server's is ahead).
+    CLOCK_SKEW = "clock_skew"
 
 
 class SetRole(StrEnum):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import schedule
 
-from replicationlag.model import ClusterResult, Failure, FailureKind, Snapshot, wall_now_ms
+from replicationlag.model import ClusterResult, Failure, FailureKind, NoteKind, Snapshot, wall_now_ms
 from replicationlag.store import SnapshotStore
 
 log = logging.getLogger("replicationlag.poller")
@@ -40,6 +40,7 @@ class Poller:
         self._now_ms = now_ms
         self._running: threading.Thread | None = None
         self._last_status: dict[str, str] = {}  # by set label; a set's colour is logged when it changes
+        self._last_clocks: dict[str, tuple] = {}  # by set label: which clocks disagree, logged when it changes
         self._stopped = threading.Event()
 
     def stop(self) -> None:
@@ -88,8 +89,11 @@ class Poller:
             log.warning("shard map not read (%s), %s: %s", result.map_failure.kind, known, result.map_failure.message)
         for address, set_result in result.sets:
             self._log_set(address.label, set_result)
-        for gone in set(self._last_status) - {address.label for address, _ in result.sets}:
+        shown = {address.label for address, _ in result.sets}
+        for gone in set(self._last_status) - shown:
             del self._last_status[gone]
+        for gone in set(self._last_clocks) - shown:
+            del self._last_clocks[gone]
 
     def _log_set(self, label: str, result: Snapshot | Failure) -> None:
         where = f" of {label}" if label else ""
@@ -107,7 +111,21 @@ class Poller:
             reasons = "; ".join(result.reasons) or "all members healthy and in time"
             log.info("%s is %s: %s", label or f"replica set {result.set_name}", status, reasons)
         self._last_status[label] = status
+        self._log_clocks(label or f"replica set {result.set_name}", label, result)
         log.debug("collected %s: %s", label or result.set_name, summary)
+
+    def _log_clocks(self, name: str, label: str, result: Snapshot) -> None:
+        """A warning when clocks start to disagree (or disagree otherwise), a line when they agree again; not
+        every poll: the document says it at every poll (docs/domain.md §17)."""
+        notes = [note for note in result.notes if note.kind is NoteKind.CLOCK_SKEW]
+        key = tuple((n.value("between"), (n.value("offset_ms") or 0) > 0) for n in notes)
+        if key == self._last_clocks.get(label, ()):
+            return
+        if notes:
+            log.warning("%s: clocks disagree: %s", name, "; ".join(note.text for note in notes))
+        else:
+            log.info("%s: the clocks agree again", name)
+        self._last_clocks[label] = key
 
 
 class PollScheduler:

@@ -36,6 +36,9 @@ from replicationlag.model import (
 from replicationlag.values import as_int, as_number, as_text, clean_text, date_ms
 
 _LAG_STATES = (PRIMARY, SECONDARY)
+# Clocks that disagree by more than this are said to (docs/domain.md §17): heartbeats come every 2 s, and NTP keeps
+# the clocks of one data centre within milliseconds, so a larger gap is a clock that is wrong, not noise.
+CLOCK_TOLERANCE_MS = 2_000
 _SOURCE_WORDS = {"wall": "wall times", "optimeDate": "optimeDate (whole seconds)", None: "nothing comparable"}
 
 
@@ -241,6 +244,16 @@ class StatusReport:
         answered, or when everyone has caught up."""
         return {m.name: m.optime.ts for m in self.probe_targets() if m.optime is not None}
 
+    def newest_write(self) -> tuple[_Reported, int] | None:
+        """The member whose applied op is the newest, and that op's wall time (ms; optimeDate before 4.4): the
+        primary's clock when it wrote it. None when no member has one."""
+        stamped = [
+            (m, m.wall_ms if m.wall_ms is not None else m.optime_date_ms)
+            for m in self.members or ()
+            if m.usable and (m.wall_ms is not None or m.optime_date_ms is not None)
+        ]
+        return max(stamped, key=lambda pair: (pair[1], -pair[0].id), default=None)  # type: ignore[arg-type]
+
     @property
     def reports_a_healthy_primary(self) -> bool:
         return any(m.state == PRIMARY and m.healthy for m in self.members or ())
@@ -386,8 +399,22 @@ class _Lag:
     problem: str = ""  # why the exact (oplog) measure was not used
 
 
-def _measure(member: _Reported, reference: _Reported, probe: OplogProbe | None, date_ms: int | None) -> _Lag:
-    """Raw lag of a usable member behind the reference, in ms, never negative (docs/domain.md §2, §4, §6)."""
+def _measure(
+    member: _Reported,
+    reference: _Reported,
+    probe: OplogProbe | None,
+    date_ms: int | None,
+    *,
+    date_stepped: bool = False,
+    date_ahead: bool = False,
+) -> _Lag:
+    """Raw lag of a usable member behind the reference, in ms, never negative (docs/domain.md §2, §4, §6, §17).
+
+    The oplog entry's age (date - wall) reads the status date; the wall-time difference reads no clock. When the
+    date is in doubt, the wall-time lag bounds the age from the side the date errs on: `date_stepped` (the date
+    is behind the set's newest write) makes the age too small by at least the step, so the wall-time lag is kept
+    (it is then always the larger: a real lag is never clamped away); `date_ahead` (the date is ahead of this
+    exporter's clock) may make it too large, so the age is capped at the wall-time lag."""
     both_walls = member.wall_ms is not None and reference.wall_ms is not None
     if member.optime is not None and reference.optime is not None and member.optime.same_as(reference.optime):
         return _Lag(0, "wall" if both_walls else "optimeDate")
@@ -401,6 +428,11 @@ def _measure(member: _Reported, reference: _Reported, probe: OplogProbe | None, 
         return naive
     if probe.error:
         problem = f"oplog lookup failed ({probe.error})"
+    elif date_stepped:
+        problem = (
+            "the status date is behind the set's newest write (a clock was stepped back), "
+            "so the oplog entry's age is not used"
+        )
     elif probe.oldest_unapplied_wall_ms is None:
         # Probes are used only for members behind the primary (a caught-up member is 0 by the same-optime
         # rule above), so "nothing unapplied" contradicts the document: trust neither, keep the naive value.
@@ -410,7 +442,15 @@ def _measure(member: _Reported, reference: _Reported, probe: OplogProbe | None, 
     else:
         oldest_ms = as_int(probe.oldest_unapplied_wall_ms)
         if oldest_ms is not None:
-            return _Lag(max(0, date_ms - oldest_ms), "oplog")
+            age = max(0, date_ms - oldest_ms)
+            if not (date_ahead and naive.raw_ms is not None and age > naive.raw_ms):
+                return _Lag(age, "oplog")
+            return _Lag(
+                naive.raw_ms,
+                naive.source,
+                f"the status date is ahead of this exporter's clock, so the oplog entry's age ({age} ms) is capped "
+                "at the wall-time lag",
+            )
         problem = "the oplog lookup gave no usable wall time"
     return _Lag(naive.raw_ms, naive.source, problem)
 
@@ -454,6 +494,8 @@ def _judge(
     settings: _Settings,
     probe: OplogProbe | None,
     date_ms: int | None,
+    date_stepped: bool = False,
+    date_ahead: bool = False,
 ) -> Member:
     """The member as judged, with its notes: why it is not GREEN, and facts beside its lag."""
     raw = lag = written = None
@@ -473,7 +515,7 @@ def _judge(
     elif not member.usable or reference is None:
         notes.append(Note(NoteKind.NO_OPTIME, "no usable optime", member.name))
     else:
-        measured = _measure(member, reference, probe, date_ms)
+        measured = _measure(member, reference, probe, date_ms, date_stepped=date_stepped, date_ahead=date_ahead)
         if measured.raw_ms is None:
             text = "no wall time or optimeDate comparable with the reference's"
             notes.append(Note(NoteKind.NO_COMPARABLE_TIME, text, member.name))
@@ -521,6 +563,8 @@ def build_snapshot(
     config_doc: dict[str, Any] | None = None,
     oplog: dict[str, OplogProbe] | None = None,
     evidence: Evidence | None = None,
+    *,
+    asked_between_ms: tuple[int, int] | None = None,
 ) -> Snapshot:
     """Judge one replSetGetStatus document (or its `read_status` reading, so the collector reads it once).
 
@@ -528,12 +572,18 @@ def build_snapshot(
     `oplog` maps a member name to what the primary's oplog said about it; `evidence` is what the danger reads found
     (oplog windows, flow control, initial sync), judged by `danger.assess` before the set's one verdict. Never
     raises on any document shape a server can produce: odd fields become reasons, not exceptions.
+    `asked_between_ms` is this exporter's wall clock just before and just after it asked for the status, to
+    compare the document's `date` with (docs/domain.md §17); the engine reads no clock itself.
     """
     report = _report(status)
     date_ms = report.date_ms
     notes: list[Note] = list(report.notes)
     if date_ms is None:
         notes.append(Note(NoteKind.NO_DATE, "the status document has no usable date; collected_at_ms is 0"))
+    clock_notes = clock_skew(report, asked_between_ms)
+    notes += clock_notes
+    date_stepped = any(note.value("between") == "members" for note in clock_notes)
+    date_ahead = any(note.value("offset_ms", 0) > 0 for note in clock_notes)
     reported, problems = report.members, list(report.problems)
     if reported is None:
         return Snapshot(
@@ -571,6 +621,8 @@ def build_snapshot(
             settings=by_host.get(member.name) or by_id.get(member.id) or _Settings(),
             probe=probe if isinstance(probe, OplogProbe) else None,
             date_ms=date_ms,
+            date_stepped=date_stepped,
+            date_ahead=date_ahead,
         )
         judged.append((member.index, judgement))
         notes += [note for note in judgement.notes if note.kind is NoteKind.OPLOG_FALLBACK]
@@ -608,6 +660,47 @@ def build_snapshot(
         majority_commit_lag_ms=commit_lag,
         flow_control=control,
     )
+
+
+def clock_skew(report: StatusReport, asked_between_ms: tuple[int, int] | None = None) -> list[Note]:
+    """The clocks that disagree, as notes of kind CLOCK_SKEW (docs/domain.md §17); empty when they agree.
+
+    Between members: every wall time was stamped by the primary's clock at its write, and `date` is the answering
+    member's clock now, so a `date` behind the newest write (beyond CLOCK_TOLERANCE_MS) is a clock stepped back on
+    the answering member or two members' clocks apart. Between the poll and the server: `date` outside the span in
+    which this exporter asked (its own wall clock, give or take CLOCK_TOLERANCE_MS): one of the two clocks is wrong.
+    Neither changes a colour by itself: wall-time lags need no clock, the oplog age is bounded by the wall-time
+    lag on the side the date errs (`_measure`), and ages and the history use the exporter's monotonic clock."""
+    date_ms = report.date_ms
+    if date_ms is None:
+        return []
+    me = report.answered_by
+    who = me.name if me is not None else "the answering member"
+    notes = []
+    newest = report.newest_write()
+    if newest is not None and newest[1] - date_ms > CLOCK_TOLERANCE_MS:
+        writer, wall_ms = newest
+        behind = wall_ms - date_ms
+        whose = "its own" if me is not None and writer.name == me.name else f"{writer.name}'s"
+        text = (
+            f"the status date of {who} is {behind} ms behind the newest write the set reports ({whose}): a clock "
+            "was stepped back or the members' clocks disagree; lags are from wall times, which no clock enters"
+        )
+        values = (("between", "members"), ("behind_ms", behind), ("member", who), ("writer", writer.name))
+        notes.append(Note(NoteKind.CLOCK_SKEW, text, values=values))
+    if asked_between_ms is not None:
+        start_ms, end_ms = asked_between_ms
+        offset = date_ms - start_ms if date_ms < start_ms else date_ms - end_ms if date_ms > end_ms else 0
+        if abs(offset) > CLOCK_TOLERANCE_MS:
+            side = "ahead of" if offset > 0 else "behind"
+            text = (
+                f"the status date of {who} is {abs(offset)} ms {side} this exporter's clock during the poll: one of "
+                "the two clocks is wrong (check NTP on both); the data age and the lag history use the exporter's "
+                "own monotonic clock"
+            )
+            values = (("between", "poll_and_server"), ("offset_ms", offset), ("member", who))
+            notes.append(Note(NoteKind.CLOCK_SKEW, text, values=values))
+    return notes
 
 
 def verdict(

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from replicationlag import metrics
 from replicationlag.config import Settings
-from replicationlag.credentials import member_uri, set_uri
-from replicationlag.model import SetAddress, SetRole
+from replicationlag.credentials import connectable, member_uri, set_uri
+from replicationlag.model import SetAddress, SetRole, wall_now_ms
 from replicationlag.mongo.cluster import ShardedSource
-from replicationlag.mongo.driver import Connection
+from replicationlag.mongo.driver import ClientError, Connection
 from replicationlag.mongo.keeper import ClientKeeper
 from replicationlag.mongo.reader import SetReader
 from replicationlag.mongo.source import DetectingSource, ReplicaSetSource, Source
@@ -85,14 +85,16 @@ def build_service(
     bridge: DocumentBridge,
     *,
     monotonic: Callable[[], float] = time.monotonic,
+    wall_ms: Callable[[], int] = wall_now_ms,
     danger_reads: bool = True,
 ) -> Service:
     """Build the service for `settings` (the URI, the label, the address, the intervals, the web config), serving
     the Zero Problem document that `bridge` makes (bridge.py, which the package does not import).
 
-    `monotonic` is the store's clock for the data age (tests move it); `danger_reads=False` polls a replica set
-    without the reads of how dangerous the lag is (only for the benchmark of their cost). Raises before anything
-    runs.
+    `monotonic` is the store's clock for the data age and the lag history (tests move it); `wall_ms` is the wall
+    clock each status `date` is compared with (docs/domain.md §17; tests on a simulated clock give that clock);
+    `danger_reads=False` polls a replica set without the reads of how dangerous the lag is (only for the benchmark
+    of their cost). Raises before anything runs.
     """
     access = WebAccess(settings.web_config_file)
 
@@ -100,14 +102,18 @@ def build_service(
         return Connection(settings.uri, settings.timeout_s, settings.redact, interval_s=settings.interval_s)
 
     def replica_set(keeper: ClientKeeper) -> ReplicaSetSource:
-        return ReplicaSetSource(keeper, SetReader(settings.timeout_s, danger_reads=danger_reads))
+        return ReplicaSetSource(keeper, SetReader(settings.timeout_s, danger_reads=danger_reads, now_ms=wall_ms))
 
     def connect_member(host: str) -> Connection:
         return _member_connection(settings, settings.uri, host)
 
     def sharded(router: ClientKeeper) -> ShardedSource:
         return ShardedSource(
-            router, lambda address: _set_source(settings, address), settings.timeout_s, infra=settings.infra_label
+            router,
+            lambda address: _set_source(settings, address, wall_ms),
+            settings.timeout_s,
+            infra=settings.infra_label,
+            shard_tables=tuple(shard_id for shard_id, _ in settings.shard_credentials_by_id),
         )
 
     source = DetectingSource(ClientKeeper(connect, connect_member), replica_set, sharded)
@@ -130,7 +136,7 @@ def build_service(
     return Service(settings, store, source, poller, scheduler, registry, app, server, access)
 
 
-def _set_source(settings: Settings, address: SetAddress) -> ReplicaSetSource:
+def _set_source(settings: Settings, address: SetAddress, wall_ms: Callable[[], int] = wall_now_ms) -> ReplicaSetSource:
     """The source of one set behind the routers: its seeds and name, with the router URI's credentials and
     options or the config file's credentials for shards / config servers."""
     credentials = settings.credentials_for(address.shard_id, config_servers=address.role is SetRole.CONFIG)
@@ -141,6 +147,13 @@ def _set_source(settings: Settings, address: SetAddress) -> ReplicaSetSource:
             "password": credentials.password,
             "auth_source": credentials.auth_source,
         }
+    odd = [host for host in address.hosts if not connectable(host)]
+    if odd:
+        # The driver would read such a name as a user name, a database or an option and give advice about those.
+        raise ClientError(
+            f"the routers' shard map names host {odd[0]!r} for {address.label}, which is not a host:port a client can "
+            "connect to: correct the shard's entry in config.shards"
+        )
     uri = set_uri(settings.uri, address.name, address.hosts, **login)
 
     def connect() -> Connection:
@@ -151,16 +164,24 @@ def _set_source(settings: Settings, address: SetAddress) -> ReplicaSetSource:
             interval_s=settings.interval_s,
             heartbeat_ms=CLUSTER_HEARTBEAT_MS,
             polled_heartbeats=True,
+            set_from_map=True,
         )
 
     def connect_member(host: str) -> Connection:
         return _member_connection(settings, uri, host)
 
-    return ReplicaSetSource(ClientKeeper(connect, connect_member), SetReader(settings.timeout_s))
+    return ReplicaSetSource(ClientKeeper(connect, connect_member), SetReader(settings.timeout_s, now_ms=wall_ms))
 
 
 def _member_connection(settings: Settings, set_uri_: str, host: str) -> Connection:
-    """A direct connection to one member, for what only it can answer: its own oplog, its initial sync."""
+    """A direct connection to one member, for what only it can answer: its own oplog, its initial sync. Raises
+    `ClientError` (about the host name: the driver's words would be about escaping a user name and password)
+    when the member's name is no host:port a client can connect to."""
+    if not connectable(host):
+        raise ClientError(
+            f"its host name {host!r} is not a host:port a client can connect to (a DNS name or an IP address, and "
+            "a port): give the member such a name in the replica-set config"
+        )
     return Connection(
         member_uri(set_uri_, host),
         settings.timeout_s,

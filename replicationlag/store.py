@@ -141,17 +141,17 @@ class SnapshotStore:
         if isinstance(result, Snapshot):
             record.snapshot, record.failure = result, None
             record.success_mono, record.success_wall = now_mono, now_wall
-            record.trends = self._remember(record.address.name, result)
+            record.trends = self._remember(record.address.name, result, now_mono)
             return True
         record.failure = result
         self._count(result)
         return False
 
-    def _remember(self, set_name: str, snapshot: Snapshot) -> tuple[tuple[str, Trend], ...]:
-        """Keep each replicating member's lag at the set's own clock (the status `date`), and say its trend."""
-        if snapshot.collected_at_ms <= 0:
-            return ()
-        at_s = snapshot.collected_at_ms / 1000
+    def _remember(self, set_name: str, snapshot: Snapshot, at_s: float) -> tuple[tuple[str, Trend], ...]:
+        """Keep each replicating member's lag at `at_s`, the store's monotonic clock when the poll was published, and
+        say its trend. Not at the status `date`: that is a server's wall clock, which can be stepped back (the
+        points would go out of order and the trend with them) or lie far ahead for one poll (the 24 h trim would
+        drop every earlier point); the exporter's monotonic clock does neither (docs/domain.md §17)."""
         replicating = [m for m in snapshot.members if m.is_data_bearing and not m.is_primary]
         self._history.record(set_name, at_s, {m.name: m.lag_ms for m in replicating})
         found = (

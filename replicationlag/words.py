@@ -109,7 +109,11 @@ def collection_problems(view: View | SetView) -> list[str]:
     return sentences
 
 
-SET_DANGER = frozenset({NoteKind.MAJORITY_COMMIT_LAG, NoteKind.FLOW_CONTROL_ENGAGED, NoteKind.PRIVILEGE_MISSING})
+# The set's notes a reader must see beside its members: what endangers it, a read it may not make, clocks that
+# disagree (docs/domain.md §17).
+SET_DANGER = frozenset(
+    {NoteKind.MAJORITY_COMMIT_LAG, NoteKind.FLOW_CONTROL_ENGAGED, NoteKind.PRIVILEGE_MISSING, NoteKind.CLOCK_SKEW}
+)
 
 
 def cluster_problems(view: View) -> list[str]:

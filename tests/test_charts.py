@@ -120,8 +120,8 @@ def test_the_status_page_after_a_day_of_polls_draws_every_poll_of_the_hour_and_t
     for i in range(POLLS):
         lag = lag_at(i)
         secondary = member("db1:27017", lag_ms=lag) if lag is not None else member("db1:27017", 8, None, healthy=False)
+        clock.advance(POLL_S)  # the history's time axis is the store's clock: the poll lands now
         store.publish(snapshot(primary(), secondary, collected_at_ms=start_ms + (i + 1) * POLL_S * 1000), 0.01)
-        clock.advance(POLL_S)
 
     page = render_status_page(store.view(), document_path=bridge.PATH)
 

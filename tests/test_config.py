@@ -9,7 +9,7 @@ import pytest
 from view_factory import healthy_set, make_store
 
 from replicationlag.config import ConfigError, load_settings
-from replicationlag.credentials import Secrets, redact_uri
+from replicationlag.credentials import Secrets, connectable, redact_uri
 from replicationlag.liveness import liveness_document
 from replicationlag.model import FRESHNESS_LIMIT_S
 
@@ -465,3 +465,77 @@ def test_the_telemetry_path_defaults_to_metrics_and_may_be_moved():
 def test_a_telemetry_path_that_is_not_a_path_or_collides_with_a_route_is_refused(path, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(["--mongodb.uri", URI, "--web.telemetry-path", path], env={})
+
+
+# --- The sets behind mongos routers: the credentials tables (issue 22 item 8) -----------------------------------
+ROUTER_URI = "mongodb://monitor:r0uter@r1:27017,r2:27017/?authSource=admin"
+
+
+def settings_from_file(tmp_path, tables: str, uri: str = ROUTER_URI):
+    path = tmp_path / "infra.toml"
+    path.write_text(f'[infra.clusterKeeper]\nuri = "{uri}"\n{tables}')
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    return load_settings(["--config.file", str(path)], env={})
+
+
+@pytest.mark.parametrize(
+    "table",
+    ["[infra.clusterKeeper.shards]", "[infra.clusterKeeper.shards.shard03]", "[infra.clusterKeeper.config_servers]"],
+)
+def test_an_empty_password_for_the_sets_behind_the_routers_is_refused_at_start_naming_the_setting(tmp_path, table):
+    # It used to be accepted, and then every poll of those sets failed with "the MongoDB URI was rejected".
+    with pytest.raises(ConfigError) as caught:
+        settings_from_file(tmp_path, f'{table}\nusername = "monitor"\npassword = ""\n')
+    assert str(caught.value) == f"{table}: password is empty: give the password of user 'monitor'"
+
+
+def test_a_per_shard_table_is_said_at_start_to_be_checked_against_the_shard_map(tmp_path):
+    settings = settings_from_file(
+        tmp_path,
+        '[infra.clusterKeeper.shards.shard3]\nusername = "monitor03"\npassword = "s3cret-03"\n'
+        '[infra.clusterKeeper.shards.shard04]\nusername = "monitor04"\npassword = "s3cret-04"\n',
+    )
+    assert settings.warnings == (
+        "[infra.clusterKeeper.shards.shard04], [infra.clusterKeeper.shards.shard3]: each table's name must be a "
+        "shard id of the routers' shard map; checked when the map is read, and a table that names no shard is not "
+        "used",
+    )
+    assert "s3cret" not in repr(settings.warnings)
+
+
+def test_credentials_tables_with_a_uri_that_names_a_replica_set_are_said_to_be_unused(tmp_path):
+    uri = "mongodb://monitor:pw@db0:27017/?replicaSet=rs0"
+    settings = settings_from_file(
+        tmp_path,
+        '[infra.clusterKeeper.shards.shard01]\nusername = "m"\npassword = "p"\n'
+        '[infra.clusterKeeper.config_servers]\nusername = "m"\npassword = "p"\n',
+        uri=uri,
+    )
+    assert settings.warnings == (
+        "[infra.clusterKeeper.shards.shard01], [infra.clusterKeeper.config_servers]: not used: the URI names one "
+        "replica set (replicaSet=rs0), not mongos routers",
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("db1.example.net:27017", True),
+        ("10.0.0.7:27018", True),
+        ("[::1]:27017", True),
+        ("[fe80::1%eth0]:27017", True),
+        ("db1", True),  # the driver's default port
+        ("db1:65535", True),
+        ("db1:65536", False),
+        ("db1:0", False),
+        ("db@1:27017", False),  # read as a user name: the driver's advice would be about escaping it
+        ("db/1:27017", False),  # read as a database
+        ("db?1:27017", False),  # read as options
+        ("db:1:27017", False),
+        ("db 1:27017", False),
+        ("db1:abc", False),
+        ("", False),
+    ],
+)
+def test_a_member_or_shard_host_is_connectable_only_as_a_name_or_address_and_a_port(host, ok):
+    assert connectable(host) is ok

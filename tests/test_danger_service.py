@@ -4,6 +4,8 @@ through /metrics, the Zero Problem document and the status page."""
 
 from __future__ import annotations
 
+import logging
+import math
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -70,7 +72,11 @@ def watch() -> Iterator[Callable[..., Watched]]:
         rs = ReplicaSet(members, **options).start()
         uri = rs.uri.replace("mongodb://", f"mongodb://{credentials}@") if credentials else rs.uri
         flags = ["--mongodb.uri", uri, "--collect.timeout", "2", "--web.listen-address", "127.0.0.1:0"]
-        built = service_module.build_service(load_settings(flags, env={}), bridge)
+        # One simulated world: the exporter's clocks are the set's, so ages and trends follow its ManualClock.
+        clock = rs.clock
+        built = service_module.build_service(
+            load_settings(flags, env={}), bridge, monotonic=lambda: clock.now_ms() / 1000, wall_ms=clock.now_ms
+        )
         started.append(Watched(rs, built))
         return started[-1]
 
@@ -217,3 +223,96 @@ def test_the_status_page_draws_each_member_s_history_as_inline_svg(watch):
         assert len(list(svg.iter("{http://www.w3.org/2000/svg}polyline"))) == 2
     assert "<script" not in html and "src=" not in html
     assert "kept in memory only" in html
+
+
+# --- Clocks (docs/domain.md §17) ------------------------------------------------------------------------------
+
+
+def _clock_lines(w: Watched) -> list[str]:
+    return [line for line in w.body().splitlines() if line.startswith("- The status date of ")]
+
+
+def test_a_primary_whose_clock_was_stepped_back_keeps_the_real_lag_and_the_document_and_the_log_say_so(watch, caplog):
+    w = watch(3)
+    w.rs.set_lag(1, 20_000)
+    w.rs.set_clock_offset(0, -60_000)  # the primary's `date` is now a minute behind its own newest write
+    with caplog.at_level(logging.INFO, logger="replicationlag.poller"):
+        w.poll()
+        w.poll()
+        document = bridge.status_document(w.built.store.view())[bridge.SERVICE_ID]
+        assert document["status"] == "YELLOW"  # it used to be GREEN, the member at 0 ms, no word of a clock
+        assert w.line(w.name(1)).startswith(f"- Secondary {w.name(1)} replication lag 20000ms (")
+        assert "the oplog entry's age is not used" in w.line(w.name(1))
+        primary = w.name(0)
+        assert _clock_lines(w) == [
+            f"- The status date of {primary} is 60000 ms behind the newest write the set reports (its own): a clock "
+            "was stepped back or the members' clocks disagree; lags are from wall times, which no clock enters",
+            f"- The status date of {primary} is 60000 ms behind this exporter's clock during the poll: one of the two "
+            "clocks is wrong (check NTP on both); the data age and the lag history use the exporter's own monotonic "
+            "clock",
+        ]
+        assert f'<p class="warn">the status date of {primary} is 60000 ms behind the newest write' in w.page()
+        w.rs.set_clock_offset(0, 0)
+        w.poll()
+    assert _clock_lines(w) == []
+    assert w.line(w.name(1)).startswith(f"- Secondary {w.name(1)} replication lag 20000ms")
+    clocks = [r for r in caplog.records if "clocks disagree" in r.getMessage() or "clocks agree" in r.getMessage()]
+    said = [r.getMessage() for r in clocks]
+    assert len(said) == 2  # once when they start to disagree (not at every poll), once when they agree again
+    assert said[0].startswith(f"replica set {w.rs.name}: clocks disagree: the status date of {primary} is 60000 ms")
+    assert said[1] == f"replica set {w.rs.name}: the clocks agree again"
+    assert [r.levelname for r in clocks] == ["WARNING", "INFO"]
+
+
+def test_one_poll_whose_date_lies_far_in_the_future_is_said_and_neither_wipes_the_history_nor_inflates_a_lag(watch):
+    w = watch(3)
+    for lag in (10_000, 12_000, 14_000):
+        w.rs.set_lag(1, lag)
+        w.poll()
+        w.rs.clock.advance(60_000)
+    w.rs.set_lag(1, 16_000)
+    w.rs.set_clock_offset(0, 2 * 86_400_000)  # one answer two days ahead
+    w.poll()
+    (said,) = _clock_lines(w)
+    assert said.startswith(f"- The status date of {w.name(0)} is 172800000 ms ahead of this exporter's clock")
+    assert w.line(w.name(1)).startswith(f"- Secondary {w.name(1)} replication lag 16000ms (rising 2.0 s/min")
+    view = w.built.store.view()
+    lags = [lag for _, lag in view.history.points(w.rs.name, w.name(1), -math.inf)]
+    assert lags == [10_000, 12_000, 14_000, 16_000]  # the day before it is still there
+    w.rs.set_clock_offset(0, 0)
+    w.rs.clock.advance(60_000)
+    w.rs.set_lag(1, 18_000)
+    w.poll()
+    assert _clock_lines(w) == []
+    assert [lag for _, lag in w.built.store.view().history.points(w.rs.name, w.name(1), -math.inf)] == [
+        10_000,
+        12_000,
+        14_000,
+        16_000,
+        18_000,
+    ]
+
+
+# --- What a failed read says (issue 22 item 8) --------------------------------------------------------------
+
+
+def test_a_member_whose_host_name_makes_no_uri_is_told_about_its_host_name_not_about_escaping_a_password(watch):
+    w = watch(3)
+    w.rs.rename(2, "db@2:27017")  # a replica-set config can hold such a name; no URI can
+    w.poll()
+    line = w.line("db@2:27017")
+    assert "password" not in line and "escaped" not in line and "URI was rejected" not in line
+    assert line.startswith("- Secondary db@2:27017 replication lag 0ms (")
+    assert "its host name 'db@2:27017' is not a host:port a client can connect to" in line
+
+
+def test_a_failed_oplog_read_on_a_member_names_the_read_once(watch):
+    w = watch(3)
+    w.rs.fail_command(1, "find", 2)  # mongod's failCommand failpoint: every find on member 1 answers BadValue
+    w.poll()
+    line = w.line(w.name(1))
+    assert line.count("find on local.oplog.rs") == 1
+    assert "find on local.oplog.rs failed with code 2 BadValue" in line
+    w.rs.fail_command(1, "find", None)
+    w.poll()
+    assert "find on local.oplog.rs" not in w.line(w.name(1))

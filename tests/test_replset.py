@@ -640,3 +640,77 @@ def test_two_members_reporting_one_name_get_names_that_tell_them_apart():
         f"shown as {twin}#1 and {twin}#2"
     )
     assert snapshot.status is GREEN
+
+
+# --- Clocks (docs/domain.md §17) -------------------------------------------------------------------------------
+PRIMARY_WALL_MS = round(PRIMARY_WALL.timestamp() * 1000)
+DB1 = "db1.example.net:27017"
+
+
+def clock_notes(snapshot: Snapshot) -> list:
+    return [note for note in snapshot.notes if note.kind is NoteKind.CLOCK_SKEW]
+
+
+def test_a_primary_whose_date_was_stepped_back_behind_its_own_writes_keeps_the_real_lag_and_says_so():
+    # db1 is 20 s behind; the primary's clock was stepped back 30 s after its newest write, so the §6 measure
+    # (date - oldest unapplied wall) is negative and used to be clamped to a GREEN 0 ms with no word.
+    doc = status(primary(), entry(1, behind_ms=20_000), date=PRIMARY_WALL - dt.timedelta(seconds=30))
+    snap = build_snapshot(doc, oplog={DB1: OplogProbe(PRIMARY_WALL_MS - 20_000 + 1)})
+    assert lag_row(snap, "db1") == (20_000, 20_000, "ms", "wall", YELLOW)
+    assert snap.status == YELLOW
+    (clock,) = clock_notes(snap)
+    assert (clock.value("between"), clock.value("behind_ms")) == ("members", 30_000)
+    assert clock.text.startswith("the status date of db0.example.net:27017 is 30000 ms behind the newest write")
+    assert "the oplog entry's age is not used" in member_named(snap, "db1").reason
+
+
+@pytest.mark.parametrize(("behind_ms", "noted"), [(2_000, False), (2_001, True)])
+def test_a_date_behind_the_newest_write_is_a_clock_problem_beyond_two_seconds(behind_ms, noted):
+    date = PRIMARY_WALL - dt.timedelta(milliseconds=behind_ms)
+    snap = build_snapshot(status(primary(), entry(1, behind_ms=1_000), date=date))
+    assert len(clock_notes(snap)) == (1 if noted else 0)
+    assert member_named(snap, "db1").lag_ms == 1_000  # the wall-time lag, whatever the clock
+
+
+def test_a_secondary_whose_clock_is_behind_the_primary_s_writes_is_noted_and_lags_stay_wall_times():
+    doc = status(entry(0, PRIMARY), entry(1, behind_ms=1_000, self=True), date=PRIMARY_WALL - dt.timedelta(seconds=5))
+    snap = build_snapshot(doc)
+    (clock,) = clock_notes(snap)
+    assert (clock.value("between"), clock.value("behind_ms"), clock.value("member")) == (
+        "members",
+        5_000,
+        "db1.example.net:27017",
+    )
+    assert lag_row(snap, "db1") == (1_000, 1_000, "ms", "wall", GREEN)
+
+
+@pytest.mark.parametrize(
+    ("asked_ms", "offset_ms"),
+    [
+        ((DATE_MS - 2_000, DATE_MS - 1_000), None),  # the date lies inside the poll, give or take 2 s
+        ((DATE_MS + 2_000, DATE_MS + 2_500), None),
+        ((DATE_MS + 2_001, DATE_MS + 2_500), -2_001),  # the server's clock behind the exporter's
+        ((DATE_MS - 2 * 86_400_000, DATE_MS - 2 * 86_400_000 + 40), 2 * 86_400_000 - 40),  # far in the future
+    ],
+)
+def test_a_date_far_from_the_exporter_s_clock_during_the_poll_is_noted_and_changes_no_lag(asked_ms, offset_ms):
+    snap = build_snapshot(idle_doc(), oplog={DB1: OplogProbe(IDLE_WRITE_MS)}, asked_between_ms=asked_ms)
+    assert lag_row(snap, "db1") == (300, 300, "ms", "oplog", GREEN)  # both ends of §6 are the server's clock
+    found = clock_notes(snap)
+    if offset_ms is None:
+        assert found == []
+    else:
+        (clock,) = found
+        assert (clock.value("between"), clock.value("offset_ms")) == ("poll_and_server", offset_ms)
+        assert ("ahead of" if offset_ms > 0 else "behind") in clock.text
+        assert snap.status == GREEN
+
+
+def test_a_date_far_ahead_of_the_exporter_s_clock_cannot_make_an_oplog_age_larger_than_the_wall_time_lag():
+    # The primary's clock jumped two days ahead after its newest write: the §6 age would read two days (RED).
+    doc = idle_doc(date=DATE + dt.timedelta(days=2))
+    snap = build_snapshot(doc, oplog={DB1: OplogProbe(IDLE_WRITE_MS)}, asked_between_ms=(DATE_MS, DATE_MS + 40))
+    assert lag_row(snap, "db1") == (9_500, 9_500, "ms", "wall", YELLOW)
+    (clock,) = clock_notes(snap)
+    assert (clock.value("between"), clock.value("offset_ms")) == ("poll_and_server", 2 * 86_400_000 - 40)
+    assert "capped at the wall-time lag" in member_named(snap, "db1").reason

@@ -100,7 +100,7 @@ def service() -> Iterator[Callable[..., Service]]:
         flags = ["--mongodb.uri", uri, "--collect.interval", "60", "--collect.timeout", f"{timeout_s:g}"]
         settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
         monotonic = FakeClock()
-        built = service_module.build_service(settings, bridge, monotonic=monotonic)
+        built = service_module.build_service(settings, bridge, monotonic=monotonic, wall_ms=rs.clock.now_ms)
         threading.Thread(target=built.server.run, daemon=True).start()  # HTTP only: the test runs the polls
         started.append((rs, built))
         return Service(rs, built, monotonic)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import re
 import threading
@@ -109,7 +110,7 @@ def watch(tmp_path) -> Iterator[Callable[..., Watched]]:
             flags += ["--mongodb.uri", uri(cluster)]
         settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
         monotonic = FakeClock()
-        built = service_module.build_service(settings, bridge, monotonic=monotonic)
+        built = service_module.build_service(settings, bridge, monotonic=monotonic, wall_ms=cluster.clock.now_ms)
         threading.Thread(target=built.server.run, daemon=True).start()
         started.append((cluster, built))
         return Watched(cluster, built, monotonic)
@@ -443,3 +444,44 @@ def test_the_shard_credentials_never_show_in_the_settings_repr_nor_in_redacted_t
     long_password = "a-shard-password-of-24ch"
     path.write_text(path.read_text().replace(SHARD_PASSWORD, long_password))
     assert settings_of(path).redact(f"x {long_password} y") == "x *** y"  # a long one is redacted even bare
+
+
+def test_a_per_shard_table_that_names_no_shard_of_the_map_is_warned_about_once(watch, caplog):
+    w = watch(2, config_text='[infra.clusterKeeper.shards.shard3]\nusername = "monitor"\npassword = "s3cret-3"\n')
+    with caplog.at_level(logging.WARNING, logger="replicationlag.cluster"):
+        w.poll()
+        w.poll()
+    said = [r.getMessage() for r in caplog.records if "shard3" in r.getMessage()]
+    assert said == [
+        "[infra.clusterKeeper.shards.shard3] names no shard of the routers' shard map (shards: shard01, shard02): "
+        "its credentials are not used; a table's name must be a shard id"
+    ]
+    assert all(s.current is not None for s in w.built.store.view().sets)
+
+
+def test_a_shard_whose_hosts_answer_for_another_set_is_told_so_and_not_to_fix_a_uri_the_user_never_wrote(watch):
+    w = watch(2, timeout_s=1.0)
+    shard01 = w.cluster.shard("shard01")
+    for member in range(3):  # the map's entry for shard01 now lists hosts that answer as shard02's members
+        shard01.rename(member, member_name(w.cluster, "shard02", member))
+    w.poll()
+    failure = {s.name: s for s in w.built.store.view().sets}["shard01"].failure
+    assert failure is not None and failure.kind == "not_replica_set"
+    assert "replicaSet=" not in failure.message and "URI" not in failure.message
+    host, _, rest = failure.message.partition(" ")
+    assert host in {member_name(w.cluster, "shard02", member) for member in range(3)}
+    assert rest.startswith(
+        "answers as a member of replica set 'shard02', but the routers' shard map names it for replica set 'shard01'"
+    )
+
+
+def test_a_shard_map_host_that_makes_no_uri_is_told_about_the_host_name_not_about_escaping_a_password(watch):
+    w = watch(2)
+    w.cluster.shard("shard01").rename(0, "db@1:27018")
+    w.poll()
+    failure = {s.name: s for s in w.built.store.view().sets}["shard01"].failure
+    assert failure is not None
+    assert failure.message == (
+        "the routers' shard map names host 'db@1:27018' for shard01 (replica set shard01), which is not a host:port "
+        "a client can connect to: correct the shard's entry in config.shards"
+    )

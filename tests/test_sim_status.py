@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from bson import Int64, Timestamp, json_util
 from pymongo import ReadPreference
+from pymongo.errors import OperationFailure
 
 from mongosim import ManualClock
 
@@ -60,6 +61,24 @@ def test_lag_shows_to_the_millisecond_in_wall_times_and_in_whole_seconds_in_opti
     assert _oplog_lag_ms(client, status, m1) == 1_239
     assert _oplog_lag_ms(client, status, m2) == 12_486
     assert _oplog_lag_ms(client, status, primary) is None
+
+
+def test_a_member_whose_clock_was_stepped_back_reports_its_own_time_but_the_walls_stay_the_primarys(
+    replica_set, connect
+):
+    replica_set.set_lag(1, 20_000)
+    replica_set.set_clock_offset(0, -60_000)  # the primary's clock stepped back a minute after its writes
+    client = connect(replica_set)
+    status = _primary_status(client)
+    members = _by_name(status)
+    primary, m1 = members[replica_set.member(0).name], members[replica_set.member(1).name]
+    assert _ms(status["date"]) == T0 - 60_000
+    assert _ms(client.admin.command("hello")["localTime"]) == T0 - 60_000
+    assert _ms(primary["lastAppliedWallTime"]) == T0  # stamped before the step
+    assert _ms(primary["lastAppliedWallTime"]) - _ms(m1["lastAppliedWallTime"]) == 20_000
+    assert _oplog_lag_ms(client, status, m1) == 20_000 - 60_000  # the §6 measure goes negative: the trap
+    replica_set.set_clock_offset(0, 0)
+    assert _ms(_primary_status(client)["date"]) == T0
 
 
 def test_a_caught_up_member_has_the_primarys_optime_and_nothing_after_it_in_the_oplog(replica_set, connect):
@@ -354,3 +373,16 @@ def test_the_in_process_command_answers_exactly_what_the_wire_carries(replica_se
     replica_set.set_lag(1, 2_500)
     for command in ("replSetGetStatus", "replSetGetConfig"):
         assert replica_set.command(0, command) == raw_command(replica_set.address(0), {command: 1})
+
+
+def test_a_fail_command_failpoint_makes_one_member_refuse_that_command_until_it_is_lifted(replica_set, connect):
+    replica_set.fail_command(1, "find", 2)
+    direct = connect(replica_set.address(1))
+    with pytest.raises(OperationFailure) as refused:
+        direct.local["oplog.rs"].find_one({})
+    assert (refused.value.code, refused.value.details["codeName"]) == (2, "BadValue")
+    assert "failCommand" in refused.value.details["errmsg"]
+    assert direct.admin.command("replSetGetStatus")["ok"] == 1.0  # other commands answer
+    assert connect(replica_set.address(0)).local["oplog.rs"].find_one({}) is not None  # other members answer
+    replica_set.fail_command(1, "find", None)
+    assert direct.local["oplog.rs"].find_one({}) is not None

@@ -3,13 +3,18 @@ clock read; the words a YELLOW or RED line carries; the bounded history that fee
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import replace
 
 import pytest
+from view_factory import COLLECTED_AT_MS, FakeClock, healthy_set
 
 from replicationlag import history
 from replicationlag.history import LagHistory
+from replicationlag.store import SnapshotStore
 from replicationlag.trend import Trend, trend
+from replicationlag.view import View
 from replicationlag.words import minutes_words, trend_words
 
 NOW = 1_723_763_174.512
@@ -115,3 +120,33 @@ def test_a_trend_follows_the_lags_the_history_kept():
         kept.record("rs0", t, {"db1:27017": lag})
     found = trend(kept.points("rs0", "db1:27017", NOW - 300), NOW)
     assert found is not None and math.isclose(found.ms_per_min, 2_000)
+
+
+# --- The store's history keeps its own time (docs/domain.md §17) ------------------------------------------------
+
+
+def _published(dates_ms: list[int], lags_ms: list[int]) -> View:
+    """A real store fed one poll a minute by its own monotonic clock, each poll's status `date` as given."""
+    clock = FakeClock()
+    store = SnapshotStore("clusterKeeper", 60, monotonic=clock, wall=lambda: 1_723_763_175.0)
+    for date_ms, lag_ms in zip(dates_ms, lags_ms, strict=True):
+        store.publish(replace(healthy_set(lag_ms), collected_at_ms=date_ms), duration_s=0.04)
+        clock.advance(60)
+    return store.view()
+
+
+def test_one_poll_whose_date_lies_far_in_the_future_keeps_the_24_hour_history():
+    dates = [COLLECTED_AT_MS + i * 60_000 for i in range(4)] + [COLLECTED_AT_MS + 2 * 86_400_000]
+    view = _published(dates, [10_000, 12_000, 14_000, 16_000, 18_000])
+    points = view.history.points("rs0", "db1:27017", -math.inf)
+    assert [lag for _, lag in points] == [10_000, 12_000, 14_000, 16_000, 18_000]
+    assert [b - a for (a, _), (b, _) in itertools.pairwise(points)] == [60, 60, 60, 60]
+    assert math.isclose(view.single.trend_of("db1:27017").ms_per_min, 2_000)
+
+
+def test_a_date_stepped_back_an_hour_keeps_the_history_in_poll_order_and_the_trend_true():
+    dates = [COLLECTED_AT_MS, COLLECTED_AT_MS + 60_000, COLLECTED_AT_MS - 3_480_000, COLLECTED_AT_MS - 3_420_000]
+    view = _published(dates, [10_000, 12_000, 14_000, 16_000])
+    points = view.history.points("rs0", "db1:27017", -math.inf)
+    assert [lag for _, lag in points] == [10_000, 12_000, 14_000, 16_000]
+    assert math.isclose(view.single.trend_of("db1:27017").ms_per_min, 2_000)

@@ -64,12 +64,16 @@ class ShardedSource:
         timeout_s: float,
         *,
         infra: str = "",
+        shard_tables: tuple[str, ...] = (),
         now_ms: Callable[[], int] = wall_now_ms,
     ) -> None:
         self._router = router
         self._open_set = open_set
         self._timeout_s = timeout_s
         self._infra = infra
+        # The shard ids of the config file's [infra.<label>.shards.<id>] tables not yet seen in a map read; each
+        # that a map read does not show is warned about once (a typo would otherwise go unnoticed).
+        self._unseen_tables = set(shard_tables)
         self._now_ms = now_ms
         self._map: ShardMap | None = None
         self._watched: dict[str, _Watched] = {}
@@ -82,6 +86,7 @@ class ShardedSource:
         fresh_map, map_failure = self._read_map()
         if fresh_map is not None:
             self._map = fresh_map
+            self._check_shard_tables(fresh_map)
         shard_map = self._map
         if shard_map is not None:
             for address in shard_map.sets:
@@ -135,6 +140,21 @@ class ShardedSource:
         if found is None:
             return None, Failure(FailureKind.ERROR, "getShardMap named no replica set", self._now_ms())
         return found, None
+
+    def _check_shard_tables(self, shard_map: ShardMap) -> None:
+        """Warn, once each, of a per-shard credentials table whose name is no shard id of the map just read."""
+        if not self._unseen_tables:
+            return
+        ids = [a.shard_id for a in shard_map.sets if a.role is SetRole.SHARD]
+        for shard_id in sorted(self._unseen_tables - set(ids)):
+            log.warning(
+                "[infra.%s.shards.%s] names no shard of the routers' shard map (shards: %s): its credentials are "
+                "not used; a table's name must be a shard id",
+                self._infra,
+                shard_id,
+                ", ".join(ids) or "none",
+            )
+        self._unseen_tables = set()
 
     def _shard_documents_quietly(self, connection) -> list:
         """listShards' documents, for `draining`; the map is complete without them, so a refusal costs nothing."""

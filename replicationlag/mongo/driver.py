@@ -178,8 +178,9 @@ class HelloObserver(ServerHeartbeatListener):
         with self._lock:
             self._seen.pop("{}:{}".format(*event.connection_id), None)
 
-    def diagnosis(self, expected_set: str | None) -> tuple[FailureKind, str] | None:
-        """(kind, message) when a server answered but is not a usable member of the expected set."""
+    def diagnosis(self, expected_set: str | None, *, from_map: bool = False) -> tuple[FailureKind, str] | None:
+        """(kind, message) when a server answered but is not a usable member of the expected set. `from_map`: the
+        set's name and hosts came from the routers' shard map, not from a URI the user wrote."""
         with self._lock:
             seen = dict(self._seen)
         for address, (server_type, set_name) in sorted(seen.items()):
@@ -188,8 +189,19 @@ class HelloObserver(ServerHeartbeatListener):
             if server_type == SERVER_TYPE.RSGhost:
                 return _not_a_set(f"the replica set is not initialised yet: run rs.initiate() ({address})")
             if server_type == SERVER_TYPE.Mongos and expected_set:
+                if from_map:
+                    return _not_a_set(
+                        f"{address} is a mongos, but the routers' shard map names it as a member of replica set "
+                        f"{expected_set!r}: correct the shard's entry in config.shards"
+                    )
                 return _not_a_set(f"{address} is a mongos: remove replicaSet= from the URI to watch the whole cluster")
             if expected_set and set_name and set_name != expected_set:
+                if from_map:
+                    return _not_a_set(
+                        f"{address} answers as a member of replica set {set_name!r}, but the routers' shard map names "
+                        f"it for replica set {expected_set!r}: the map's entry (sh.status(), config.shards) lists "
+                        "hosts of another set, or their names now lead elsewhere (DNS)"
+                    )
                 return _not_a_set(
                     f"{address} belongs to replica set {set_name!r}, not {expected_set!r}: fix replicaSet= in the URI"
                 )
@@ -236,8 +248,10 @@ class Connection:
         interval_s: float | None = None,
         heartbeat_ms: int = HEARTBEAT_MS,
         polled_heartbeats: bool = False,
+        set_from_map: bool = False,
     ) -> None:
         self.timeout_s = timeout_s
+        self._set_from_map = set_from_map  # the URI's replicaSet= and hosts came from the routers' shard map
         self._scrub = scrub
         self._observer = HelloObserver()
         timeout_ms = max(100, int(timeout_s * 1000))
@@ -366,7 +380,7 @@ class Connection:
 
     def diagnosis(self) -> tuple[FailureKind, str] | None:
         """What the heartbeats say when no usable member was found: a standalone, a mongos, another set."""
-        return self._observer.diagnosis(self._client.options.replica_set_name)
+        return self._observer.diagnosis(self._client.options.replica_set_name, from_map=self._set_from_map)
 
     def close_in_background(self) -> threading.Thread:
         """close() may wait for a server to end sessions on; nobody should have to wait for that."""

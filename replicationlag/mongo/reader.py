@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replicationlag.danger import Evidence, MemberEvidence
-from replicationlag.model import PRIMARY, RECOVERING, SECONDARY, STARTUP2, OplogProbe
+from replicationlag.model import PRIMARY, RECOVERING, SECONDARY, STARTUP2, OplogProbe, wall_now_ms
 from replicationlag.mongo.driver import UNAUTHORIZED, ClientError, Connection, DriverError
 from replicationlag.mongo.keeper import ClientKeeper
 from replicationlag.replset import StatusReport, config_is_stale, date_ms, read_status
@@ -37,6 +37,7 @@ class SetDocuments:
     config: dict[str, Any] | None
     probes: dict[str, OplogProbe]
     evidence: Evidence = field(default_factory=Evidence)
+    asked_between_ms: tuple[int, int] | None = None  # this exporter's wall clock around the status read (§17)
 
 
 class SetReader:
@@ -45,8 +46,9 @@ class SetReader:
     `danger_reads=False` leaves out the reads of how dangerous the lag is: only for bench/dangercost.py, which
     measures what they cost per poll."""
 
-    def __init__(self, timeout_s: float, *, danger_reads: bool = True) -> None:
+    def __init__(self, timeout_s: float, *, danger_reads: bool = True, now_ms: Callable[[], int] = wall_now_ms) -> None:
         self._timeout_s = timeout_s
+        self._now_ms = now_ms  # this exporter's wall clock, to compare the status date with (docs/domain.md §17)
         self._danger_reads = danger_reads
         self._config: dict[str, Any] | None = None
         self._config_key: tuple[str, ...] | None = None
@@ -56,9 +58,14 @@ class SetReader:
         connection = keeper.connection
         deadline = time.monotonic() + self._timeout_s
         with connection.deadline(self._timeout_s):
+            asked_from = self._now_ms()
             status = read_status(self._replset_get_status(connection))
+            asked = (asked_from, self._now_ms())
             if not status.answered_by_primary and status.reports_a_healthy_primary:
-                status = self._ask_the_primary(connection) or status
+                asked_from = self._now_ms()
+                from_primary = self._ask_the_primary(connection)
+                if from_primary is not None:
+                    status, asked = from_primary, (asked_from, self._now_ms())
             config = self._config_for(connection, status)
             probes = self._probe_oplog(connection, status)
             evidence = (
@@ -66,7 +73,7 @@ class SetReader:
                 if self._danger_reads
                 else Evidence()
             )
-        return SetDocuments(status, config, probes, evidence)
+        return SetDocuments(status, config, probes, evidence, asked)
 
     def _replset_get_status(self, connection: Connection) -> dict[str, Any]:
         """replSetGetStatus, asked once more if the connection broke under it (the member went down or hung and
@@ -208,7 +215,10 @@ class _EvidenceReader:
             elif error.timeout:
                 problems.append("its oplog could not be read in time")
             else:
-                problems.append(f"{command} failed: {error.message}")
+                # The driver's words name the command when the server refused it ("find on local.oplog.rs failed
+                # with code 2 BadValue"); name it once.
+                named = error.message.startswith(command)
+                problems.append(error.message if named else f"{command} failed: {error.message}")
             return None
 
     def _primary_server_status(self) -> dict[str, Any] | None:

@@ -33,7 +33,13 @@ class ReplicaSetSource:
             kind, message = self._keeper.explain(error)
             return Failure(kind, message, self._now_ms())
         self._keeper.succeeded()
-        return build_snapshot(documents.status, documents.config, documents.probes, documents.evidence)
+        return build_snapshot(
+            documents.status,
+            documents.config,
+            documents.probes,
+            documents.evidence,
+            asked_between_ms=documents.asked_between_ms,
+        )
 
     def close(self, wait_s: float) -> None:
         self._keeper.close(wait_s)

@@ -77,7 +77,7 @@ def _worst_members_chart(view: View) -> str:
     current = [each.current for each in view.sets if each.current is not None]
     if view.history is None or not current:
         return ""
-    now_s = max(s.collected_at_ms for s in current) / 1000
+    now_s = view.taken_at_s  # the history's time axis is the store's monotonic clock (docs/domain.md §17)
     members = [(m.lag_ms, s.set_name, m.name) for s in current for m in s.members if m.lag_ms is not None]
     worst = sorted(members, reverse=True)[:WORST_CHARTED]
     since_s = now_s - HOUR_S
@@ -88,9 +88,9 @@ def _worst_members_chart(view: View) -> str:
 
 def _history_charts(view: View, snapshot: Snapshot, max_points: int) -> str:
     """The set's replicating members over the last hour and the last 24 hours, against the 5 s and 30 s lines."""
-    if view.history is None or snapshot.collected_at_ms <= 0:
+    if view.history is None:
         return ""
-    now_s = snapshot.collected_at_ms / 1000
+    now_s = view.taken_at_s  # the history's time axis is the store's monotonic clock (docs/domain.md §17)
     members = [m.name for m in snapshot.members if m.is_data_bearing and not m.is_primary]
     charts = []
     for title, span_s in (("last hour", HOUR_S), ("last 24 h", 24 * HOUR_S)):
