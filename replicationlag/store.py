@@ -22,8 +22,7 @@ from replicationlag.history import LagHistory
 from replicationlag.model import FRESHNESS_LIMIT_S, FailureKind, SetRole
 from replicationlag.replset import Failure, Snapshot, Status
 from replicationlag.shardmap import SetAddress, ShardMap
-from replicationlag.trend import WINDOW_S as TREND_WINDOW_S
-from replicationlag.trend import Trend, trend
+from replicationlag.trend import FIT_POINTS, Trend, trend
 
 
 def wall_now_ms() -> int:
@@ -293,15 +292,15 @@ class SnapshotStore:
         return False
 
     def _remember(self, set_name: str, snapshot: Snapshot) -> tuple[tuple[str, Trend], ...]:
-        """Keep each replicating member's lag at the set's own clock (the status `date`), and say its trend."""
+        """Keep each replicating member's lag at the set's own clock (the status `date`), and say its trend: since
+        its state, its sync source or the set's reference member last changed (a restart, an election)."""
         if snapshot.collected_at_ms <= 0:
             return ()
         at_s = snapshot.collected_at_ms / 1000
         replicating = [m for m in snapshot.members if m.is_data_bearing and not m.is_primary]
-        self._history.record(set_name, at_s, {m.name: m.lag_ms for m in replicating})
-        found = (
-            (m.name, trend(self._history.points(set_name, m.name, at_s - TREND_WINDOW_S), at_s)) for m in replicating
-        )
+        regimes = {m.name: (m.state, m.sync_source, snapshot.reference_member) for m in replicating}
+        self._history.record(set_name, at_s, {m.name: m.lag_ms for m in replicating}, regimes)
+        found = ((m.name, trend(self._history.recent(set_name, m.name, FIT_POINTS), at_s)) for m in replicating)
         return tuple((name, t) for name, t in found if t is not None)
 
     def _count(self, failure: Failure) -> None:

@@ -4,6 +4,7 @@ through /metrics, the Zero Problem document and the status page."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -217,3 +218,54 @@ def test_the_status_page_draws_each_member_s_history_as_inline_svg(watch):
         assert len(list(svg.iter("{http://www.w3.org/2000/svg}polyline"))) == 2
     assert "<script" not in html and "src=" not in html
     assert "kept in memory only" in html
+
+
+def test_the_forecast_in_the_document_comes_true_for_a_lag_that_moves_every_second(watch):
+    """The simulated member's lag changes every second (flat, a jump that holds, then a climb at 6 s/min) and the
+    service polls every 5 s, as the demo does: each forecast the document carries is checked against when the lag
+    really turns RED."""
+
+    def lag_at(s: int) -> int:
+        if s < 40:
+            return 2_000 + 40 * (s % 3)  # a small wobble
+        if s < 80:
+            return 9_000  # a batch: it jumped and held
+        return 9_000 + 100 * (s - 80)  # 6 s/min: RED at 290 s
+
+    w = watch(3)
+    said: list[tuple[int, str]] = []
+    for second in range(300):
+        w.rs.set_lag(1, lag_at(second))
+        if second % 5 == 0:
+            w.poll()
+            said.append((second, w.line(w.name(1))))
+        w.rs.clock.advance(1_000)
+    red_at = next(s for s in range(400) if lag_at(s) >= 30_000)
+    forecast = re.compile(r"\(rising (\d+\.\d) s/min, RED in (under a minute|about (\d+) min)")
+    etas = [(s, found) for s, line in said if (found := forecast.search(line))]
+    assert any(found[3] for _, found in etas), said  # the climb was forecast minutes ahead
+    for second, found in etas:
+        assert abs(float(found[1]) - 6) <= 0.3 * 6, (second, found[0])
+        low, high = (0, 60) if found[3] is None else (60 * int(found[3]) - 30, 60 * int(found[3]) + 30)
+        assert low - 60 <= red_at - second <= high + 60, (second, found[0])
+    hold = [line for s, line in said if 55 <= s < 80]  # the jump came at 40 s: three polls later it is steady
+    assert hold and all("(steady; " in line for line in hold), hold
+    assert not any("RED in" in line or "falling" in line for s, line in said if s < 80), said
+
+
+def test_the_trend_starts_over_when_the_member_changes_its_sync_source(watch):
+    w = watch(3)
+    for lag in (10_000, 12_000, 14_000, 16_000):
+        w.rs.set_lag(1, lag)
+        w.poll()
+        w.rs.clock.advance(60_000)
+    assert "(rising 2.0 s/min; " in w.line(w.name(1))  # RED in 7 min is beyond twice the 3 min fitted
+    w.rs.set_sync_source(1, 2)  # chained now: its lag behind the primary is another story
+    for lag in (18_000, 20_000, 22_000):
+        w.rs.set_lag(1, lag)
+        w.poll()
+        assert "rising" not in w.line(w.name(1))  # three polls since the change are not a trend
+        w.rs.clock.advance(60_000)
+    w.rs.set_lag(1, 24_000)
+    w.poll()
+    assert "(rising 2.0 s/min, RED in about 3 min; " in w.line(w.name(1))
