@@ -34,6 +34,13 @@ class Watched:
     def poll(self) -> None:
         self.built.poll()
 
+    def poll_lags(self, member: int, *lags: int) -> None:
+        """One poll a minute, member `member` at each lag in turn; the clock a minute past the last poll after."""
+        for lag in lags:
+            self.rs.set_lag(member, lag)
+            self.poll()
+            self.rs.clock.advance(60_000)
+
     def exposition(self) -> str:
         body, _ = metrics.render(self.built.registry, None)
         return body.decode()
@@ -183,20 +190,14 @@ def test_without_read_on_local_everything_else_works_and_the_document_says_once_
 
 def test_a_rising_lag_says_how_fast_and_when_it_turns_red(watch):
     w = watch(3)
-    for lag in (10_000, 12_000, 14_000, 16_000, 18_000):
-        w.rs.set_lag(1, lag)
-        w.poll()
-        w.rs.clock.advance(60_000)
+    w.poll_lags(1, 10_000, 12_000, 14_000, 16_000, 18_000)
     line = w.line(w.name(1))
     assert line.startswith(f"- Secondary {w.name(1)} replication lag 18000ms (rising 2.0 s/min, RED in about 6 min; ")
 
 
 def test_a_falling_lag_says_when_it_will_have_caught_up(watch):
     w = watch(3)
-    for lag in (30_000, 25_000, 20_000, 15_000):
-        w.rs.set_lag(1, lag)
-        w.poll()
-        w.rs.clock.advance(60_000)
+    w.poll_lags(1, 30_000, 25_000, 20_000, 15_000)
     assert "(falling 5.0 s/min, caught up in about 3 min; " in w.line(w.name(1))
 
 
@@ -255,10 +256,7 @@ def test_the_forecast_in_the_document_comes_true_for_a_lag_that_moves_every_seco
 
 def test_the_trend_starts_over_when_the_member_changes_its_sync_source(watch):
     w = watch(3)
-    for lag in (10_000, 12_000, 14_000, 16_000):
-        w.rs.set_lag(1, lag)
-        w.poll()
-        w.rs.clock.advance(60_000)
+    w.poll_lags(1, 10_000, 12_000, 14_000, 16_000)
     assert "(rising 2.0 s/min; " in w.line(w.name(1))  # RED in 7 min is beyond twice the 3 min fitted
     w.rs.set_sync_source(1, 2)  # chained now: its lag behind the primary is another story
     for lag in (18_000, 20_000, 22_000):
@@ -266,6 +264,5 @@ def test_the_trend_starts_over_when_the_member_changes_its_sync_source(watch):
         w.poll()
         assert "rising" not in w.line(w.name(1))  # three polls since the change are not a trend
         w.rs.clock.advance(60_000)
-    w.rs.set_lag(1, 24_000)
-    w.poll()
+    w.poll_lags(1, 24_000)
     assert "(rising 2.0 s/min, RED in about 3 min; " in w.line(w.name(1))
