@@ -302,7 +302,12 @@ def commands_on_stdin(
     if not stdin_takes_commands():
         return stop
     controller = Controller(target)
-    read_stream(controller, os.fdopen(0, "rb", closefd=False), say)
+
+    def say_lines(text: str) -> None:  # a log line each (help is several)
+        for line in text.splitlines():
+            say(line)
+
+    read_stream(controller, os.fdopen(0, "rb", closefd=False), say_lines)
     say("commands on stdin change the simulated set while it runs: `help` lists them")
 
     def stop_both() -> None:
