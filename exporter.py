@@ -49,9 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stop_demo = None
     if settings.demo:  # config ignores any URI given with --demo, and says so
-        from mongosim.demo import start_demo_cluster, start_demo_set  # the product imports the simulator only here
+        from mongosim.control import commands_on_stdin  # the product imports the simulator only here
+        from mongosim.demo import start_demo_cluster, start_demo_set
 
         simulated, stop_demo = start_demo_cluster() if settings.demo_cluster else start_demo_set()
+        stop_demo = commands_on_stdin(simulated, stop_demo, lambda answer: log.info("demo: %s", answer))
         settings = dataclasses.replace(settings, uri=simulated.uri)
 
     try:

@@ -66,8 +66,8 @@ def _per_poll(uri: str, sim_pid: int, polls_per_block: int, blocks: int) -> dict
     results: dict[bool, list[dict]] = {True: [], False: []}
     for _ in range(blocks):
         for mode in (True, False):
-            # A fresh exporter per block: back-to-back polls would otherwise fill the 5-minute trend window with
-            # hundreds of points, which a poll a minute never has.
+            # A fresh exporter per block: back-to-back polls would otherwise fill the history with hundreds of
+            # points, which a poll a minute never has.
             service = build_service(load_settings(flags, env={}), bridge, danger_reads=mode)
             try:
                 for _ in range(WARM_UP_POLLS):

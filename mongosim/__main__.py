@@ -9,6 +9,12 @@ of stdout, serve until SIGINT or SIGTERM, exit 0.
 
 Durations take ms, s, m or h (seconds without a unit); sizes take KB, MB, GB, KiB, MiB or GiB (bytes without).
 
+While it runs it takes commands, one a line: `lag shard07 2 45s`, `ramp shard07 2 30s/min`, `down shard88 1`,
+`up shard88 1`, `ping rs0 2 80`, `tag rs0 2 zone=b`, `down-zone zone=us-east-1a`, `help` (for a plain replica set the
+set's name may be left out). It reads them from stdin when stdin is a terminal or a pipe, and from a loopback TCP
+port with --control 127.0.0.1:PORT (0: any port); the second line of stdout says where. Each command gets one
+answer line, `ok: ...` or `error: ...` (on stdout after "# "; on the control port as it is).
+
 Members are numbered by `_id`: the data members 0..N-1 (0 starts as primary), then the arbiter. With --shards the
 member flags (--members, --arbiter, --lag, --delay, --hidden, --priority, --votes, --state) shape every shard, the
 URI is the routers' (no replicaSet=), --auth makes cluster users (they log in on routers and config servers) and
@@ -16,7 +22,7 @@ URI is the routers' (no replicaSet=), --auth makes cluster users (they log in on
 password: give the username and password to the client separately. Lines after the first start with "# " and
 describe the set, or the routers, the config server set and the shards.
 
-Imports `.replicaset`, `.sharded`, `.demo` and `.model` only.
+Imports `.replicaset`, `.sharded`, `.demo`, `.control` and `.model` only.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from .control import HELP, Controller, ControlServer, read_stream, stdin_takes_commands
 from .demo import start_demo_cluster, start_demo_set
 from .model import HISTORY_MS, PROFILES, SETTABLE_STATES
 from .replicaset import TOPOLOGIES, MemberSpec, ReplicaSet
@@ -87,6 +94,21 @@ def _initial_sync(text: str) -> tuple[int, int, int]:
     return int(member), _size_bytes(size), _size_bytes(rate)
 
 
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:0, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _tag(text: str) -> tuple[int, str, str]:
+    member, value = _pair(text)
+    key, sep, tag = value.partition(":")
+    if not sep or not key or not tag:
+        raise argparse.ArgumentTypeError(f"expected ID=KEY:VALUE (e.g. 1=zone:us-east-1b), got {text!r}")
+    return member, key, tag
+
+
 def _user(text: str) -> tuple[str, str, list[str]]:
     parts = text.split(":", 2)
     if len(parts) < 2 or not parts[0] or not parts[1]:
@@ -96,7 +118,12 @@ def _user(text: str) -> tuple[str, str, list[str]]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mongosim", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m mongosim",
+        description=__doc__.split("\n\n")[0],
+        epilog="While it runs, " + HELP + "\nOn stdin when it is a terminal or a pipe, and on --control HOST:PORT.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--members", type=int, default=3, help="data-bearing members (default 3; _id 0 is primary)")
     p.add_argument("--arbiter", action="store_true", help="add an arbiter after the data members")
     p.add_argument("--version", default="7.0", choices=sorted(PROFILES), help="server version profile")
@@ -163,6 +190,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="ID[=SIZE@RATE]",
         help="the member starts an initial sync (default 2GiB@10MiB), then becomes SECONDARY",
     )
+    p.add_argument("--tag", type=_tag, action="append", default=[], metavar="ID=KEY:VALUE", help="a member tag")
+    p.add_argument(
+        "--zones",
+        type=lambda text: [z for z in text.split(",") if z],
+        default=[],
+        metavar="Z1,Z2,...",
+        help="tag member i of every set (shards and config servers too) zone=Z(i mod N)",
+    )
+    p.add_argument("--ping", type=_pair, action="append", default=[], metavar="ID=MS", help="pingMs reported for it")
+    p.add_argument(
+        "--control",
+        type=_address,
+        metavar="HOST:PORT",
+        help="also take commands on this loopback TCP port (0: any); see `help` on stdin",
+    )
     p.add_argument("--demo", action="store_true", help="the exporter's demo set, or with --shards its demo cluster")
     cluster = p.add_argument_group("sharded cluster (--shards N starts one; the member flags shape every shard)")
     cluster.add_argument(
@@ -205,7 +247,7 @@ def build_cluster(args: argparse.Namespace) -> ShardedCluster:
     return ShardedCluster(
         args.shards,
         members=member_specs(args, ports=False),
-        config_members=args.config_members,
+        config_members=_config_members(args.zones, args.config_members),
         routers=args.routers,
         version=args.version,
         users=[(u, pw, roles) for u, pw, roles in args.auth],
@@ -215,6 +257,16 @@ def build_cluster(args: argparse.Namespace) -> ShardedCluster:
         rate=rate,
         router_port=args.port,
     )
+
+
+def _config_members(zones: list[str], count: int) -> int | list[MemberSpec]:
+    """The config server set: a count, or with --zones its members tagged like every shard's."""
+    if not zones:
+        return count
+    return [
+        MemberSpec(role="primary" if i == 0 else "secondary", tags={"zone": zones[i % len(zones)]})
+        for i in range(count)
+    ]
 
 
 def _writes(args: argparse.Namespace) -> tuple[str, float]:
@@ -248,6 +300,15 @@ def member_specs(args: argparse.Namespace, ports: bool) -> list[MemberSpec]:
         put(member, votes=int(value))
     for member, value in args.state:
         put(member, state=value.upper())
+    tags: dict[int, dict[str, str]] = {i: {} for i in range(count)}
+    for i in range(count) if args.zones else ():
+        tags[i]["zone"] = args.zones[i % len(args.zones)]
+    for member, key, value in args.tag:
+        put(member)
+        tags[member][key] = value
+    for i, member_tags in tags.items():
+        if member_tags:
+            put(i, tags=member_tags)
     if ports:
         for i in range(count):
             put(i, port=args.port + i)
@@ -295,6 +356,24 @@ def configure(rs: ReplicaSet, args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def set_pings(target: ReplicaSet | ShardedCluster, pings: list[tuple[int, str]]) -> None:
+    """--ping: on the set, or on every set of the cluster."""
+    sets = [target] if isinstance(target, ReplicaSet) else [target.shard(s) for s in target.shard_ids]
+    for rs in sets:
+        for member, value in pings:
+            rs.set_ping(member, int(value))
+
+
+def _say(text: str) -> None:
+    """An answer on stdout, every line after "# " (the URI stays the only line without)."""
+    with _PRINTING:
+        print("\n".join("# " + line for line in text.splitlines()), flush=True)
+
+
+_PRINTING = threading.Lock()
+_NO_COMMANDS = "# commands: none (stdin is not a terminal or a pipe; --control 127.0.0.1:0 takes them on a port)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     stopping = threading.Event()
@@ -310,15 +389,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"mongosim: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
+    controller = Controller(target)
+    control: ControlServer | None = None
     try:
         # The danger-signal flags shape a replica set; a cluster's sets are shaped through the Python API.
         lines = configure(target, args) if isinstance(target, ReplicaSet) and not args.demo else []
-    except (ValueError, KeyError) as exc:
+        set_pings(target, args.ping)
+        if args.control:
+            control = ControlServer(controller, *args.control)
+    except (ValueError, KeyError, OSError) as exc:
+        controller.close()
         stop()
         print(f"mongosim: {exc}", file=sys.stderr)
-        return 2
+        return 2 if not isinstance(exc, OSError) else 1
     try:
         print(target.uri)
+        takes = [
+            *(["on stdin"] if stdin_takes_commands() else []),
+            *([f"on the control port {control.address}"] if control else []),
+        ]
+        print(f"# commands {' and '.join(takes)}: `help` lists them" if takes else _NO_COMMANDS)
         print("\n".join(describe_cluster(target) if isinstance(target, ShardedCluster) else describe_set(target)))
         for line in lines:
             print(line)
@@ -327,8 +417,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind, where, (name, _pw, roles) in users:
             print(f"# auth required: {kind} {name!r}{where} (roles {', '.join(roles)}); the password is not in the URI")
         sys.stdout.flush()
+        if stdin_takes_commands():
+            read_stream(controller, sys.stdin.buffer, _say)
         stopping.wait()
     finally:
+        if control is not None:
+            control.close()
+        controller.close()
         stop()
     return 0
 

@@ -364,7 +364,7 @@ def _member_status(ctx: _Ctx, other: m.Member) -> dict[str, Any]:
         if health:
             doc["lastHeartbeat"] = DatetimeMS(now - (now + 613 * other.id) % 2000)
             doc["lastHeartbeatRecv"] = DatetimeMS(now - (now + 911 * other.id) % 2000)
-            doc["pingMs"] = Int64(other.id % 3)
+            doc["pingMs"] = Int64(other.id % 3 if other.ping_ms is None else other.ping_ms)
             doc["lastHeartbeatMessage"] = ""
         else:
             doc["lastHeartbeat"] = DatetimeMS(now - (now + 613 * other.id) % 2000)

@@ -110,6 +110,8 @@ def _drive(clock: Any, lags: list[Lag], stop_all: Callable[[], None]) -> Callabl
         while not stopping.wait(TICK_S):
             elapsed = clock.now_ms() - start_ms
             for rs, member, lag in lags:
+                if member in rs.manual:  # someone set this lag by hand (mongosim.control): theirs until `auto`
+                    continue
                 try:
                     rs.set_lag(member, lag(elapsed))
                 except Exception:  # someone reshaped a set (e.g. elected that member): keep the demo alive

@@ -355,6 +355,7 @@ class Member:
     down_since_ms: int = 0
     process_id: ObjectId = field(default_factory=ObjectId)
     tags: dict[str, str] = field(default_factory=dict)
+    ping_ms: int | None = None  # the pingMs the others report for it; None: its _id % 3
     oplog_max_bytes: int = DEFAULT_OPLOG_BYTES  # --oplogSize / replSetResizeOplog
     oplog_min_retention_ms: int = 0  # oplogMinRetentionHours (4.4+)
     oplog_floor_n: int = 1  # its oplog never held anything older (an initial sync starts it afresh)

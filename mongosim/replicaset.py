@@ -64,6 +64,8 @@ class MemberInfo:
     delay_secs: int
     lag_ms: int  # the raw lag it applies with: set_lag's value, never less than its delay nor its sync source's
     version: str
+    tags: dict[str, str] = field(default_factory=dict)  # replSetGetConfig members[].tags
+    ping_ms: int | None = None  # the pingMs the others report for it; None: the default (its _id % 3)
 
 
 class ReplicaSet:
@@ -115,6 +117,8 @@ class ReplicaSet:
         self._host = host
         self._specs = specs
         self._started = False
+        # Members whose lag a person set by hand (mongosim.control): a driver such as the demo's leaves them alone.
+        self.manual: set[int] = set()
         # A set dropped without stop() still closes its ports and thread (at the latest when Python exits).
         weakref.finalize(self, self._server.stop)
         for user in users:
@@ -462,6 +466,25 @@ class ReplicaSet:
 
         self._call(change)
 
+    def set_ping(self, ref: MemberRef, ms: int | None) -> None:
+        """The heartbeat round trip (`pingMs`) the other members report for this one; None: the default."""
+        if ms is not None and ms < 0:
+            raise ValueError("pingMs must be >= 0")
+
+        def change() -> None:
+            self._model.member(ref).ping_ms = None if ms is None else int(ms)
+
+        self._call(change)
+
+    def set_tags(self, ref: MemberRef, tags: dict[str, str]) -> None:
+        """Replace the member's tags in the config (`replSetGetConfig` members[].tags); advances the version."""
+
+        def change() -> None:
+            self._model.member(ref).tags = {str(k): str(v) for k, v in tags.items()}
+            self._model.reconfigured()
+
+        self._call(change)
+
     def rename(self, ref: MemberRef, new_name: str) -> None:
         """Change a member's host:port name in the config (the member keeps listening on its port; a driver
         only reaches it if the new name resolves to that port, e.g. "localhost:PORT")."""
@@ -701,6 +724,8 @@ def _info(m: SetModel, x: Member) -> MemberInfo:
         delay_secs=x.delay_secs,
         lag_ms=0 if x.arbiter or x.id == m.primary_id else m.delay_ms(x),
         version=x.version,
+        tags=dict(x.tags),
+        ping_ms=x.ping_ms,
     )
 
 

@@ -29,8 +29,7 @@ from replicationlag.model import (
     ShardMap,
     Snapshot,
 )
-from replicationlag.trend import WINDOW_S as TREND_WINDOW_S
-from replicationlag.trend import Trend, trend
+from replicationlag.trend import FIT_POINTS, Trend, trend
 from replicationlag.view import SetView, View
 
 
@@ -149,14 +148,14 @@ class SnapshotStore:
 
     def _remember(self, set_name: str, snapshot: Snapshot, at_s: float) -> tuple[tuple[str, Trend], ...]:
         """Keep each replicating member's lag at `at_s`, the store's monotonic clock when the poll was published, and
-        say its trend. Not at the status `date`: that is a server's wall clock, which can be stepped back (the
-        points would go out of order and the trend with them) or lie far ahead for one poll (the 24 h trim would
-        drop every earlier point); the exporter's monotonic clock does neither (docs/domain.md §17)."""
+        say its trend: since its state, its sync source or the set's reference member last changed (a restart, an
+        election). Not at the status `date`: that is a server's wall clock, which can be stepped back (the points
+        would go out of order and the trend with them) or lie far ahead for one poll (the 24 h trim would drop every
+        earlier point); the exporter's monotonic clock does neither (docs/domain.md §17)."""
         replicating = [m for m in snapshot.members if m.is_data_bearing and not m.is_primary]
-        self._history.record(set_name, at_s, {m.name: m.lag_ms for m in replicating})
-        found = (
-            (m.name, trend(self._history.points(set_name, m.name, at_s - TREND_WINDOW_S), at_s)) for m in replicating
-        )
+        regimes = {m.name: (m.state, m.sync_source, snapshot.reference_member) for m in replicating}
+        self._history.record(set_name, at_s, {m.name: m.lag_ms for m in replicating}, regimes)
+        found = ((m.name, trend(self._history.recent(set_name, m.name, FIT_POINTS), at_s)) for m in replicating)
         return tuple((name, t) for name, t in found if t is not None)
 
     def _count(self, failure: Failure) -> None:

@@ -170,17 +170,23 @@ def trend_words(found: Trend, lag_ms: int, headroom_ms: int | None = None) -> st
     """`rising 2.1 s/min, RED in about 4 min`: the direction, the rate, and the time that means something.
 
     Rising below RED: when it turns RED. Rising with headroom known (and the source's oplog full): when it would
-    fall off the oplog, if that comes first or it is RED already. Falling: when it has caught up.
+    fall off the oplog, if that comes first or it is RED already. Falling: when it has caught up. Each only within
+    the trend's horizon; beyond it the rate alone (the caller shows the headroom beside it).
     """
     direction = found.direction
     if direction == "steady":
         return "steady"
     rate = abs(found.ms_per_min)
     text = f"{direction} {rate / 1000:.1f} s/min"
+
+    def within(minutes: float | None) -> float | None:
+        return minutes if minutes is not None and minutes <= found.horizon_min else None
+
     if direction == "falling":
-        return f"{text}, caught up in {minutes_words(lag_ms / rate)}"
-    to_red = (RED_AT_MS - lag_ms) / rate if lag_ms < RED_AT_MS else None
-    to_off = headroom_ms / rate if headroom_ms is not None and headroom_ms > 0 else None
+        to_zero = within(lag_ms / rate)
+        return text if to_zero is None else f"{text}, caught up in {minutes_words(to_zero)}"
+    to_red = within((RED_AT_MS - lag_ms) / rate if lag_ms < RED_AT_MS else None)
+    to_off = within(headroom_ms / rate if headroom_ms is not None and headroom_ms > 0 else None)
     if to_off is not None and (to_red is None or to_off < to_red):
         return f"{text}, off the oplog in {minutes_words(to_off)}"
     if to_red is not None:

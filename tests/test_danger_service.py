@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -34,6 +35,13 @@ class Watched:
 
     def poll(self) -> None:
         self.built.poll()
+
+    def poll_lags(self, member: int, *lags: int) -> None:
+        """One poll a minute, member `member` at each lag in turn; the clock a minute past the last poll after."""
+        for lag in lags:
+            self.rs.set_lag(member, lag)
+            self.poll()
+            self.rs.clock.advance(60_000)
 
     def exposition(self) -> str:
         body, _ = metrics.render(self.built.registry, None)
@@ -188,20 +196,14 @@ def test_without_read_on_local_everything_else_works_and_the_document_says_once_
 
 def test_a_rising_lag_says_how_fast_and_when_it_turns_red(watch):
     w = watch(3)
-    for lag in (10_000, 12_000, 14_000, 16_000, 18_000):
-        w.rs.set_lag(1, lag)
-        w.poll()
-        w.rs.clock.advance(60_000)
+    w.poll_lags(1, 10_000, 12_000, 14_000, 16_000, 18_000)
     line = w.line(w.name(1))
     assert line.startswith(f"- Secondary {w.name(1)} replication lag 18000ms (rising 2.0 s/min, RED in about 6 min; ")
 
 
 def test_a_falling_lag_says_when_it_will_have_caught_up(watch):
     w = watch(3)
-    for lag in (30_000, 25_000, 20_000, 15_000):
-        w.rs.set_lag(1, lag)
-        w.poll()
-        w.rs.clock.advance(60_000)
+    w.poll_lags(1, 30_000, 25_000, 20_000, 15_000)
     assert "(falling 5.0 s/min, caught up in about 3 min; " in w.line(w.name(1))
 
 
@@ -316,3 +318,50 @@ def test_a_failed_oplog_read_on_a_member_names_the_read_once(watch):
     w.rs.fail_command(1, "find", None)
     w.poll()
     assert "find on local.oplog.rs" not in w.line(w.name(1))
+
+
+def test_the_forecast_in_the_document_comes_true_for_a_lag_that_moves_every_second(watch):
+    """The simulated member's lag changes every second (flat, a jump that holds, then a climb at 6 s/min) and the
+    service polls every 5 s, as the demo does: each forecast the document carries is checked against when the lag
+    really turns RED."""
+
+    def lag_at(s: int) -> int:
+        if s < 40:
+            return 2_000 + 40 * (s % 3)  # a small wobble
+        if s < 80:
+            return 9_000  # a batch: it jumped and held
+        return 9_000 + 100 * (s - 80)  # 6 s/min: RED at 290 s
+
+    w = watch(3)
+    said: list[tuple[int, str]] = []
+    for second in range(300):
+        w.rs.set_lag(1, lag_at(second))
+        if second % 5 == 0:
+            w.poll()
+            said.append((second, w.line(w.name(1))))
+        w.rs.clock.advance(1_000)
+    red_at = next(s for s in range(400) if lag_at(s) >= 30_000)
+    forecast = re.compile(r"\(rising (\d+\.\d) s/min, RED in (under a minute|about (\d+) min)")
+    etas = [(s, found) for s, line in said if (found := forecast.search(line))]
+    assert any(found[3] for _, found in etas), said  # the climb was forecast minutes ahead
+    for second, found in etas:
+        assert abs(float(found[1]) - 6) <= 0.3 * 6, (second, found[0])
+        low, high = (0, 60) if found[3] is None else (60 * int(found[3]) - 30, 60 * int(found[3]) + 30)
+        assert low - 60 <= red_at - second <= high + 60, (second, found[0])
+    hold = [line for s, line in said if 55 <= s < 80]  # the jump came at 40 s: three polls later it is steady
+    assert hold and all("(steady; " in line for line in hold), hold
+    assert not any("RED in" in line or "falling" in line for s, line in said if s < 80), said
+
+
+def test_the_trend_starts_over_when_the_member_changes_its_sync_source(watch):
+    w = watch(3)
+    w.poll_lags(1, 10_000, 12_000, 14_000, 16_000)
+    assert "(rising 2.0 s/min; " in w.line(w.name(1))  # RED in 7 min is beyond twice the 3 min fitted
+    w.rs.set_sync_source(1, 2)  # chained now: its lag behind the primary is another story
+    for lag in (18_000, 20_000, 22_000):
+        w.rs.set_lag(1, lag)
+        w.poll()
+        assert "rising" not in w.line(w.name(1))  # three polls since the change are not a trend
+        w.rs.clock.advance(60_000)
+    w.poll_lags(1, 24_000)
+    assert "(rising 2.0 s/min, RED in about 3 min; " in w.line(w.name(1))

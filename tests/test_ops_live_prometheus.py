@@ -218,9 +218,18 @@ def start_exporter(processes: list[subprocess.Popen], uri: str, infra: str, log:
     return exporter
 
 
+def tag_by_member(rs: ReplicaSet, tags_of: Callable[[int], dict[str, str]]) -> None:
+    """Where each member lives (replSetGetConfig members[].tags), for the "By location" row: mixed so that no
+    location has every member RED (which would fire MongoReplicationLocationDown)."""
+    for m in rs.members:
+        rs.set_tags(m.id, tags_of(m.id))
+
+
 def start_cluster(cluster: ShardedCluster) -> None:
     """Start the cluster and give it the faults of the module docstring."""
     cluster.start()
+    for each in (*(cluster.shard(s) for s in (LAGGING_SHARD, DRAINING_SHARD)), cluster.config):
+        tag_by_member(each, lambda i: {"cloud": "aws" if i % 2 == 0 else "gcp", "zone": f"zone-{i}"})
     cluster.shard(LAGGING_SHARD).set_lag(SHARD_RED_MEMBER, RED_LAG_MS)
     cluster.shard(LAGGING_SHARD).set_oplog(0, window_ms=SHORT_WINDOW_MS)
     cluster.config.set_commit_lag(CONFIG_COMMIT_LAG_MS)
@@ -242,6 +251,9 @@ def stacks() -> Iterator[tuple[Stack, Stack]]:
         work = Path(tmp)
         try:
             rs.start()
+            tag_by_member(
+                rs, lambda i: {"cloud": "aws", "region": "ap-northeast-2"} if i < DELAYED else {"cloud": "gcp"}
+            )
             rs.set_lag(RED, RED_LAG_MS)
             rs.set_lag(YELLOW, YELLOW_LAG_MS)
             rs.set_delay(DELAYED, DELAY_S)
@@ -306,6 +318,8 @@ SHARDED_ONLY_PANELS = frozenset({("Routers", "A"), ("Draining shards", "A"), ("S
 EMPTY_IN_SHARDED_STACK = {
     ("Initial sync progress", "A"): "no member of the simulated cluster is in initial sync (the plain set's is)",
     ("Initial sync: time left", "A"): "no member of the simulated cluster is in initial sync (the plain set's is)",
+    ("Members up and down by location", "B"): "the lost shard's members are down, but it was never polled, so its "
+    "members' tags are unknown (the plain set's down member is tagged)",
 }
 
 

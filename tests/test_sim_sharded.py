@@ -450,7 +450,12 @@ def test_a_cluster_dropped_without_stop_still_frees_its_thread():
 def test_the_cli_starts_a_cluster_prints_the_router_uri_first_and_exits_cleanly_on_sigterm(connect):
     flags = ["--shards", "2", "--routers", "2", "--lag", "1=1500", "--auth", "monitor:s3cret"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mongosim", *flags], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "mongosim", *flags],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         uri = read_line(proc.stdout, 10).strip()
@@ -465,7 +470,8 @@ def test_the_cli_starts_a_cluster_prints_the_router_uri_first_and_exits_cleanly_
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    lines = out.splitlines()
+    commands, *lines = out.splitlines()
+    assert commands.startswith("# commands: none")  # stdin is /dev/null and there is no --control
     routers = uri.removeprefix("mongodb://").rstrip("/").split(",")
     assert lines[:2] == [f"# router {i} {name} (mongos 7.0)" for i, name in enumerate(routers)]
     assert lines[2].startswith("# config servers (set configRepl): 127.0.0.1:")

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import replace
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import pytest
 from view_factory import COLLECTED_AT_MS, FakeClock, healthy_set
 
+from mongosim.demo import demo_lag_ms
 from replicationlag import history
 from replicationlag.history import LagHistory
+from replicationlag.model import RED_AT_MS
 from replicationlag.store import SnapshotStore
-from replicationlag.trend import Trend, trend
+from replicationlag.trend import FIT_POINTS, Trend, trend
 from replicationlag.view import View
 from replicationlag.words import minutes_words, trend_words
 
@@ -26,38 +31,240 @@ def polls(*lags: int | None, every_s: float = 60.0, now: float = NOW) -> list[tu
     return [(start + i * every_s, lag) for i, lag in enumerate(lags)]
 
 
-@pytest.mark.parametrize(
-    ("points", "ms_per_min", "direction"),
-    [
-        (polls(10_000, 12_000, 14_000, 16_000, 18_000), 2_000, "rising"),
-        (polls(20_000, 17_000, 14_000, 11_000), -3_000, "falling"),
-        (polls(7_000, 7_020, 6_990, 7_010), 0, "steady"),
-        (polls(5_000, 5_500, 6_000, every_s=5), 6_000, "rising"),  # the demo's 5 s interval
-    ],
+# --- Forecasts against what then happens (docs/domain.md §15) ------------------------------------------------------
+# Each sequence is a lag as a function of seconds since it started, polled every `every_s` s. At every poll the
+# trend is computed from what the history holds, as the store does, and the words users would read are checked
+# against the sequence itself: what it really did since the last poll, how fast it really moved, and when it really
+# turned RED or caught up. `clean` is the sequence without its noise: what "really" means for a noisy one.
+
+LagAt = Callable[[float], float]
+
+
+@dataclass(frozen=True)
+class Sequence:
+    lag_at: LagAt
+    every_s: float
+    until_s: float
+    clean: LagAt | None = None  # the truth without noise; the sequence itself when None
+    etas_come_true: bool = True  # False where the future cannot be known (a climb that stops unannounced)
+    expect: tuple[tuple[float, str], ...] = ()  # (poll time s, a regex the words must match fully)
+
+    @property
+    def truth(self) -> LagAt:
+        return self.clean or self.lag_at
+
+
+@dataclass(frozen=True)
+class Said:
+    t: float
+    lag_ms: int
+    words: str  # "" when no trend could be said
+
+
+def said_along(seq: Sequence) -> list[Said]:
+    kept = LagHistory()
+    said = []
+    for k in range(int(seq.until_s / seq.every_s) + 1):
+        t = k * seq.every_s
+        lag = round(seq.lag_at(t))
+        kept.record("rs0", NOW + t, {"db1:27017": lag}, {"db1:27017": ("SECONDARY", "db0:27017")})
+        found = trend(kept.recent("rs0", "db1:27017", FIT_POINTS), NOW + t)
+        said.append(Said(t, lag, trend_words(found, lag) if found else ""))
+    return said
+
+
+def line(*knots: tuple[float, float]) -> LagAt:
+    """Straight lines between (s, ms) knots, flat after the last."""
+
+    def at(t: float) -> float:
+        for (t0, v0), (t1, v1) in itertools.pairwise(knots):
+            if t0 <= t < t1:
+                return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+        return knots[-1][1]
+
+    return at
+
+
+def noisy(clean: LagAt, deviation_ms: float, seed: int) -> LagAt:
+    draw, drawn = random.Random(seed), {}
+    return lambda t: clean(t) + drawn.setdefault(t, draw.gauss(0, deviation_ms))
+
+
+WORDS = re.compile(
+    r"(?P<way>rising|falling|steady)(?: (?P<rate>[\d.]+) s/min)?(?:, (?P<event>RED|caught up) in (?P<eta>.+))?"
 )
-def test_the_rate_is_the_least_squares_slope_over_the_last_minutes(points, ms_per_min, direction):
-    found = trend(points, NOW)
-    assert found is not None
-    assert found.ms_per_min == pytest.approx(ms_per_min, abs=1)
-    assert found.direction == direction
+
+
+def eta_bounds_s(eta: str) -> tuple[float, float]:
+    """`under a minute` -> (0, 60); `about 1 h 5 min` -> 65 min ± 30 s."""
+    if eta == "under a minute":
+        return 0, 60
+    match = re.fullmatch(r"about (?:(\d+) h)? ?(?:(\d+) min)?", eta)
+    assert match, eta
+    minutes = 60 * int(match[1] or 0) + int(match[2] or 0)
+    return 60 * minutes - 30, 60 * minutes + 30
+
+
+def first_time(truth: LagAt, after_s: float, reached: Callable[[float], bool], step_s: float) -> float | None:
+    """When the true lag first reaches something within four hours after `after_s`."""
+    t = after_s
+    while t <= after_s + 4 * 3600:
+        if reached(truth(t)):
+            return t
+        t += step_s
+    return None
+
+
+SEQUENCES = {
+    # 2 s of lag for ten minutes, then it climbs 2 s/min until long after it is RED (polls every 60 s)
+    "a climb from a flat start": Sequence(
+        line((0, 2_000), (600, 2_000), (2_400, 62_000)), 60, 1_800, expect=((600, "steady"), (660, ""))
+    ),
+    # a batch: the lag jumps from 1 s to 8 s and then does not move (the "RED in about 1 min" of the report)
+    "a step then a hold": Sequence(
+        line((0, 1_000), (299, 1_000), (300, 8_000)), 60, 900, expect=((300, ""), (360, ""), (420, ""), (480, "steady"))
+    ),
+    # the demo's member 1 (mongosim/demo.py), polled every 5 s as the demo is, for two cycles, off the cycle's knots
+    "the demo's sawtooth": Sequence(
+        lambda t: demo_lag_ms(round((t + 2.5) * 1000)),
+        5,
+        360,
+        expect=(
+            (85, r"rising 49\.5 s/min, RED in under a minute"),  # RED came 5.5 s later
+            (125, "steady"),  # the RED plateau
+            (145, r"falling 87\.0 s/min, caught up in under a minute"),
+            (250, ""),  # the first poll of a ramp: the line moved beyond the noise, nothing to say yet
+        ),
+    ),
+    # a long catch-up after a hold at 40 s (polls every 60 s)
+    "a fall": Sequence(line((0, 40_000), (300, 40_000), (1_100, 0)), 60, 1_500, expect=((360, ""),)),
+    # 2 s/min with a deviation of 0.7 s on every poll: a third of each poll's climb (the seed is fixed)
+    "a noisy climb": Sequence(
+        noisy(line((0, 6_000), (1_800, 66_000)), 700, seed=7), 60, 1_200, clean=line((0, 6_000), (1_800, 66_000))
+    ),
+    # 2 s/min from 8 s, then a plateau at 24 s below RED: a forecast of RED cannot know that, so it must go
+    "a climb into a plateau": Sequence(
+        line((0, 8_000), (480, 24_000)), 60, 1_200, etas_come_true=False, expect=((780, "steady"),)
+    ),
+}
+
+
+def test_the_sequences_cover_what_the_words_can_say():
+    everything = " ".join(s.words for seq in SEQUENCES.values() for s in said_along(seq))
+    for words in ("rising", "falling", "steady", "RED in about", "caught up in about", "in under a minute"):
+        assert words in everything
+
+
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_a_direction_is_said_only_when_the_latest_polls_go_that_way(name):
+    seq = SEQUENCES[name]
+    for said in said_along(seq):
+        way = WORDS.fullmatch(said.words)["way"] if said.words else None
+        change = seq.truth(said.t) - seq.truth(said.t - seq.every_s)
+        assert not (way == "rising" and change < 0), said
+        assert not (way == "falling" and change > 0), said
+
+
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_a_few_polls_into_a_straight_stretch_the_rate_is_within_30_percent(name):
+    seq = SEQUENCES[name]
+    checked = 0
+    for said in said_along(seq):
+        lags = [seq.truth(said.t - i * seq.every_s) for i in range(5)]  # the last five polls, newest first
+        changes = [a - b for a, b in itertools.pairwise(lags)]
+        if said.t < 4 * seq.every_s or max(changes) - min(changes) > 1:
+            continue  # not (yet) five polls on one straight line
+        checked += 1
+        true_per_min = changes[0] / seq.every_s * 60
+        if abs(true_per_min) < 100:
+            assert said.words == "steady", said
+            continue
+        match = WORDS.fullmatch(said.words)
+        assert match and match["way"] == ("rising" if true_per_min > 0 else "falling"), said
+        assert abs(float(match["rate"]) * 1000 - abs(true_per_min)) <= 0.3 * abs(true_per_min), said
+    assert checked >= 3
+
+
+@pytest.mark.parametrize("name", [n for n, seq in SEQUENCES.items() if seq.etas_come_true])
+def test_every_red_in_and_caught_up_in_comes_true_within_a_minute_or_35_percent(name):
+    seq = SEQUENCES[name]
+    for said in said_along(seq):
+        match = WORDS.fullmatch(said.words) if said.words else None
+        if not match or not match["event"]:
+            continue
+        if match["event"] == "RED":
+            when = first_time(seq.truth, said.t, lambda lag: lag >= RED_AT_MS, seq.every_s / 10)
+        else:
+            when = first_time(seq.truth, said.t, lambda lag: lag <= 2_000, seq.every_s / 10)
+        assert when is not None, f"{said}: it never happens"
+        low, high = eta_bounds_s(match["eta"])
+        actual = when - said.t
+        slack = max(60, 0.35 * actual)
+        assert low - slack <= actual <= high + slack, f"{said}: it happened {actual:.0f} s later"
+
+
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_the_words_at_the_moments_that_matter(name):
+    seq = SEQUENCES[name]
+    by_time = {s.t: s for s in said_along(seq)}
+    for t, pattern in seq.expect:
+        assert re.fullmatch(pattern, by_time[t].words), by_time[t]
+
+
+def test_a_plateau_withdraws_the_forecast_of_red_within_a_few_polls():
+    said = said_along(SEQUENCES["a climb into a plateau"])
+    assert any("RED in" in s.words for s in said if s.t < 480)  # it was climbing towards RED
+    assert [s.words for s in said if s.t >= 480 + 4 * 60] == ["steady"] * len([s for s in said if s.t >= 720])
+
+
+def test_no_eta_further_away_than_a_few_times_the_span_that_was_fitted():
+    slow = polls(10_000, 10_500, 11_000, 11_500)  # 0.5 s/min over 3 min: RED in 38 min is out of sight
+    found = trend(slow, NOW)
+    assert found is not None and found.span_s == 180
+    assert trend_words(found, 11_500) == "rising 0.5 s/min"
+    longer = polls(*range(10_000, 20_000, 500))  # the same rate over 19 min: 30 min to RED is within 38 min
+    assert trend_words(trend(longer, NOW), 19_500) == "rising 0.5 s/min, RED in about 21 min"
 
 
 @pytest.mark.parametrize(
     "points",
     [
-        polls(10_000, 20_000),  # two polls are not a trend
-        polls(10_000, None, 30_000, 40_000),  # a poll without a lag value (the member was down)
-        [(NOW, 1), (NOW, 2), (NOW, 3)],  # no time between them
-        polls(1_000, 2_000, 3_000, now=NOW - 400),  # all older than the window
+        polls(10_000, 20_000, 30_000),  # three polls are not a trend
+        polls(10_000, 11_000, None, 30_000, 40_000, 50_000),  # three polls since the member had no lag value
+        [(NOW, 1), (NOW, 2), (NOW, 3), (NOW, 4)],  # no time between them
+        polls(1_000, 2_000, 3_000, 4_000, now=NOW + 60) + polls(5_000, 6_000, 7_000),  # the clock stepped back
+        polls(1_000, 1_000, 1_000, 1_000, 9_000, 9_000),  # two polls since the jump
+        polls(10_000, 12_000, 14_000, 16_000, 18_000, 16_500, 15_000),  # it turned: two polls since
     ],
 )
-def test_too_few_or_unusable_points_give_no_trend(points):
-    assert trend(points, NOW) is None
+def test_too_few_points_since_the_last_change_give_no_trend(points):
+    assert trend(points, NOW + 60) is None
 
 
-def test_points_older_than_the_window_do_not_count():
-    old_spike = [(NOW - 3600, 900_000)]
-    assert trend(old_spike + polls(10_000, 10_000, 10_000), NOW) == Trend(0)
+def test_rising_is_not_said_while_the_two_newest_polls_fall():
+    climbing = polls(10_000, 12_400, 13_600, 16_400, 17_600, 20_400)  # 2 s/min with noise of about a second
+    assert trend([*climbing, (NOW + 60, 20_200)], NOW + 60).direction == "rising"  # one fall is noise
+    assert trend([*climbing, (NOW + 60, 20_200), (NOW + 120, 20_000)], NOW + 120) is None
+
+
+def test_a_slope_whose_interval_holds_zero_is_steady():
+    found = trend(polls(7_000, 7_400, 6_900, 7_300, 6_800), NOW)  # up and down by about as much
+    assert found is not None and found.direction == "steady"
+
+
+def test_one_odd_poll_does_not_end_the_regime_or_move_the_rate():
+    found = trend(polls(10_000, 12_000, 14_000, 25_000, 18_000, 20_000, 22_000), NOW)
+    assert found is not None and found.ms_per_min == pytest.approx(2_000)
+    assert found.span_s == 6 * 60
+
+
+def test_the_trend_starts_over_when_the_member_s_state_or_sync_source_changes():
+    kept = LagHistory()
+    for i, lag in enumerate((10_000, 12_000, 14_000, 16_000, 18_000)):
+        source = "db0:27017" if i < 3 else "db2:27017"  # it chose another sync source before the 4th poll
+        kept.record("rs0", NOW + 60 * i, {"db1:27017": lag}, {"db1:27017": ("SECONDARY", source)})
+    assert kept.recent("rs0", "db1:27017", FIT_POINTS) == [(NOW + 180, 16_000), (NOW + 240, 18_000)]
+    assert trend(kept.recent("rs0", "db1:27017", FIT_POINTS), NOW + 240) is None
 
 
 @pytest.mark.parametrize(
@@ -114,11 +321,13 @@ def test_a_member_or_set_that_leaves_is_forgotten_and_a_missing_lag_is_kept_as_a
     assert kept.points("rs0", "a:1", 0) == [] and kept.point_count() == 0
 
 
-def test_a_trend_follows_the_lags_the_history_kept():
+def test_a_trend_follows_the_lags_the_history_kept_at_most_the_last_few_polls():
     kept = LagHistory()
-    for t, lag in polls(10_000, 12_000, 14_000, 16_000):
+    for t, lag in polls(*range(0, 60_000, 2_000)):
         kept.record("rs0", t, {"db1:27017": lag})
-    found = trend(kept.points("rs0", "db1:27017", NOW - 300), NOW)
+    recent = kept.recent("rs0", "db1:27017", FIT_POINTS)
+    assert len(recent) == FIT_POINTS and recent[-1] == (NOW, 58_000)
+    found = trend(recent, NOW)
     assert found is not None and math.isclose(found.ms_per_min, 2_000)
 
 
