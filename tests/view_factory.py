@@ -4,8 +4,8 @@ A test names the members it wants (`member`, `primary`, `healthy_set`); `snapsho
 document a 5.0+ server would send for them (and the replSetGetConfig `config` for hidden, delay, priority, votes
 and tags) with the document builders of tests/test_replset.py, and runs it through `replset.build_snapshot`. So a
 reader is tested on the sentences users see ("db1:27017: 7777 ms behind the primary", "DOWN: <heartbeat
-message>"), never on words the engine does not produce. The factory checks that the engine computed the lag the
-test asked for, so a test cannot silently measure something else. `fixture_snapshot` runs the engine on a
+message>"), never on words the engine does not produce. tests/test_view_factory.py checks that the documents make
+the engine measure the lags and say the reasons the tests ask for. `fixture_snapshot` runs the engine on a
 checked-in document. Views come from the real `SnapshotStore`, driven by a fake clock, so staleness is the store's
 own rule.
 """
@@ -285,17 +285,10 @@ def snapshot(
     evidence: Evidence | None = None,
 ) -> Snapshot:
     """The engine's snapshot of a set of these members (see `status_and_config`), with the oplog lookups and the
-    danger evidence a poll would add when given. Raises when the engine judged a member otherwise than asked."""
+    danger evidence a poll would add when given. It never corrects the engine: a reader's test sees what the engine
+    said (tests/test_view_factory.py checks that, on the real engine, it says what was asked)."""
     status, config = status_and_config(*members, set_name=set_name, collected_at_ms=collected_at_ms)
-    built = build_snapshot(status, config, oplog, evidence)
-    judged = {m.name: m for m in built.members}
-    for asked in members:
-        got = judged[asked.name]
-        if oplog is None and asked.lag_ms is not None and got.lag_ms != asked.lag_ms:
-            raise AssertionError(f"the engine measures {got.lag_ms} ms for {asked.name}, not the {asked.lag_ms} asked")
-        if asked.reason and not got.reason.endswith(asked.reason):
-            raise AssertionError(f"the engine says {got.reason!r} of {asked.name}, not {asked.reason!r}")
-    return built
+    return build_snapshot(status, config, oplog, evidence)
 
 
 def healthy_set(*lags_ms: int) -> Snapshot:
