@@ -150,3 +150,9 @@ def test_tags_priority_and_votes_come_from_the_config_it_writes():
     asked = member("db1:27017", SECONDARY, 0, tags={"dc": "east"}, priority=2, votes=0)
     db1 = judged(snapshot(primary(), asked), "db1:27017")
     assert (db1.tags, db1.priority, db1.votes) == ((("dc", "east"),), 2.0, 0)
+
+
+def test_an_answering_primary_reports_the_majority_commit_lag_asked_and_zero_by_default():
+    assert snapshot(primary(), member("db1:27017")).majority_commit_lag_ms == 0
+    assert snapshot(primary(), member("db1:27017"), commit_lag_ms=12_345).majority_commit_lag_ms == 12_345
+    assert snapshot(member("db1:27017"), member("db2:27017")).majority_commit_lag_ms is None  # a secondary answered

@@ -229,13 +229,14 @@ def _answering(members: tuple[MemberAsked, ...]) -> int:
 
 
 def status_and_config(
-    *members: MemberAsked, set_name: str = "rs0", collected_at_ms: int = COLLECTED_AT_MS
+    *members: MemberAsked, set_name: str = "rs0", collected_at_ms: int = COLLECTED_AT_MS, commit_lag_ms: int = 0
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The replSetGetStatus document and the replSetGetConfig `config` a server would send for these members.
 
     `_id`s follow the order given; the primary (else the first healthy data-bearing member) answers. Lags are
     measured from the primary's last applied op, written `PRIMARY_WALL_BEFORE_DATE` before the document's `date`;
-    without a primary the engine measures against the freshest member, so give one of them lag 0.
+    without a primary the engine measures against the freshest member, so give one of them lag 0. An answering
+    primary reports its majority commit point `commit_lag_ms` behind its last applied op.
     """
     date = _date_of(collected_at_ms)
     reference_wall = date - PRIMARY_WALL_BEFORE_DATE
@@ -261,10 +262,10 @@ def status_and_config(
         "heartbeatIntervalMillis": Int64(2000),
     }
     if members[me].is_primary:
-        applied = entries[me]
+        applied, committed = entries[me], _applied(reference_wall, commit_lag_ms, None)
         top["optimes"] = {
-            "lastCommittedOpTime": applied["optime"],
-            "lastCommittedWallTime": applied["lastAppliedWallTime"],
+            "lastCommittedOpTime": committed["optime"],
+            "lastCommittedWallTime": committed["lastAppliedWallTime"],
             "appliedOpTime": applied["optime"],
             "lastAppliedWallTime": applied["lastAppliedWallTime"],
         }
@@ -281,13 +282,16 @@ def snapshot(
     *members: MemberAsked,
     set_name: str = "rs0",
     collected_at_ms: int = COLLECTED_AT_MS,
+    commit_lag_ms: int = 0,
     oplog: dict[str, OplogProbe] | None = None,
     evidence: Evidence | None = None,
 ) -> Snapshot:
     """The engine's snapshot of a set of these members (see `status_and_config`), with the oplog lookups and the
     danger evidence a poll would add when given. It never corrects the engine: a reader's test sees what the engine
     said (tests/test_view_factory.py checks that, on the real engine, it says what was asked)."""
-    status, config = status_and_config(*members, set_name=set_name, collected_at_ms=collected_at_ms)
+    status, config = status_and_config(
+        *members, set_name=set_name, collected_at_ms=collected_at_ms, commit_lag_ms=commit_lag_ms
+    )
     return build_snapshot(status, config, oplog, evidence)
 
 
