@@ -44,7 +44,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # The primary applied its last op this long before the document's `date` (as in the fixtures).
 PRIMARY_WALL_BEFORE_DATE = DATE - PRIMARY_WALL
-ROLLBACK = 9
+DOWN, ROLLBACK = 8, 9
 _BEHIND_WHEN_NOT_SAID_MS = 96_000  # a RECOVERING or ROLLBACK member's optime when the test gives no lag
 _LAG_STATES = (PRIMARY, SECONDARY)
 _OPTIME_STATES = (PRIMARY, SECONDARY, RECOVERING, ROLLBACK)  # states whose members report real optimes
@@ -67,22 +67,23 @@ class FakeClock:
 class MemberAsked:
     """What a test asks of one member; `snapshot` writes the status-document entry that makes the engine say it.
 
-    `lag_ms` is the effective lag (beyond any delay), exactly what the engine must compute; `reason` is what the
-    engine must say of the member: for a member that is not healthy, or in a state without lag, its server message
-    (`lastHeartbeatMessage`, `infoMessage`), with or without the engine's "DOWN: " / "STATE: " in front.
+    `lag_ms` is the effective lag (beyond any delay), exactly what the engine computes. `reason` becomes the server's
+    own message for a member that is not healthy or in a state without lag (`lastHeartbeatMessage`, `infoMessage`;
+    the engine's "DOWN: " / "STATE: " in front is taken off, and its default words give no message). A lagging
+    member's reason is the engine's alone: it only says which 8.0 written lag to report (`member` reads it).
     """
 
     name: str
     state: int = SECONDARY
     lag_ms: int | None = 0
-    id: int = 0
+    id: int = 0  # kept for the callers' signature: `_id`s follow the order members are given to `snapshot`
     healthy: bool = True
     reason: str = ""
     hidden: bool = False
     priority: float | None = None  # None: what a server requires (0 for hidden, delayed, arbiter), else 1
     votes: int = 1
     delay_ms: int = 0
-    raw_lag_ms: int | None = None  # when given, it must be lag_ms + delay_ms
+    raw_lag_ms: int | None = None  # behind before the delay; default lag_ms + delay_ms (engine: max(0, raw - delay))
     precision: str | None = None  # "s": the server sends no wall times, so the engine falls back to optimeDate
     written_lag_ms: int | None = None  # 8.0: how far behind it is in writing the oplog
     sync_source: str | None = None  # None: the primary, as a secondary's default
@@ -176,7 +177,7 @@ def _entry(
     fields["syncSourceHost"] = sync_source
     if not asked.healthy:
         fields.update(health=0.0, lastHeartbeatMessage=_server_message(asked, words), syncSourceHost="")
-        if state == 8:
+        if state == DOWN:
             fields["stateStr"] = "(not reachable/healthy)"
         if state != ARBITER:
             fields.update(_epoch_optimes())
@@ -201,7 +202,7 @@ def _config_member(index: int, asked: MemberAsked) -> dict[str, Any]:
     priority = asked.priority
     if priority is None:
         priority = 0 if asked.hidden or asked.delay_ms or asked.state == ARBITER else 1
-    doc: dict[str, Any] = {
+    return {
         "_id": index,
         "host": asked.name,
         "arbiterOnly": asked.state == ARBITER,
@@ -212,7 +213,6 @@ def _config_member(index: int, asked: MemberAsked) -> dict[str, Any]:
         "secondaryDelaySecs": Int64(delay_s) if delay_s.is_integer() else delay_s,
         "votes": asked.votes,
     }
-    return doc
 
 
 def _answering(members: tuple[MemberAsked, ...]) -> int:
