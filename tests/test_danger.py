@@ -1,4 +1,5 @@
-"""How dangerous a lag is, judged purely (danger.py) from hand-made evidence: oplog windows and fullness, headroom
+"""How dangerous a lag is, judged by the engine (build_snapshot runs danger.assess before the set's one verdict) on
+status documents of the members asked for and hand-made evidence: oplog windows and fullness, headroom
 under direct and chained replication and for a delayed member, the alarm only against a full oplog, initial-sync
 progress per server version, flow control, the majority commit lag from a real primary's document."""
 
@@ -11,31 +12,13 @@ import pytest
 from test_replset import load
 from view_factory import member, primary, snapshot
 
-from replicationlag import danger
 from replicationlag.danger import Evidence, MemberEvidence, flow_control, initial_sync, oplog_window
 from replicationlag.model import NoteKind, Status
-from replicationlag.replset import build_snapshot, verdict
+from replicationlag.replset import build_snapshot
 from replicationlag.words import duration_words
 
 T0 = dt.datetime(2024, 8, 15, 23, 6, 14, 512000, tzinfo=dt.UTC)
 HOUR_MS = 3_600_000
-
-
-def assess(snap, evidence):
-    """A hand-made snapshot judged with this evidence as `build_snapshot` judges a poll: the danger facts, then the
-    set's one verdict."""
-    found = danger.assess(
-        snap.members,
-        evidence,
-        reference=snap.reference,
-        reference_member=snap.reference_member,
-        majority_commit_lag_ms=snap.majority_commit_lag_ms,
-    )
-    status, reasons = verdict(found.members, snap.problems, snap.has_primary)
-    notes = snap.notes + found.notes
-    return replace(
-        snap, members=found.members, notes=notes, flow_control=found.flow_control, status=status, reasons=reasons
-    )
 
 
 def entry(ms_before_t0: int) -> dict:
@@ -56,10 +39,12 @@ def test_a_window_is_newest_minus_oldest_wall_in_exact_ms_and_full_only_at_its_m
     assert oplog_window(MemberEvidence(oldest=entry(10))) is None  # no newest entry read: no window
 
 
-def set_of(*members, **windows):
-    """A snapshot with these members and the evidence of their oplogs (keyword: member name with _ for :)."""
-    snap = snapshot(*members)
-    return snap, Evidence({name.replace("_", ":"): found for name, found in windows.items()})
+def judged_set(*members, evidence=None, commit_lag_ms=0, **windows):
+    """The engine's snapshot of a set of these members, judged with what a poll's danger reads found: `evidence`,
+    or the oplogs of the members named as keywords (member name with _ for :)."""
+    if evidence is None:
+        evidence = Evidence({name.replace("_", ":"): found for name, found in windows.items()})
+    return snapshot(*members, commit_lag_ms=commit_lag_ms, evidence=evidence)
 
 
 def by_name(snap, name):
@@ -67,13 +52,12 @@ def by_name(snap, name):
 
 
 def test_headroom_is_the_primary_window_minus_the_raw_lag_and_a_big_one_raises_nothing():
-    snap, evidence = set_of(
+    judged = judged_set(
         primary("p:1"),
         member("s:1", lag_ms=21_233),
         p_1=window(0, 5 * HOUR_MS),
         s_1=window(21_233, 5 * HOUR_MS),
     )
-    judged = assess(snap, evidence)
     secondary = by_name(judged, "s:1")
     assert secondary.headroom_ms == 5 * HOUR_MS - 21_233
     assert secondary.status is Status.YELLOW  # by its lag, not by its headroom
@@ -87,8 +71,7 @@ def test_headroom_is_the_primary_window_minus_the_raw_lag_and_a_big_one_raises_n
 def test_a_delayed_member_needs_room_for_its_delay_and_small_headroom_raises_it(raw_lag_ms, status):
     raw = int(raw_lag_ms)
     delayed = member("d:1", lag_ms=1_000, delay_ms=raw - 1_000, raw_lag_ms=raw)  # 1 s beyond its delay: GREEN
-    snap, evidence = set_of(primary("p:1"), delayed, p_1=window(0, HOUR_MS))
-    judged = by_name(assess(snap, evidence), "d:1")
+    judged = by_name(judged_set(primary("p:1"), delayed, p_1=window(0, HOUR_MS)), "d:1")
     assert judged.headroom_ms == HOUR_MS - raw
     assert judged.status is status
     if status is not Status.GREEN:
@@ -99,41 +82,40 @@ def test_a_delayed_member_needs_room_for_its_delay_and_small_headroom_raises_it(
 def test_under_chained_replication_the_headroom_is_against_the_sync_source_not_the_primary():
     source = member("s1:1", lag_ms=1_000)
     chained = replace(member("s2:1", lag_ms=10_500), sync_source="s1:1")
-    snap, evidence = set_of(
+    judged = judged_set(
         primary("p:1"),
         source,
         chained,
         p_1=window(0, 10 * HOUR_MS),
         s1_1=window(1_000, 10_000),  # a small oplog on the middle member
     )
-    judged = assess(snap, evidence)
     # s2 is at T0-10.5 s; s1's oldest entry is T0-11 s: 0.5 s left before s2 needs what s1 no longer has.
     assert by_name(judged, "s2:1").headroom_ms == 500
     assert by_name(judged, "s2:1").status is Status.RED  # YELLOW by its lag, RED by its headroom
     assert "s1:1's 10 s window" in by_name(judged, "s2:1").reason
+    assert (judged.status, judged.reasons[0]) == (Status.RED, f"s2:1: {by_name(judged, 's2:1').reason}")
     assert by_name(judged, "s1:1").headroom_ms == 10 * HOUR_MS - 1_000
 
 
 def test_a_not_yet_full_oplog_is_not_a_limit_its_headroom_raises_no_alarm():
-    snap, evidence = set_of(
+    judged = judged_set(
         primary("p:1"), member("s:1", lag_ms=3_000), p_1=window(0, 10_000, full=False), s_1=window(3_000, 7_000)
     )
-    secondary = by_name(assess(snap, evidence), "s:1")
+    secondary = by_name(judged, "s:1")
     assert secondary.headroom_ms == 7_000
     assert secondary.sync_source_full is False
     assert secondary.status is Status.GREEN
 
 
 def test_without_the_source_window_there_is_no_headroom_and_nothing_changes():
-    snap, evidence = set_of(primary("p:1"), member("s:1", lag_ms=1_000), s_1=window(1_000, HOUR_MS))
-    judged = assess(snap, evidence)
+    judged = judged_set(primary("p:1"), member("s:1", lag_ms=1_000), s_1=window(1_000, HOUR_MS))
     assert by_name(judged, "s:1").headroom_ms is None
-    assert judged.status is snap.status
+    assert judged.status is snapshot(primary("p:1"), member("s:1", lag_ms=1_000)).status
 
 
 def test_a_member_whose_oplog_could_not_be_read_says_why():
-    snap, _ = set_of(primary("p:1"), member("s:1", lag_ms=1_000))
-    judged = assess(snap, Evidence({"s:1": MemberEvidence(unread="its oplog could not be read in time")}))
+    unread = MemberEvidence(unread="its oplog could not be read in time")
+    judged = judged_set(primary("p:1"), member("s:1", lag_ms=1_000), s_1=unread)
     assert by_name(judged, "s:1").reason == "its oplog could not be read in time"
     assert judged.status is Status.GREEN
 
@@ -172,8 +154,7 @@ STATUS_6_0 = {
 )
 def test_a_member_in_initial_sync_shows_its_progress_instead_of_a_bare_state(own_status, reason, progress):
     syncing = member("s:1", 5, None, reason="STARTUP2")
-    snap, _ = set_of(primary("p:1"), syncing)
-    judged = by_name(assess(snap, Evidence({"s:1": MemberEvidence(own_status=own_status)})), "s:1")
+    judged = by_name(judged_set(primary("p:1"), syncing, s_1=MemberEvidence(own_status=own_status)), "s:1")
     assert judged.reason == reason
     assert judged.initial_sync.progress == pytest.approx(progress) if progress else judged.initial_sync.progress is None
     assert judged.status is Status.RED  # still not a data-serving member
@@ -203,8 +184,8 @@ def test_flow_control_is_read_from_server_status_with_its_counters_in_seconds():
 
 
 def test_engaged_flow_control_and_a_trailing_commit_point_are_set_lines_that_change_no_colour():
-    snap = replace(snapshot(primary("p:1"), member("s:1", lag_ms=10)), majority_commit_lag_ms=12_345)
-    judged = assess(snap, Evidence(server_status={"flowControl": {"enabled": True, "isLagged": True}}))
+    engaged = Evidence(server_status={"flowControl": {"enabled": True, "isLagged": True}})
+    judged = judged_set(primary("p:1"), member("s:1", lag_ms=10), evidence=engaged, commit_lag_ms=12_345)
     kinds = [n.kind for n in judged.notes]
     assert kinds == [NoteKind.MAJORITY_COMMIT_LAG, NoteKind.FLOW_CONTROL_ENGAGED]
     assert 'w: "majority" writes wait' in str(judged.notes[0])
@@ -212,8 +193,7 @@ def test_engaged_flow_control_and_a_trailing_commit_point_are_set_lines_that_cha
 
 
 def test_a_commit_point_under_5_s_says_nothing():
-    snap = replace(snapshot(primary("p:1")), majority_commit_lag_ms=4_999)
-    assert assess(snap, Evidence()).notes == ()
+    assert judged_set(primary("p:1"), commit_lag_ms=4_999).notes == ()
 
 
 def test_the_majority_commit_lag_comes_from_the_primary_s_own_optimes():
@@ -224,7 +204,6 @@ def test_the_majority_commit_lag_comes_from_the_primary_s_own_optimes():
 
 
 def test_a_refused_read_is_said_once_for_the_set():
-    snap = snapshot(primary("p:1"), member("s:1"), member("s2:1"))
     grant = "oplog windows need read on the local database: grant the monitoring user read on local"
-    judged = assess(snap, Evidence(missing=(grant,)))
+    judged = judged_set(primary("p:1"), member("s:1"), member("s2:1"), evidence=Evidence(missing=(grant,)))
     assert [str(n) for n in judged.notes] == [grant]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import platform
 import shutil
 import subprocess
 
 import pytest
-from bson import Timestamp
 from prometheus_client import REGISTRY
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.parser import text_string_to_metric_families as prometheus_text
@@ -16,7 +14,6 @@ from view_factory import failure, healthy_set, make_store, member, primary, snap
 
 from replicationlag.metrics import build_registry, render
 from replicationlag.model import ARBITER, FRESHNESS_LIMIT_S, PRIMARY, SECONDARY
-from replicationlag.replset import build_snapshot
 from replicationlag.version import VERSION
 
 SET = {"infra": "clusterKeeper", "set": "rs0"}
@@ -282,23 +279,8 @@ def test_the_exposition_passes_promtool_check_metrics(results):
 
 def test_two_members_reporting_one_name_never_give_one_label_set_twice():
     """Issue 17 item 9: duplicate series with identical labels make Prometheus reject the whole scrape."""
-    wall = dt.datetime(2024, 8, 15, 23, 6, 13, 941_000, tzinfo=dt.UTC)
-
-    def entry(member_id: int, state: int, name: str, behind_ms: int) -> dict:
-        at = wall - dt.timedelta(milliseconds=behind_ms)
-        optime = {"ts": Timestamp(int(at.timestamp()), at.microsecond // 1000 + 1), "t": 3}
-        return {
-            "_id": member_id,
-            "name": name,
-            "health": 1.0,
-            "state": state,
-            "optime": optime,
-            "lastAppliedWallTime": at,
-            "self": member_id == 0,
-        }
-
-    members = [entry(0, 1, "db0:27017", 0), entry(1, 2, "db1:27017", 1_000), entry(2, 2, "db1:27017", 2_000)]
-    store, _ = make_store(build_snapshot({"set": "rs0", "date": wall, "members": members}))
+    twins = snapshot(primary(), member("db1:27017", lag_ms=1_000), member("db1:27017", lag_ms=2_000))
+    store, _ = make_store(twins)
     text, _ = render(build_registry(store), None)
 
     samples = [(s.name, tuple(sorted(s.labels.items()))) for f in prometheus_text(text.decode()) for s in f.samples]
