@@ -245,6 +245,8 @@ class Member:
     initial_sync: InitialSync | None = None
     # replSetGetConfig members[].tags (where it lives: cloud, region, zone, ...): sorted by key, bounded.
     tags: tuple[tuple[str, str], ...] = ()
+    # The config says arbiterOnly: an arbiter whatever its state (a down arbiter reports state 8 DOWN, not 7).
+    arbiter_only: bool = False
 
     @property
     def reason(self) -> str:
@@ -263,11 +265,11 @@ class Member:
 
     @property
     def is_arbiter(self) -> bool:
-        return self.state == ARBITER
+        return self.state == ARBITER or self.arbiter_only
 
     @property
     def is_data_bearing(self) -> bool:
-        return self.state != ARBITER
+        return not self.is_arbiter
 
 
 @dataclass(frozen=True)

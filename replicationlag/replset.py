@@ -346,6 +346,7 @@ class _Settings:
     votes: int = 1
     delay_ms: int = 0
     tags: tuple[tuple[str, str], ...] = ()
+    arbiter_only: bool = False
 
 
 def _read_tags(value: Any) -> tuple[tuple[str, str], ...]:
@@ -383,6 +384,7 @@ def _read_settings(config_doc: Any) -> tuple[dict[str, _Settings], dict[int, _Se
             votes=votes if votes is not None else 1,
             delay_ms=max(0, round(delay_ms)) if math.isfinite(delay_ms) else 0,
             tags=_read_tags(entry.get("tags")),
+            arbiter_only=entry.get("arbiterOnly") is True,
         )
         host, member_id = as_text(entry.get("host")), as_int(entry.get("_id"))
         if host:
@@ -502,7 +504,7 @@ def _judge(
     precision = source = None
     notes: list[Note] = []
     status = Status.RED
-    if member.state == ARBITER:
+    if member.state == ARBITER or settings.arbiter_only:
         # Arbiters hold no data: no lag, but their health counts (docs/domain.md §3).
         status = Status.GREEN if member.healthy else Status.RED
         notes += [] if member.healthy else [_unhealthy(member)]
@@ -553,6 +555,7 @@ def _judge(
         sync_source=member.sync_source,
         ping_ms=member.ping_ms,
         tags=settings.tags,
+        arbiter_only=settings.arbiter_only,
         status=status,
         notes=tuple(notes),
     )

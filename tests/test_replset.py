@@ -714,3 +714,32 @@ def test_a_date_far_ahead_of_the_exporter_s_clock_cannot_make_an_oplog_age_large
     (clock,) = clock_notes(snap)
     assert (clock.value("between"), clock.value("offset_ms")) == ("poll_and_server", 2 * 86_400_000 - 40)
     assert "capped at the wall-time lag" in member_named(snap, "db1").reason
+
+
+def test_a_down_arbiter_is_known_by_the_config_though_it_reports_state_8_like_any_down_member():
+    """A real server reports an unreachable arbiter as state 8 DOWN with epoch optimes, not 7: only the config's
+    arbiterOnly says it holds no data. It is then an arbiter that is not healthy, never a secondary with no lag."""
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    down_arbiter = entry(
+        2, 8, health=0.0, stateStr="(not reachable/healthy)", optime=optime_at(epoch), optimeDate=epoch,
+        lastAppliedWallTime=epoch, lastHeartbeatMessage="Error connecting to db2.example.net:27017",
+    )  # fmt: skip
+    config = {
+        "_id": "rs0",
+        "version": 3,
+        "members": [
+            {"_id": 0, "host": "db0.example.net:27017"},
+            {"_id": 1, "host": "db1.example.net:27017"},
+            {"_id": 2, "host": "db2.example.net:27017", "arbiterOnly": True, "priority": 0},
+        ],
+    }
+    snap = build_snapshot(status(primary(), entry(1, behind_ms=300), down_arbiter), config)
+
+    arbiter = member_named(snap, "db2")
+    assert (arbiter.is_arbiter, arbiter.is_data_bearing, arbiter.lag_ms, arbiter.status) == (True, False, None, RED)
+    assert arbiter.reason == "DOWN: Error connecting to db2.example.net:27017"
+    assert snap.status is RED and snap.reasons == (
+        "db2.example.net:27017: DOWN: Error connecting to db2.example.net:27017",
+    )
+    without_config = member_named(build_snapshot(status(primary(), entry(1, behind_ms=300), down_arbiter)), "db2")
+    assert not without_config.is_arbiter  # nothing else tells an arbiter that cannot be reached

@@ -176,11 +176,12 @@ def _entry(
         sync_source = primary_name if state == SECONDARY and asked.healthy and primary_name != asked.name else ""
     fields["syncSourceHost"] = sync_source
     if not asked.healthy:
+        if state == ARBITER:  # a real server reports an unreachable arbiter as DOWN: only the config says arbiter
+            state = DOWN
         fields.update(health=0.0, lastHeartbeatMessage=_server_message(asked, words), syncSourceHost="")
         if state == DOWN:
             fields["stateStr"] = "(not reachable/healthy)"
-        if state != ARBITER:
-            fields.update(_epoch_optimes())
+        fields.update(_epoch_optimes())
     elif state == ARBITER:
         pass  # entry() gives an arbiter no optime fields
     elif state not in _OPTIME_STATES:
