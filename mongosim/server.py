@@ -55,6 +55,20 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def holding_socket(host: str, port: int) -> socket.socket | None:
+    """A socket bound to `port` that does not listen: the port stays ours and refuses connections, as a closed one
+    does (another process's outgoing connection could otherwise take it while a member is down). None when the
+    port was taken in the instant it was free: bring_up then fails as it would without this."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
 class LoopThread:
     """One asyncio event loop in one daemon thread, for one server or for every server of a cluster."""
 
@@ -132,6 +146,9 @@ class _Listener:
     def __init__(self, member_id: int, sock: socket.socket) -> None:
         self.member_id = member_id
         self.sock: socket.socket | None = sock
+        # While the member is down: its port, bound but not listening (connections are refused, as by a closed
+        # port), so that no other socket of the machine takes it before the member comes back up.
+        self.held: socket.socket | None = None
         self.accepting = False
         # connection task -> its stream writer (None until the streams exist)
         self.connections: dict[asyncio.Task[None], asyncio.StreamWriter | None] = {}
@@ -217,9 +234,10 @@ class Server:
 
     def _close_sockets(self) -> None:
         for listener in self._listeners.values():
-            if listener.sock is not None:
-                listener.sock.close()
-                listener.sock = None
+            for sock in (listener.sock, listener.held):
+                if sock is not None:
+                    sock.close()
+            listener.sock = listener.held = None
 
     async def _close_all(self) -> None:
         for member_id in list(self._listeners):
@@ -286,12 +304,18 @@ class Server:
         self._stop_accepting(listener)
         await self.drop_connections(member_id)
         if listener.sock is not None:
+            port = listener.sock.getsockname()[1]
             listener.sock.close()
             listener.sock = None
+            if self._serving:
+                listener.held = holding_socket(self.host, port)
 
     def reopen_member(self, member: Member) -> None:
         listener = self._listeners[member.id]
         if listener.sock is None:
+            if listener.held is not None:
+                listener.held.close()
+                listener.held = None
             listener.sock = listening_socket(self.host, member.port)
         if member.hang != "before_accept":
             self._start_accepting(listener)
