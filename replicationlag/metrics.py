@@ -355,7 +355,8 @@ class ReplicationRegistry(CollectorRegistry):
 
     Read like any registry (`get_sample_value`), and rendered by `render_cached`: the data families from bytes
     rendered once per published poll (and again only when data turns stale), in each of the two formats written
-    (text 0.0.4, OpenMetrics 1.0.0) when first asked for, so at most two copies whatever clients send; the ages, process and platform families (about 20 lines) from bytes at most `LIVE_FOR_S` old, so
+    (text 0.0.4, OpenMetrics 1.0.0) when first asked for, so at most two copies whatever clients send; the ages,
+    process and platform families (about 20 lines) from bytes at most `LIVE_FOR_S` old, so
     `process_cpu_seconds_total` and the ages stay live while a burst of scrapes renders them once a second. A
     scrape's cost no longer grows with the cluster.
     """
