@@ -106,11 +106,17 @@ def _reload(service: Service) -> None:
         log.info("SIGHUP: no --web.config.file to reload; other settings need a restart")
         return
     try:
-        summary = service.reload_web_config()
+        summary, removed = service.reload_web_config()
     except WebConfigError as error:
         log.error("SIGHUP: web config not reloaded, the one in force is kept: %s", error)
     else:
-        log.info("SIGHUP: reloaded web config %s: %s (TLS settings apply to new connections)", path, summary)
+        applies = "TLS settings apply to new connections"
+        if removed:  # on purpose, since the file is valid: but never silently
+            log.warning(
+                "SIGHUP: reloaded web config %s: %s; it removes %s (%s)", path, summary, "; ".join(removed), applies
+            )
+        else:
+            log.info("SIGHUP: reloaded web config %s: %s (%s)", path, summary, applies)
 
 
 def _stop_demo(stop_demo, status: int) -> int:

@@ -74,7 +74,8 @@ def test_sighup_reloads_the_web_config_for_new_requests_without_dropping_the_col
         assert exporter.get("/metrics", headers=new).status == 200
         wait_until(lambda: polls(exporter, new) > polls_before + 1, 15, "polls going on after the reload")
         reload_lines = [line for line in exporter.lines()[mark:] if "web config" in line]
-        assert len(reload_lines) == 1 and "level=info" in reload_lines[0], reload_lines
+        assert len(reload_lines) == 1, reload_lines
+        assert "level=warn " in reload_lines[0] and "it removes user prometheus" in reload_lines[0]
         assert exporter.stop() == 0
 
 
@@ -98,4 +99,25 @@ def test_an_invalid_web_config_on_sighup_keeps_the_old_one_and_says_why_in_one_l
         assert exporter.get("/metrics", headers=credentials).status == 200
         assert exporter.get("/metrics").status == 401
         assert exporter.process.poll() is None
+        assert exporter.stop() == 0
+
+
+@pytest.mark.parametrize("text", ["", "# being edited\n", "basic_auth_users:\n"], ids=["empty", "comment", "cut off"])
+def test_sighup_while_the_web_config_is_being_written_keeps_the_users_in_force(tmp_path, text):
+    """Issue 22 item 1: an empty or half-written file on SIGHUP was taken as "no users": every endpoint open."""
+    config = tmp_path / "web.yml"
+    users_file(config, prometheus="first-password")
+    with Exporter(*DEMO, "--web.config.file", str(config)) as exporter:
+        credentials = basic("prometheus", "first-password")
+        wait_until(lambda: exporter.get("/liveness", headers=credentials).status == 200, 15, "a first poll")
+
+        config.write_text(text)
+        mark = len(exporter.lines())
+        exporter.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: exporter.logged("web config", mark), 5, "the refused reload to be logged")
+
+        lines = [line for line in exporter.lines()[mark:] if "web config" in line]
+        assert len(lines) == 1 and "level=error" in lines[0] and "kept" in lines[0], lines
+        assert exporter.get("/metrics").status == 401
+        assert exporter.get("/metrics", headers=credentials).status == 200
         assert exporter.stop() == 0

@@ -45,7 +45,7 @@ from replicationlag.metrics import build_registry
 from replicationlag.web import app as web
 from replicationlag.web import server as httpserver
 from replicationlag.web.access import FAILURE_BURST, BasicAuth, LoginLimiter, Verdict, WebAccess
-from replicationlag.web.webconfig import WebConfig, WebConfigError, load_web_config
+from replicationlag.web.webconfig import WebConfig, WebConfigError, load_web_config, removals
 
 ZP = "/mhp.zeroproblem.mongo.replcationlag"
 USER, PASSWORD = "prometheus", "s3cret-Scrape"
@@ -745,6 +745,84 @@ def test_a_web_config_that_no_longer_loads_is_not_taken_and_the_old_one_stays(tm
 
     assert access.check("/metrics", (USER, PASSWORD), "10.0.0.1").verdict is Verdict.ALLOWED
     assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.DENIED
+
+
+# --- Reloading: never fail open (issue 22 item 1) ----------------------------------------------------------------
+
+HALF_WRITTEN = {
+    "empty": "",
+    "blank lines": "\n  \n\n",
+    "only a comment": "# being edited\n",
+    "a document marker": "---\n",
+    "an explicit null": "~\n",
+    "cut off after basic_auth_users:": "basic_auth_users:\n",
+    "cut off after tls_server_config:": "tls_server_config:\n",
+    "cut off after a user name": "basic_auth_users:\n  prometheus:\n",
+    "cut off inside a hash": f"basic_auth_users:\n  prometheus: {HASH[:20]}",
+    "cut off after a key with a comment": "basic_auth_users:  # users follow\n",
+}
+
+
+@pytest.mark.parametrize("case", HALF_WRITTEN)
+def test_a_reload_of_an_empty_or_half_written_file_is_refused_and_users_and_tls_stay(pki, tmp_path, case):
+    """Issue 22 item 1: SIGHUP while the file was empty, a comment or cut off after `basic_auth_users:` was taken
+    as a valid config without users: every endpoint open, TLS gone for new connections, one info line."""
+    path = write_config(tmp_path, tls_yaml(pki) + users_yaml())
+    access = WebAccess(path)
+    write_config(tmp_path, HALF_WRITTEN[case])
+
+    with pytest.raises(WebConfigError) as refused:
+        access.reload()
+
+    assert str(refused.value).startswith(f"--web.config.file {path}: ")
+    assert "\n" not in str(refused.value)
+    assert access.config.tls is not None and set(access.config.users) == {USER}
+    assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.DENIED
+    assert access.check("/metrics", (USER, PASSWORD), "10.0.0.1").verdict is Verdict.ALLOWED
+
+
+@pytest.mark.parametrize("case", ["cut off after basic_auth_users:", "cut off after tls_server_config:"])
+def test_a_key_without_a_value_is_refused_at_start_too(tmp_path, case):
+    """A file cut off after a section's key is half-written whenever it is read: never read it as "no users"."""
+    with pytest.raises(WebConfigError, match="has no value"):
+        load_web_config(write_config(tmp_path, HALF_WRITTEN[case]))
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "removed"),
+    [
+        ("tls+users", "users", ["TLS: new connections are plain HTTP"]),
+        ("tls+users", "tls", ["every user (prometheus): every endpoint is served without credentials"]),
+        (
+            "tls+users",
+            "open",
+            [
+                "TLS: new connections are plain HTTP",
+                "every user (prometheus): every endpoint is served without credentials",
+            ],
+        ),
+        ("two users", "users", ["user grafana"]),
+        ("mutual", "tls+users", ["client certificate checks: RequireAndVerifyClientCert is now NoClientCert"]),
+        ("tls+users", "mutual", []),
+        ("users", "tls+users", []),
+        ("users", "users", []),
+    ],
+)
+def test_a_valid_reload_that_removes_tls_or_users_says_exactly_what_it_removed(pki, tmp_path, before, after, removed):
+    texts = {
+        "tls+users": tls_yaml(pki) + users_yaml(),
+        "tls": tls_yaml(pki),
+        "users": users_yaml(),
+        "two users": users_yaml(f"  grafana: {HASH}"),
+        "open": "basic_auth_users: {}\n",
+        "mutual": tls_yaml(pki, "  client_auth_type: RequireAndVerifyClientCert", f"  client_ca_file: {pki.ca}")
+        + users_yaml(),
+    }
+    access = WebAccess(write_config(tmp_path, texts[before]))
+    old = access.config
+    write_config(tmp_path, texts[after])
+
+    assert removals(old, access.reload()) == removed
 
 
 # --- The TLS channel inside waitress (issue 15.2) ----------------------------------------------------------------

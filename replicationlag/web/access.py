@@ -190,8 +190,9 @@ class WebAccess:
 
     def reload(self) -> WebConfig:
         """Read the file again. A valid one replaces the settings in force (one assignment, so a request sees the
-        old settings or the new, never a mix); an invalid one raises WebConfigError and changes nothing."""
-        self._current = self._build(load_web_config(self.path))
+        old settings or the new, never a mix); an invalid one raises WebConfigError and changes nothing. An empty
+        or comment-only file is invalid here (a file being written): a reload never drops users or TLS for it."""
+        self._current = self._build(load_web_config(self.path, empty_means_open=False))
         return self._current[0]
 
     def check(self, path: str, credentials: tuple[str, str] | None, client: str) -> Check:

@@ -104,18 +104,33 @@ class WebConfig:
         return f"{speaks}, {users}{opened}"
 
 
-def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
-    """Read and validate the file (None or "": no file, the empty config). Raises WebConfigError."""
+def load_web_config(path: str | os.PathLike[str] | None, *, empty_means_open: bool = True) -> WebConfig:
+    """Read and validate the file (None or "": no file, the empty config). Raises WebConfigError.
+
+    An empty file (or one holding only comments) means plain HTTP without credentials, as in exporter-toolkit, but
+    only where `empty_means_open`: a reload passes False, because an empty file is what an editor or a
+    config-management run leaves for a moment, and taking it would drop users and TLS. A top-level key without a
+    value (`basic_auth_users:` and nothing after it: a file cut off while being written) is refused everywhere.
+    """
     if not path:
         return WebConfig()
     where = Path(path)
     problems: list[str] = []
     document = _read_yaml(where, problems)
     if document is None:
+        if not problems and not empty_means_open:
+            problems.append(
+                "is empty or holds only comments (a file being written?): not taken on reload, which never drops "
+                "users or TLS for an empty file; to serve without credentials on purpose, write basic_auth_users: {}"
+            )
         return WebConfig() if not problems else _fail(where, problems)
-    for key in document:
+    for key, value in document.items():
         if key not in _TOP_KEYS:
             problems.append(_unknown(str(key), _TOP_KEYS))
+        elif value is None:
+            problems.append(f"{key} has no value (a file cut off while being written?)")
+    if problems:
+        _fail(where, problems)
 
     tls = _tls_context(_section(document, "tls_server_config", problems), where.parent, problems)
     _http_server_config(_section(document, "http_server_config", problems), problems)
@@ -132,6 +147,26 @@ def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
         excluded_paths=excluded,
         client_auth_type=str(section.get("client_auth_type") or "NoClientCert"),
     )
+
+
+def removals(old: WebConfig, new: WebConfig) -> list[str]:
+    """What `new` takes away from `old` that protected the port, one phrase each (for a reload's warning): TLS,
+    client-certificate verification, users, paths that needed credentials. Empty when nothing was removed."""
+    removed = []
+    if old.tls is not None and new.tls is None:
+        removed.append("TLS: new connections are plain HTTP")
+    elif old.tls is not None and _CLIENT_AUTH[new.client_auth_type] < _CLIENT_AUTH[old.client_auth_type]:
+        removed.append(f"client certificate checks: {old.client_auth_type} is now {new.client_auth_type}")
+    gone = sorted(set(old.users) - set(new.users))
+    if gone and not new.users:
+        removed.append(f"every user ({', '.join(gone)}): every endpoint is served without credentials")
+    elif gone:
+        removed.append(f"user{'s' if len(gone) > 1 else ''} {', '.join(gone)}")
+    if new.users:
+        opened = sorted(new.excluded_paths - old.excluded_paths)
+        if opened:
+            removed.append(f"credentials for {', '.join(opened)}: now answered without them")
+    return removed
 
 
 def _fail(where: Path, problems: list[str]) -> WebConfig:
