@@ -13,6 +13,7 @@ import logging
 import queue
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 import bridge
@@ -78,9 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.interval_s,
         settings.timeout_s,
     )
+    reloads = _Reloads(service)
     while (signum := _next_signal(signals)) not in STOP_SIGNALS:
         if signum == signal.SIGHUP:
-            _reload(service)
+            reloads.request()
         elif signum is not None:
             log.info("ignoring signal %s (SIGTERM or SIGINT stops the exporter)", signal.Signals(signum).name)
 
@@ -97,6 +99,37 @@ def _next_signal(signals: queue.SimpleQueue[int]) -> int | None:
         return signals.get(timeout=SIGNAL_WAKE_S)
     except queue.Empty:
         return None
+
+
+class _Reloads:
+    """SIGHUP's work, done off the main thread: the main thread only handles signals, so that no reload (a file
+    that hangs, a slow certificate) ever holds up a SIGTERM. One reload runs at a time; a SIGHUP that arrives
+    during one makes one more run after it, so the last signal always reads the file as it is then."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._lock = threading.Lock()
+        self._pending = self._running = False
+
+    def request(self) -> None:
+        with self._lock:
+            self._pending = True
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._run, name="reload", daemon=True).start()  # not waited for at exit
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._running = False
+                    return
+                self._pending = False
+            try:
+                _reload(self._service)
+            except Exception as error:  # one reload's failure must not stop the later ones
+                log.error("SIGHUP: web config not reloaded, the one in force is kept: %s", error)
 
 
 def _reload(service: Service) -> None:

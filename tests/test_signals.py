@@ -7,11 +7,14 @@ config, and other stray signals are logged and ignored. A reload never drops the
 from __future__ import annotations
 
 import base64
+import os
 import signal
+import subprocess
+import sys
 
 import bcrypt
 import pytest
-from service_util import Exporter, wait_until
+from service_util import ROOT, Exporter, wait_until
 
 pytestmark = pytest.mark.slow  # subprocesses
 
@@ -121,3 +124,72 @@ def test_sighup_while_the_web_config_is_being_written_keeps_the_users_in_force(t
         assert exporter.get("/metrics").status == 401
         assert exporter.get("/metrics", headers=credentials).status == 200
         assert exporter.stop() == 0
+
+
+def test_sighup_with_a_fifo_as_web_config_is_refused_and_sigterm_still_stops_the_exporter(tmp_path):
+    """Issue 22 item 6: reading a FIFO blocked the main thread, so the SIGTERM that followed did nothing."""
+    config = tmp_path / "web.yml"
+    users_file(config, prometheus="first-password")
+    with Exporter(*DEMO, "--web.config.file", str(config)) as exporter:
+        credentials = basic("prometheus", "first-password")
+        wait_until(lambda: exporter.get("/liveness", headers=credentials).status == 200, 15, "a first poll")
+
+        config.unlink()
+        os.mkfifo(config)  # nobody ever writes to it: opening it for reading would wait for ever
+        mark = len(exporter.lines())
+        exporter.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: exporter.logged("web config", mark), 5, "the refused reload to be logged")
+
+        lines = [line for line in exporter.lines()[mark:] if "web config" in line]
+        assert len(lines) == 1 and "level=error" in lines[0] and "not a regular file" in lines[0], lines
+        assert exporter.get("/metrics", headers=credentials).status == 200
+        assert exporter.stop() == 0  # within service_util's STOP_TIMEOUT_S, or it fails
+
+
+def test_sigterm_stops_the_exporter_while_a_reload_is_still_running(tmp_path):
+    """Even a reload that never returns (here: the FIFO read, with the regular-file check planted away through
+    a site hook in the child) must not hold up a stop: the reload runs off the thread that handles signals."""
+    config = tmp_path / "web.yml"
+    users_file(config, prometheus="first-password")
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    # Make every read of the web config block for ever, as a hung network file system would.
+    (hook / "sitecustomize.py").write_text(
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "import threading, replicationlag.web.webconfig as w\n"
+        "_read = w._read_yaml\n"
+        "_calls = []\n"
+        "def _blocking(where, problems):\n"
+        "    _calls.append(where)\n"
+        "    if len(_calls) > 1:\n"
+        "        threading.Event().wait()\n"
+        "    return _read(where, problems)\n"
+        "w._read_yaml = _blocking\n"
+    )
+    with Exporter(*DEMO, "--web.config.file", str(config), env={"PYTHONPATH": str(hook)}) as exporter:
+        credentials = basic("prometheus", "first-password")
+        wait_until(lambda: exporter.get("/liveness", headers=credentials).status == 200, 15, "a first poll")
+
+        mark = len(exporter.lines())
+        exporter.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: exporter.logged("not read within", mark), 15, "the reload's deadline to be logged")
+        assert exporter.get("/metrics", headers=credentials).status == 200  # the config in force stays
+        assert exporter.stop() == 0  # within service_util's STOP_TIMEOUT_S, or it fails
+
+
+def test_a_fifo_as_web_config_at_start_is_one_clear_error(tmp_path):
+    config = tmp_path / "web.yml"
+    os.mkfifo(config)
+    child = subprocess.run(
+        [sys.executable, str(ROOT / "exporter.py"), *DEMO, "--web.config.file", str(config)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,  # opening the FIFO for reading would wait for a writer for ever
+        cwd=ROOT,
+    )
+
+    assert child.returncode == 1
+    assert child.stderr.strip().splitlines() == [
+        f"replicationlag: error: --web.config.file {config}: is a FIFO, not a regular file"
+    ]

@@ -42,6 +42,7 @@ from view_factory import healthy_set, make_store
 import bridge
 import exporter
 from replicationlag.metrics import build_registry
+from replicationlag.web import access as access_module
 from replicationlag.web import app as web
 from replicationlag.web import server as httpserver
 from replicationlag.web.access import FAILURE_BURST, BasicAuth, LoginLimiter, Verdict, WebAccess
@@ -230,7 +231,7 @@ BAD_CONFIGS = {
     ),
     "a cert_file that is a directory": (
         "tls_server_config:\n  cert_file: {dir}\n  key_file: {key}\n",
-        "cannot read it (Is a directory)",
+        "is a directory, not a regular file",
     ),
     "a cert_file that is no certificate": (
         "tls_server_config:\n  cert_file: {garbage}\n  key_file: {key}\n",
@@ -779,6 +780,65 @@ def test_a_reload_of_an_empty_or_half_written_file_is_refused_and_users_and_tls_
     assert access.config.tls is not None and set(access.config.users) == {USER}
     assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.DENIED
     assert access.check("/metrics", (USER, PASSWORD), "10.0.0.1").verdict is Verdict.ALLOWED
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a character device", "a directory", "a FIFO as cert_file"])
+def test_what_is_not_a_regular_file_is_refused_without_reading_it(pki, tmp_path, kind):
+    """Issue 22 item 6: a FIFO as the web config (or as a file it names) blocked the reader for ever."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    path = {"a FIFO": fifo, "a character device": Path("/dev/zero"), "a directory": tmp_path}.get(kind)
+    if path is None:
+        path = write_config(tmp_path, f"tls_server_config:\n  cert_file: {fifo}\n  key_file: {pki.server_key}\n")
+    kind = kind.removesuffix(" as cert_file")
+
+    for read in (load_web_config, lambda where: load_web_config(where, empty_means_open=False)):
+        with pytest.raises(WebConfigError, match=f"is {kind}, not a regular file"):
+            read(path)
+
+
+def test_a_reload_whose_read_hangs_gives_up_at_its_deadline_and_keeps_the_config_in_force(tmp_path, monkeypatch):
+    """Issue 22 item 6: a read that never returns (a hung file system) held the reload, and the main thread, for
+    ever. At most one such read is left running: the next reload refuses to start another until it returns."""
+    path = write_config(tmp_path, users_yaml())
+    access = WebAccess(path)
+    release = threading.Event()
+    real_load = access_module.load_web_config
+
+    def hanging_load(*args, **kwargs):
+        release.wait(60)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(access_module, "load_web_config", hanging_load)
+    write_config(tmp_path, "basic_auth_users: {}\n")
+    try:
+        with pytest.raises(WebConfigError, match=r"not read within 0\.2 s"):
+            access.reload(deadline_s=0.2)
+        with pytest.raises(WebConfigError, match="an earlier read of it has not returned yet"):
+            access.reload(deadline_s=0.2)
+        assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.DENIED
+    finally:
+        release.set()
+    monkeypatch.setattr(access_module, "load_web_config", real_load)
+
+    def reloaded() -> bool:
+        try:
+            return access.reload() is not None
+        except WebConfigError:
+            return False  # the stuck read has not returned yet
+
+    deadline = time.monotonic() + 10
+    while not reloaded():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.ALLOWED
+
+
+def test_a_web_config_larger_than_1_mib_is_refused(tmp_path):
+    path = write_config(tmp_path, "# padding\n" * 110_000)
+
+    with pytest.raises(WebConfigError, match="larger than 1048576 bytes"):
+        load_web_config(path)
 
 
 @pytest.mark.parametrize("case", ["cut off after basic_auth_users:", "cut off after tls_server_config:"])

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import bcrypt
 
-from replicationlag.web.webconfig import WebConfig, load_web_config
+from replicationlag.web.webconfig import WebConfig, WebConfigError, load_web_config
 
 AUTH_CACHE_SIZE = 256  # accepted credentials kept; a scraper presents one, so this covers many scrapers
 BCRYPT_SLOTS = 1  # bcrypt checks running at once: a flood of guesses uses one core at most, never every thread
@@ -28,6 +28,7 @@ FAILURE_BURST = 5  # failed checks a client may make at once (typos, a rotated s
 FAILURE_REFILL_S = 2.0  # ... then one more per this many seconds
 TRACKED_CLIENTS = 4096  # client addresses whose failure budget is remembered
 BUSY_RETRY_S = 1.0  # Retry-After when every bcrypt slot was busy
+RELOAD_DEADLINE_S = 5.0  # a reload that cannot read the file within this gives up and keeps the config in force
 MAX_BCRYPT_PASSWORD_BYTES = 72  # bcrypt reads no further; bcrypt 5 refuses longer passwords outright
 
 
@@ -179,6 +180,8 @@ class WebAccess:
         self.path = str(path or "")
         self.limiter = limiter or LoginLimiter()
         self._current = self._build(load_web_config(self.path))  # raises WebConfigError
+        self._reload_lock = threading.Lock()
+        self._stuck: threading.Thread | None = None  # a read a reload gave up on, still running
 
     def _build(self, config: WebConfig) -> tuple[WebConfig, BasicAuth | None]:
         """The config and its credential check; no check when it names no user (no authentication)."""
@@ -188,12 +191,39 @@ class WebAccess:
     def config(self) -> WebConfig:
         return self._current[0]
 
-    def reload(self) -> WebConfig:
+    def reload(self, deadline_s: float = RELOAD_DEADLINE_S) -> WebConfig:
         """Read the file again. A valid one replaces the settings in force (one assignment, so a request sees the
         old settings or the new, never a mix); an invalid one raises WebConfigError and changes nothing. An empty
-        or comment-only file is invalid here (a file being written): a reload never drops users or TLS for it."""
-        self._current = self._build(load_web_config(self.path, empty_means_open=False))
-        return self._current[0]
+        or comment-only file is invalid here (a file being written): a reload never drops users or TLS for it.
+
+        The file is read in a thread of its own, waited for at most `deadline_s`: a read that hangs (a hung
+        network file system) is given up as a WebConfigError, and no other read starts until it has returned, so
+        at most one such thread is ever stuck. (FIFOs and devices are refused before any read.)"""
+        with self._reload_lock:
+            if self._stuck is not None and self._stuck.is_alive():
+                raise WebConfigError(
+                    f"--web.config.file {self.path}: not read again: an earlier read of it has not returned yet"
+                )
+            outcome: list = []
+
+            def read() -> None:
+                try:
+                    outcome.append(load_web_config(self.path, empty_means_open=False))
+                except BaseException as error:  # handed to the waiting thread, raised there
+                    outcome.append(error)
+
+            reader = threading.Thread(target=read, name="web-config-read", daemon=True)
+            reader.start()
+            reader.join(deadline_s)
+            if not outcome:
+                self._stuck = reader
+                raise WebConfigError(
+                    f"--web.config.file {self.path}: not read within {deadline_s:g} s (a hung file system?)"
+                )
+            if isinstance(outcome[0], BaseException):
+                raise outcome[0]
+            self._current = self._build(outcome[0])
+            return self._current[0]
 
     def check(self, path: str, credentials: tuple[str, str] | None, client: str) -> Check:
         """Whether a request for `path` with these Basic credentials (None: none or malformed) may be served."""

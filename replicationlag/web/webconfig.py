@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ _TLS_VERSIONS = {
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
+MAX_CONFIG_BYTES = 1024 * 1024  # a web config is a few lines; more is not one
 _TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users", "basic_auth_excluded_paths"}
 _TLS_KEYS = {
     "cert_file",
@@ -194,15 +196,15 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 
 def _read_yaml(where: Path, problems: list[str]) -> dict | None:
     try:
-        text = where.read_text(encoding="utf-8")
+        text = read_regular_file(where, MAX_CONFIG_BYTES).decode("utf-8")
+    except NotARegularFile as error:
+        problems.append(str(error))
+        return None
     except FileNotFoundError:
         problems.append("no such file")
         return None
-    except IsADirectoryError:
-        problems.append("is a directory, not a file")
-        return None
     except OSError as error:
-        problems.append(f"cannot read it ({error.strerror})")
+        problems.append(f"cannot read it ({error.strerror or error})")
         return None
     except UnicodeDecodeError:
         problems.append("not UTF-8 text")
@@ -327,8 +329,10 @@ def _file(section: dict, name: str, base: Path, problems: list[str], *, required
         return None
     path = base / value  # an absolute value replaces base
     try:
-        with open(path, "rb") as handle:
-            handle.read(1)
+        read_regular_file(path, 1, whole=False)  # readable, and no FIFO that ssl would then block on
+    except NotARegularFile as error:
+        problems.append(f"tls_server_config.{name} {path}: {error}")
+        return None
     except FileNotFoundError:
         problems.append(f"tls_server_config.{name} {path}: no such file")
         return None
@@ -336,6 +340,43 @@ def _file(section: dict, name: str, base: Path, problems: list[str], *, required
         problems.append(f"tls_server_config.{name} {path}: cannot read it ({error.strerror})")
         return None
     return str(path)
+
+
+class NotARegularFile(OSError):
+    """A path that names a FIFO, a device, a socket or a directory: reading it could block for ever or never end."""
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def read_regular_file(path: Path, limit: int, *, whole: bool = True) -> bytes:
+    """The regular file at `path`, or its first `limit` bytes if not `whole`. Opened without blocking (opening a
+    FIFO for reading would wait for a writer) and checked on the descriptor opened, so what is read is what was
+    checked. Raises NotARegularFile for anything else, OSError when it cannot be read, or (`whole`) when it holds
+    more than `limit` bytes."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(f"is {_KINDS.get(stat.S_IFMT(mode), 'a special file')}, not a regular file")
+        os.set_blocking(descriptor, True)
+        chunks, size = [], 0
+        wanted = limit + 1 if whole else limit
+        while size < wanted and (chunk := os.read(descriptor, min(65_536, wanted - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(descriptor)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise OSError(f"larger than {limit} bytes")
+    return data
 
 
 def _http_server_config(section: dict | None, problems: list[str]) -> None:
