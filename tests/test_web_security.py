@@ -12,6 +12,7 @@ import datetime as dt
 import http.client
 import io
 import ipaddress
+import itertools
 import json
 import os
 import select
@@ -412,10 +413,73 @@ def test_a_known_credential_needs_no_budget_and_no_bcrypt_slot():
     assert limiter.begin("10.0.0.2") == 0.0  # another client's check holds the only bcrypt slot now
 
     try:
-        assert auth.check(USER, "someone-else", "10.0.0.3") == (Verdict.THROTTLED, 1.0)  # busy: refused at once
+        assert auth.check("nobody", "guess", "10.0.0.3") == (Verdict.THROTTLED, 1.0)  # busy: refused at once
         assert auth.check(USER, PASSWORD, "10.0.0.1").verdict is Verdict.ALLOWED
     finally:
         limiter.end("10.0.0.2", failed=False)
+
+
+def login_in_thread(auth: BasicAuth, user: str, password: str, client: str) -> tuple[threading.Thread, list]:
+    verdicts: list = []
+    thread = threading.Thread(target=lambda: verdicts.append(auth.check(user, password, client)), daemon=True)
+    thread.start()
+    return thread, verdicts
+
+
+def wait_for_waiters(limiter: LoginLimiter, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while limiter.waiting() != count:
+        assert time.monotonic() < deadline, f"{limiter.waiting()} waiting, not {count}"
+        time.sleep(0.01)
+
+
+def test_a_login_for_an_existing_user_waits_for_a_busy_bcrypt_slot_and_an_unknown_user_does_not():
+    """Issue 22 item 4: a login that found the one bcrypt slot busy was refused at once, so during a flood the
+    scraper's first login after a restart got 429 every time."""
+    limiter = LoginLimiter(wait_s=30)
+    auth = BasicAuth({USER: HASH.encode()}, limiter=limiter)
+    assert limiter.begin("10.0.0.2") == 0.0  # a flood's check holds the slot
+
+    waiting, verdicts = login_in_thread(auth, USER, PASSWORD, "10.0.0.1")
+    wait_for_waiters(limiter, 1)
+    assert auth.check("nobody", "guess", "10.0.0.3") == (Verdict.THROTTLED, 1.0)  # unknown: refused at once
+    limiter.end("10.0.0.2", failed=True)
+    waiting.join(10)
+
+    assert verdicts == [(Verdict.ALLOWED, 0.0)]
+
+
+def test_a_login_waits_at_most_its_bound_then_gets_a_429():
+    limiter = LoginLimiter(wait_s=0.05)
+    auth = BasicAuth({USER: HASH.encode()}, limiter=limiter)
+    assert limiter.begin("10.0.0.2") == 0.0
+    try:
+        assert auth.check(USER, PASSWORD, "10.0.0.1") == (Verdict.THROTTLED, 1.0)
+        assert limiter.waiting() == 0
+    finally:
+        limiter.end("10.0.0.2", failed=False)
+
+
+def test_a_client_that_has_not_been_failing_goes_ahead_of_waiting_guesses_and_takes_a_full_queue_place():
+    limiter = LoginLimiter(wait_s=30, waiters=2)
+    auth = BasicAuth({USER: HASH.encode()}, limiter=limiter)
+    for guesser in ("10.0.1.1", "10.0.1.2"):  # both have failed before
+        assert not auth(USER, "guess", guesser)
+    assert limiter.begin("10.0.0.2") == 0.0  # the slot is busy
+    guesses = [login_in_thread(auth, USER, "guess-again", guesser) for guesser in ("10.0.1.1", "10.0.1.2")]
+    wait_for_waiters(limiter, 2)
+
+    scraper, verdicts = login_in_thread(auth, USER, PASSWORD, "10.0.0.1")  # the queue is full: the newest guess
+    guesses[1][0].join(10)  # is refused to make room
+    assert guesses[1][1] == [(Verdict.THROTTLED, 1.0)]
+    wait_for_waiters(limiter, 2)
+    limiter.end("10.0.0.2", failed=False)
+    scraper.join(10)
+    guesses[0][0].join(10)
+
+    assert verdicts == [(Verdict.ALLOWED, 0.0)]
+    assert guesses[0][1] == [(Verdict.DENIED, 0.0)]  # checked after the scraper, whose bcrypt came first
+    assert limiter.waiting() == 0
 
 
 def test_user_and_password_are_not_confused_at_their_boundary():
@@ -1144,6 +1208,152 @@ def test_a_client_over_its_failure_budget_gets_a_json_429_with_retry_after_and_n
         "status": 429,
         "detail": f"too many failed logins: retry in {response.headers['Retry-After']} s",
     }
+
+
+# --- The real scraper during a flood, across reloads and restarts (issue 22 item 4) -----------------------------
+
+SCRAPER = "127.0.0.1"
+FLOOD_ADDRESSES = [f"127.0.{1 + n // 250}.{1 + n % 250}" for n in range(300)]  # all loopback on Linux
+
+
+def get_from(port: int, source: str, headers: dict[str, str], timeout_s: float = 10.0) -> int:
+    """One GET /metrics from the local address `source` (the server sees it as REMOTE_ADDR)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s, source_address=(source, 0))
+    try:
+        connection.request("GET", "/metrics", headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+class Flood:
+    """`connections` threads sending wrong credentials from `addresses` in turn until stopped; counts statuses."""
+
+    def __init__(self, port: int, addresses: list[str], users: list[str], connections: int = FLOOD_CONNECTIONS):
+        self.seen: Counter = Counter()
+        self.answered: set[str] = set()  # the addresses that got at least one answer
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._turns = itertools.count()
+        self._threads = [
+            threading.Thread(target=self._run, args=(port, addresses, users, n), daemon=True)
+            for n in range(connections)
+        ]
+
+    def _run(self, port: int, addresses: list[str], users: list[str], worker: int) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            attempt += 1
+            with self._lock:
+                source = addresses[next(self._turns) % len(addresses)]  # round robin over every address
+            user = users[attempt % len(users)]
+            try:
+                status = get_from(port, source, credentials(user, f"guess-{worker}-{attempt}"), 30)
+            except OSError:
+                status = "error"
+            with self._lock:
+                self.seen[status] += 1
+                self.answered.add(source)
+
+    def until(self, condition, what: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition(self.seen):
+            assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}: {self.seen}"
+            time.sleep(0.05)
+
+    def __enter__(self) -> Flood:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+
+def serve_access(access: WebAccess, threads: int = 8) -> httpserver.Server:
+    store, _ = make_store(healthy_set(1_239))
+    app = web.create_app(store, build_registry(store), bridge, access=access)
+    return httpserver.serve(app, "127.0.0.1", 0, threads=threads)
+
+
+def test_behind_a_proxy_a_reload_during_a_flood_keeps_the_scrapers_accepted_credential(tmp_path):
+    """Issue 22 item 4, first scenario: the flood comes from the scraper's own address (one proxy). A reload, even
+    of an unchanged file, forgot the accepted credential; the scraper then needed bcrypt on a spent budget: 5 of 5
+    refused with 429."""
+    path = write_config(tmp_path, users_yaml())
+    access = WebAccess(path)
+    server = serve_access(access)
+    try:
+        assert get_from(server.port, SCRAPER, credentials()) == 200
+        with Flood(server.port, [SCRAPER], [USER, "nobody"]) as flood:
+            flood.until(lambda seen: seen[429] >= 20, "the proxy address's budget to be spent")
+            access.reload()  # the unchanged file (SIGHUP from logrotate, config management, ...)
+            statuses = [get_from(server.port, SCRAPER, credentials()) for _ in range(5)]
+        assert statuses == [200] * 5
+        assert flood.seen[200] == 0
+    finally:
+        server.close()
+
+
+def test_behind_a_proxy_after_a_restart_unknown_user_failures_do_not_spend_the_scrapers_budget(tmp_path):
+    """Issue 22 item 4, first scenario after a restart (nothing remembered): failures for user names that do not
+    exist are kept apart from those for existing users, so the scraper's first login still gets its bcrypt."""
+    path = write_config(tmp_path, users_yaml())
+    server = serve_access(WebAccess(path))  # a fresh process: no credential remembered, no budget spent
+    try:
+        with Flood(server.port, [SCRAPER], ["nobody", "admin", "root"]) as flood:
+            flood.until(lambda seen: seen[429] >= 20, "the flood to be throttled")
+            statuses = [get_from(server.port, SCRAPER, credentials()) for _ in range(5)]
+        assert statuses == [200] * 5
+        assert flood.seen[200] == 0
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_after_a_restart_during_a_flood_from_300_addresses_the_scraper_waits_for_bcrypt_instead_of_a_429(tmp_path):
+    """Issue 22 item 4, second scenario: wrong passwords for the scraper's own user from 300 other addresses kept
+    the one bcrypt slot busy, and a login that found it busy was refused at once: 8 of 8 scrapes got 429. A login
+    for an existing user from a client that has not been failing now waits (at most 2 s) ahead of the flood."""
+    costly = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=12)).decode()  # 0.27 s: the slot stays busy
+    path = write_config(tmp_path, f"basic_auth_users:\n  {USER}: {costly}\n")
+    server = serve_access(WebAccess(path))
+    try:
+        with Flood(server.port, FLOOD_ADDRESSES, [USER]) as flood:
+            # In full swing: every address has guessed and been answered (a 401, or a 429 for a busy slot), and the
+            # slot has checked ten guesses since (2.7 s: longer than any login waits, so the waiting guesses are all
+            # from addresses seen before).
+            flood.until(lambda seen: len(flood.answered) == 300, "every address to be answered")
+            checked = flood.seen[401]
+            flood.until(lambda seen: seen[401] >= checked + 10, "ten more guesses to be checked")
+            statuses = [get_from(server.port, SCRAPER, credentials()) for _ in range(8)]
+        assert statuses == [200] * 8
+        assert flood.seen[200] == 0
+    finally:
+        server.close()
+
+
+def test_a_reload_keeps_accepted_credentials_only_for_users_whose_hash_did_not_change(tmp_path):
+    other = bcrypt.hashpw(b"other-password", bcrypt.gensalt(rounds=4)).decode()
+    access = WebAccess(write_config(tmp_path, users_yaml(f"  grafana: {other}")), limiter=LoginLimiter(wait_s=0.05))
+    assert access.check("/metrics", (USER, PASSWORD), "10.0.0.1").verdict is Verdict.ALLOWED
+    assert access.check("/metrics", ("grafana", "other-password"), "10.0.0.1").verdict is Verdict.ALLOWED
+    rehashed = bcrypt.hashpw(b"other-password", bcrypt.gensalt(rounds=4)).decode()
+    write_config(tmp_path, users_yaml(f"  grafana: {rehashed}"))  # the same password, hashed again
+    limiter = access.limiter
+    slot_taken = limiter.begin("10.0.0.9", known=True)  # hold the only bcrypt slot: any bcrypt now waits
+    assert slot_taken == 0.0
+    try:
+        access.reload()
+        assert access.check("/metrics", (USER, PASSWORD), "10.0.0.1").verdict is Verdict.ALLOWED  # no bcrypt
+        assert access.check("/metrics", ("grafana", "other-password"), "10.0.0.1").verdict is Verdict.THROTTLED
+    finally:
+        limiter.end("10.0.0.9", known=True, failed=False)
+    assert access.check("/metrics", ("grafana", "other-password"), "10.0.0.1").verdict is Verdict.ALLOWED
 
 
 # --- The exporter process ---------------------------------------------------------------------------------------
