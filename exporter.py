@@ -1,8 +1,9 @@
 """replicationlag: MongoDB replication lag in exact milliseconds, for Zero Problem, Prometheus and on-call people.
 
 The entry point: parse and validate the settings, set up logging, start the demo simulator when asked, build the
-service (`service.build_service`), then serve and poll until SIGTERM or SIGINT; SIGHUP re-reads the web config,
-SIGUSR1 and SIGUSR2 are logged and ignored. No business logic lives here.
+service (`service.build_service`), then serve and poll until SIGTERM or SIGINT; SIGHUP re-reads the web config
+(in a thread of its own, so that no reload ever holds up a stop), SIGUSR1 and SIGUSR2 are logged and ignored. No
+business logic lives here.
 Run `python exporter.py --help`.
 """
 

@@ -466,8 +466,10 @@ def test_a_client_that_has_not_been_failing_goes_ahead_of_waiting_guesses_and_ta
     for guesser in ("10.0.1.1", "10.0.1.2"):  # both have failed before
         assert not auth(USER, "guess", guesser)
     assert limiter.begin("10.0.0.2") == 0.0  # the slot is busy
-    guesses = [login_in_thread(auth, USER, "guess-again", guesser) for guesser in ("10.0.1.1", "10.0.1.2")]
-    wait_for_waiters(limiter, 2)
+    guesses = []
+    for waiting, guesser in enumerate(("10.0.1.1", "10.0.1.2"), start=1):  # one after the other: a known order
+        guesses.append(login_in_thread(auth, USER, "guess-again", guesser))
+        wait_for_waiters(limiter, waiting)
 
     scraper, verdicts = login_in_thread(auth, USER, PASSWORD, "10.0.0.1")  # the queue is full: the newest guess
     guesses[1][0].join(10)  # is refused to make room
