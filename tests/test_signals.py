@@ -177,6 +177,31 @@ def test_sigterm_stops_the_exporter_while_a_reload_is_still_running(tmp_path):
         assert exporter.stop() == 0  # within service_util's STOP_TIMEOUT_S, or it fails
 
 
+def test_sigterm_stops_the_exporter_while_a_reload_hangs_anywhere(tmp_path):
+    """Issue 22 item 6, the general rule: whatever in a reload hangs (here the whole of it, planted through a site
+    hook in the child), SIGTERM still stops the exporter: the reload runs off the thread that handles signals."""
+    config = tmp_path / "web.yml"
+    users_file(config, prometheus="first-password")
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "import threading, replicationlag.service as s\n"
+        "def _hang(self):\n"
+        "    print('planted: the reload hangs', file=sys.stderr, flush=True)\n"
+        "    threading.Event().wait()\n"
+        "s.Service.reload_web_config = _hang\n"
+    )
+    with Exporter(*DEMO, "--web.config.file", str(config), env={"PYTHONPATH": str(hook)}) as exporter:
+        wait_until(
+            lambda: exporter.get("/liveness", headers=basic("prometheus", "first-password")).status == 200, 15, "a poll"
+        )
+
+        exporter.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: exporter.logged("planted: the reload hangs"), 15, "the reload to hang")
+        assert exporter.stop() == 0  # within service_util's STOP_TIMEOUT_S, or it fails
+
+
 def test_a_fifo_as_web_config_at_start_is_one_clear_error(tmp_path):
     config = tmp_path / "web.yml"
     os.mkfifo(config)
