@@ -721,6 +721,28 @@ def test_stalled_handshakes_and_idle_tls_sessions_are_closed_after_the_channel_t
             assert sock.recv(1) == b""  # closed by the server; a timeout would raise instead
 
 
+def test_a_tls_handshake_trickled_without_end_is_closed_at_the_request_deadline(pki, serve_config):
+    """Issue 22 item 5 over TLS: the deadline for a whole request counts from the connection's start, so a
+    ClientHello trickled a byte at a time (each byte restarting waitress's idle timer) is closed too."""
+    server = serve_config(tls_yaml(pki) + users_yaml(), head_deadline_s=1.0)
+    hello = b"\x16\x03\x01\x02\x00" + b"\x01" * 512  # a handshake record that announces 512 bytes, never sent whole
+    with socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT_S) as sock:
+        deadline = time.monotonic() + 30
+        closed = False
+        for byte in hello:
+            assert time.monotonic() < deadline, "the server kept the trickling handshake open"
+            try:
+                sock.sendall(bytes([byte]))
+                readable, _, _ = select.select([sock], [], [], 0.1)
+                closed = bool(readable) and sock.recv(1024) == b""
+            except OSError:
+                closed = True  # reset: the server closed it while we wrote
+            if closed:
+                break
+    assert closed
+    assert https(server, client_context(pki), headers=credentials())[0] == 200
+
+
 def test_a_request_dribbled_over_tls_does_not_delay_others_and_is_answered(pki, serve_config):
     server = serve_config(tls_yaml(pki) + users_yaml(), threads=1)
     context = client_context(pki)
