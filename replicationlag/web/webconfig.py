@@ -20,6 +20,12 @@ cluster's data. Settings exporter-toolkit has but Python's TLS cannot honour the
 RequireAnyClientCert, cipher_suites, curve_preferences, client_allowed_sans, inline cert/key, rate_limit,
 http_server_config.headers) stop the exporter with an error rather than being silently ignored.
 
+The file and the files it names must be regular files (a FIFO, a device or a directory is refused without being
+read: opening a FIFO would wait for a writer for ever), the config at most 1 MiB. An empty or comment-only file
+means plain HTTP without credentials at start, as in exporter-toolkit, but is refused on reload
+(`empty_means_open=False`); a top-level key without a value (a file cut off) is refused always. `removals(old, new)`
+names what a reload takes away (TLS, users, ...) for its warning.
+
 `load_web_config(path)` returns a frozen `WebConfig` (with its server-side `ssl.SSLContext` already loaded, so an
 unreadable certificate fails at start) or raises `WebConfigError` whose text is one line listing every problem.
 Who may read each request, with these settings, is `web.access`'s job.
