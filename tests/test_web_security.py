@@ -953,6 +953,7 @@ def test_a_key_without_a_value_is_refused_at_start_too(tmp_path, case):
         ("mutual", "tls+users", ["client certificate checks: RequireAndVerifyClientCert is now NoClientCert"]),
         ("tls+users", "mutual", []),
         ("users", "tls+users", []),
+        ("users", "open liveness", ["credentials for /liveness: now answered without them"]),
         ("users", "users", []),
     ],
 )
@@ -963,6 +964,7 @@ def test_a_valid_reload_that_removes_tls_or_users_says_exactly_what_it_removed(p
         "users": users_yaml(),
         "two users": users_yaml(f"  grafana: {HASH}"),
         "open": "basic_auth_users: {}\n",
+        "open liveness": users_yaml("basic_auth_excluded_paths: [/liveness]"),
         "mutual": tls_yaml(pki, "  client_auth_type: RequireAndVerifyClientCert", f"  client_ca_file: {pki.ca}")
         + users_yaml(),
     }
