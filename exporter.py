@@ -1,8 +1,9 @@
 """replicationlag: MongoDB replication lag in exact milliseconds, for Zero Problem, Prometheus and on-call people.
 
 The entry point: parse and validate the settings, set up logging, start the demo simulator when asked, build the
-service (`service.build_service`), then serve and poll until SIGTERM or SIGINT; SIGHUP re-reads the web config,
-SIGUSR1 and SIGUSR2 are logged and ignored. No business logic lives here.
+service (`service.build_service`), then serve and poll until SIGTERM or SIGINT; SIGHUP re-reads the web config
+(in a thread of its own, so that no reload ever holds up a stop), SIGUSR1 and SIGUSR2 are logged and ignored. No
+business logic lives here.
 Run `python exporter.py --help`.
 """
 
@@ -13,6 +14,7 @@ import logging
 import queue
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 import bridge
@@ -80,9 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.interval_s,
         settings.timeout_s,
     )
+    reloads = _Reloads(service)
     while (signum := _next_signal(signals)) not in STOP_SIGNALS:
         if signum == signal.SIGHUP:
-            _reload(service)
+            reloads.request()
         elif signum is not None:
             log.info("ignoring signal %s (SIGTERM or SIGINT stops the exporter)", signal.Signals(signum).name)
 
@@ -102,6 +105,37 @@ def _next_signal(signals: queue.SimpleQueue[int]) -> int | None:
         return None
 
 
+class _Reloads:
+    """SIGHUP's work, done off the main thread: the main thread only handles signals, so that no reload (a file
+    that hangs, a slow certificate) ever holds up a SIGTERM. One reload runs at a time; a SIGHUP that arrives
+    during one makes one more run after it, so the last signal always reads the file as it is then."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._lock = threading.Lock()
+        self._pending = self._running = False
+
+    def request(self) -> None:
+        with self._lock:
+            self._pending = True
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._run, name="reload", daemon=True).start()  # not waited for at exit
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._running = False
+                    return
+                self._pending = False
+            try:
+                _reload(self._service)
+            except Exception as error:  # one reload's failure must not stop the later ones
+                log.error("SIGHUP: web config not reloaded, the one in force is kept: %s", error)
+
+
 def _reload(service: Service) -> None:
     """SIGHUP (`systemctl reload`, a closed terminal): re-read what can be re-read, the web config; one log line."""
     path = service.settings.web_config_file
@@ -109,11 +143,17 @@ def _reload(service: Service) -> None:
         log.info("SIGHUP: no --web.config.file to reload; other settings need a restart")
         return
     try:
-        summary = service.reload_web_config()
+        summary, removed = service.reload_web_config()
     except WebConfigError as error:
         log.error("SIGHUP: web config not reloaded, the one in force is kept: %s", error)
     else:
-        log.info("SIGHUP: reloaded web config %s: %s (TLS settings apply to new connections)", path, summary)
+        applies = "TLS settings apply to new connections"
+        if removed:  # on purpose, since the file is valid: but never silently
+            log.warning(
+                "SIGHUP: reloaded web config %s: %s; it removes %s (%s)", path, summary, "; ".join(removed), applies
+            )
+        else:
+            log.info("SIGHUP: reloaded web config %s: %s (%s)", path, summary, applies)
 
 
 def _stop_demo(stop_demo, status: int) -> int:

@@ -14,6 +14,7 @@ Sample exposition::
 from __future__ import annotations
 
 import functools
+import math
 import platform
 import threading
 import time
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from replicationlag.liveness import liveness_problems
 from replicationlag.model import MAX_TAG_CHARS, MAX_TAGS_PER_MEMBER, FailureKind, Member, Snapshot
@@ -371,8 +373,9 @@ class ReplicationRegistry(CollectorRegistry):
     """Every family of the exporter: the data, its ages, and prometheus-client's process and platform collectors.
 
     Read like any registry (`get_sample_value`), and rendered by `render_cached`: the data families from bytes
-    rendered once per published poll (and again only when data turns stale), in each format when first asked
-    for; the ages, process and platform families (about 20 lines) from bytes at most `LIVE_FOR_S` old, so
+    rendered once per published poll (and again only when data turns stale), in each of the two formats written
+    (text 0.0.4, OpenMetrics 1.0.0) when first asked for, so at most two copies whatever clients send; the ages,
+    process and platform families (about 20 lines) from bytes at most `LIVE_FOR_S` old, so
     `process_cpu_seconds_total` and the ages stay live while a burst of scrapes renders them once a second. A
     scrape's cost no longer grows with the cluster.
     """
@@ -388,7 +391,7 @@ class ReplicationRegistry(CollectorRegistry):
             self.register(collector)
         for collector in (ages, process, platform):
             self._live.register(collector)
-        self._kept: dict[str, _Kept] = {}  # content type -> what is served
+        self._kept: dict[str, _Kept] = {}  # one of the two content types written -> what is served
         self._lock = threading.Lock()
 
     def render_cached(self, accept_header: str | None) -> tuple[bytes, str]:
@@ -433,44 +436,60 @@ def build_registry(store: SnapshotStore) -> ReplicationRegistry:
 
 
 def render(registry: ReplicationRegistry, accept_header: str | None) -> tuple[bytes, str]:
-    """The exposition and its content type: OpenMetrics when the scraper prefers it, else text 0.0.4."""
+    """The exposition and its content type: OpenMetrics 1.0.0 when the scraper prefers it, else text 0.0.4; the
+    content type is always one of those two strings, never a version the client asked for."""
     return registry.render_cached(accept_header)
 
 
-@functools.lru_cache(maxsize=64)  # a scraper sends the same Accept every time; bounded against odd clients
+# The two formats written, and the Content-Type each answer carries: these exact strings, whatever a client asked.
+TEXT_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = openmetrics.CONTENT_TYPE_LATEST  # "application/openmetrics-text; version=1.0.0; ..."
+_ENCODERS: dict[str, Callable[[CollectorRegistry], bytes]] = {
+    TEXT_CONTENT_TYPE: generate_latest,
+    OPENMETRICS_CONTENT_TYPE: functools.partial(
+        openmetrics.generate_latest, escaping=openmetrics.UNDERSCORES, version="1.0.0"
+    ),
+}
+_OPENMETRICS_VERSIONS = ("", "1.0.0")  # an OpenMetrics entry naming another version is passed over
+
+
 def _encoder_for(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
-    return choose_encoder(_preferred(accept))
+    """The encoder and Content-Type of the one format `accept` prefers among the two written. Nothing the client
+    sends is echoed or kept: the answer names one of two fixed strings, so a cache keyed by it holds two entries."""
+    content_type = OPENMETRICS_CONTENT_TYPE if _prefers_openmetrics(accept) else TEXT_CONTENT_TYPE
+    return _ENCODERS[content_type], content_type
 
 
-def _preferred(accept: str) -> str:
-    """The one Accept entry to hand prometheus_client's `choose_encoder` (which takes the first entry it knows and
-    ignores q-values): the highest q first, the listed order on a tie; q=0 refuses. An OpenMetrics version we
-    cannot write is passed over; `text/*` and `*/*` mean our default, text. "" when nothing we write is asked for.
-    """
+def _prefers_openmetrics(accept: str) -> bool:
+    """Whether the best Accept entry we can write is OpenMetrics 1.0.0: the highest q first, the listed order on a
+    tie; q=0 refuses. `text/plain` (any version: 0.0.4 is the text we write), `text/*` and `*/*` mean text, as does
+    an Accept naming nothing we write. Any parameter may be malformed (`version=abc`, `q=`, `;;`): an unreadable q
+    counts as 1, an unreadable version is not 1.0.0; nothing here raises."""
     ranked = []
     for index, entry in enumerate(accept.split(",")):
         media, *params = (part.strip() for part in entry.split(";"))
-        quality, kept = 1.0, [media]
+        quality, version = 1.0, ""
         for param in params:
             key, _, value = param.partition("=")
-            if key.strip().lower() != "q":
-                kept.append(param)
-                continue
-            try:
-                quality = float(value)
-            except ValueError:
-                quality = 1.0  # unreadable: as if absent
+            key, value = key.strip().lower(), value.strip().strip('"')
+            if key == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 1.0  # unreadable: as if absent
+                if math.isnan(quality):
+                    quality = 1.0
+            elif key == "version":
+                version = value if value else "?"  # "version=" asks for something, and not 1.0.0
         if quality > 0:
-            ranked.append((-quality, index, media.lower(), ";".join(kept)))
-    for _, _, media, entry in sorted(ranked):
+            ranked.append((-quality, index, media.lower(), version))
+    for _, _, media, version in sorted(ranked):
         if media == "application/openmetrics-text":
-            if choose_encoder(entry)[1].startswith("application/openmetrics-text"):
-                return entry
-        elif media == "text/plain":
-            return entry
-        elif media in ("text/*", "*/*"):
-            return ""
-    return ""
+            if version in _OPENMETRICS_VERSIONS:
+                return True
+        elif media in ("text/plain", "text/*", "*/*"):
+            return False
+    return False
 
 
 def _seconds(ms: int | None) -> float | None:

@@ -29,6 +29,7 @@ from replicationlag.store import SnapshotStore
 from replicationlag.web.access import WebAccess
 from replicationlag.web.app import DocumentBridge, create_app
 from replicationlag.web.server import DEFAULT_MAX_BODY_BYTES, Server
+from replicationlag.web.webconfig import removals
 
 MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # the same cap for the app and the server, given to both
 # Behind mongos routers, each set's client hears from its members this often, in polled mode (one thread per
@@ -63,13 +64,15 @@ class Service:
         """One poll now, as the scheduler runs it (for tests and benchmarks that drive the polls themselves)."""
         self.poller.poll()
 
-    def reload_web_config(self) -> str:
+    def reload_web_config(self) -> tuple[str, list[str]]:
         """Re-read --web.config.file: its users and open paths apply from the next request, its TLS settings from
         the next connection; polls, the snapshot and open connections go on. Raises WebConfigError (the settings
-        in force stay) and returns a phrase for the log otherwise."""
+        in force stay; an empty or comment-only file is refused too) and returns a phrase for the log and what the
+        new file removed that protected the port (TLS, users, ...: `webconfig.removals`) otherwise."""
+        old = self.access.config
         config = self.access.reload()
         self.server.use_tls(config.tls)
-        return config.summary()
+        return config.summary(), removals(old, config)
 
     def stop(self, step_s: float = 0.5) -> None:
         """Stop serving, polling and the MongoDB client; closing the client gets at most about `step_s`. A poll

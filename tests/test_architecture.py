@@ -71,6 +71,7 @@ ALLOWED: dict[str, set[str]] = {
         "web.access",
         "web.app",
         "web.server",
+        "web.webconfig",
     },
     "bridge": {"model", "trend", "view", "words"},
     "exporter": {"bridge", "config", "logs", "mongo.driver", SIMULATOR, "service", "web.webconfig"},

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -172,6 +173,121 @@ def test_a_client_that_never_reads_its_answers_does_not_hold_a_worker(start_serv
 
         for path in ("/liveness", "/metrics"):
             assert get(running.port, path)[0] == 200
+
+
+# --- Slowloris: connections that trickle into a request head that never ends (issue 22 item 5) ------------------
+
+
+class Tricklers:
+    """`count` connections per source address, each sending one byte of a request head that never ends every
+    `every_s`; a connection the server closes is opened again at once, as the attack does. Counts the closes."""
+
+    HEAD = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Trickle: "
+
+    def __init__(self, port: int, sources: list[str], count: int, every_s: float = 0.5) -> None:
+        self.port, self.sources, self.count, self.every_s = port, sources, count, every_s
+        self.opened = self.closed_by_server = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tricklers", daemon=True)
+
+    def _open(self, source: str) -> socket.socket | None:
+        try:
+            sock = socket.create_connection(
+                ("127.0.0.1", self.port), timeout=CLIENT_TIMEOUT_S, source_address=(source, 0)
+            )
+            sock.sendall(self.HEAD)
+            sock.setblocking(False)
+            self.opened += 1
+            return sock
+        except OSError:
+            return None  # not accepted yet: tried again at the next turn
+
+    def _run(self) -> None:
+        socks: dict[str, list[socket.socket]] = {source: [] for source in self.sources}
+        try:
+            while not self._stop.is_set():
+                for source, held in socks.items():
+                    for sock in list(held):
+                        try:
+                            sock.send(b"a")
+                            if sock.recv(1024) == b"":
+                                raise ConnectionResetError
+                        except BlockingIOError:
+                            continue  # nothing to read: still open
+                        except OSError:
+                            held.remove(sock)
+                            sock.close()
+                            self.closed_by_server += 1
+                    while len(held) < self.count and not self._stop.is_set():
+                        sock = self._open(source)
+                        if sock is None:
+                            break
+                        held.append(sock)
+                self._stop.wait(self.every_s)
+        finally:
+            for held in socks.values():
+                for sock in held:
+                    sock.close()
+
+    def __enter__(self) -> Tricklers:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def scrape(port: int) -> int:
+    """One scrape as Prometheus makes it: a fresh connection, a whole request, a client timeout."""
+    return get(port, "/metrics")[0]
+
+
+def test_a_request_head_trickled_without_end_is_closed_at_its_deadline(start_server):
+    """Issue 22 item 5: the idle timer restarted with each byte, so a head that never ends held its connection
+    for ever. Here the deadline is 1 s (10 s by default); bytes keep coming every 0.1 s."""
+    running = start_server(head_deadline_s=1.0)
+    with socket.create_connection(("127.0.0.1", running.port), timeout=CLIENT_TIMEOUT_S) as sock:
+        sock.sendall(Tricklers.HEAD)
+        deadline = time.monotonic() + 30
+        closed = False
+        while not closed:
+            assert time.monotonic() < deadline, "the server kept the trickling connection open"
+            try:
+                sock.sendall(b"a")
+                readable, _, _ = select.select([sock], [], [], 0.1)
+                closed = bool(readable) and sock.recv(1024) == b""
+            except OSError:
+                closed = True  # reset: the server closed it while we wrote
+    assert get(running.port)[0] == 200
+
+
+def test_a_scraper_is_answered_while_trickling_connections_fill_the_connection_cap(start_server, many_descriptors):
+    """Issue 22 item 5: 1 000 trickling connections reached the connection cap, and waitress stopped accepting:
+    every scraper was shut out while they trickled. Here the cap is 40 (1 000 by default) and 60 connections
+    from one address trickle: at the cap, the connection that has waited longest for its request is closed to
+    let the new one in."""
+    running = start_server(threads=2, connection_limit=40)
+    with Tricklers(running.port, ["127.0.0.1"], 60) as tricklers:
+        assert wait_for(lambda: tricklers.opened >= 60)  # 20 beyond the cap
+        assert [scrape(running.port) for _ in range(5)] == [200] * 5
+        assert wait_for(lambda: tricklers.closed_by_server >= 60)  # the flood pushes itself out, and goes on
+        assert [scrape(running.port) for _ in range(5)] == [200] * 5
+        assert running.guard.count() <= 40
+
+
+def test_one_address_holds_at_most_its_share_and_a_scraper_from_another_is_answered(start_server, many_descriptors):
+    """10 addresses trickle 20 connections each; each address may hold 5 (100 by default) and all together 30
+    (1 000): a scraper from its own address is answered, and no address held more than its share."""
+    running = start_server(threads=2, connection_limit=30, per_address_limit=5)
+    sources = [f"127.0.3.{n}" for n in range(1, 11)]
+    with Tricklers(running.port, sources, 20) as tricklers:
+        assert wait_for(lambda: tricklers.opened >= 200)
+        assert [scrape(running.port) for _ in range(5)] == [200] * 5
+        assert wait_for(lambda: tricklers.closed_by_server >= 200)
+        assert [scrape(running.port) for _ in range(5)] == [200] * 5
+        assert max(running.guard.count(source) for source in sources) <= 5
+        assert running.guard.count() <= 30
 
 
 # --- Bad requests -----------------------------------------------------------------------------------------------

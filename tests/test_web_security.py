@@ -12,6 +12,7 @@ import datetime as dt
 import http.client
 import io
 import ipaddress
+import itertools
 import json
 import os
 import select
@@ -42,10 +43,11 @@ from view_factory import healthy_set, make_store
 import bridge
 import exporter
 from replicationlag.metrics import build_registry
+from replicationlag.web import access as access_module
 from replicationlag.web import app as web
 from replicationlag.web import server as httpserver
 from replicationlag.web.access import FAILURE_BURST, BasicAuth, LoginLimiter, Verdict, WebAccess
-from replicationlag.web.webconfig import WebConfig, WebConfigError, load_web_config
+from replicationlag.web.webconfig import WebConfig, WebConfigError, load_web_config, removals
 
 ZP = "/mhp.zeroproblem.mongo.replcationlag"
 USER, PASSWORD = "prometheus", "s3cret-Scrape"
@@ -231,7 +233,7 @@ BAD_CONFIGS = {
     ),
     "a cert_file that is a directory": (
         "tls_server_config:\n  cert_file: {dir}\n  key_file: {key}\n",
-        "cannot read it (Is a directory)",
+        "is a directory, not a regular file",
     ),
     "a cert_file that is no certificate": (
         "tls_server_config:\n  cert_file: {garbage}\n  key_file: {key}\n",
@@ -412,10 +414,75 @@ def test_a_known_credential_needs_no_budget_and_no_bcrypt_slot():
     assert limiter.begin("10.0.0.2") == 0.0  # another client's check holds the only bcrypt slot now
 
     try:
-        assert auth.check(USER, "someone-else", "10.0.0.3") == (Verdict.THROTTLED, 1.0)  # busy: refused at once
+        assert auth.check("nobody", "guess", "10.0.0.3") == (Verdict.THROTTLED, 1.0)  # busy: refused at once
         assert auth.check(USER, PASSWORD, "10.0.0.1").verdict is Verdict.ALLOWED
     finally:
         limiter.end("10.0.0.2", failed=False)
+
+
+def login_in_thread(auth: BasicAuth, user: str, password: str, client: str) -> tuple[threading.Thread, list]:
+    verdicts: list = []
+    thread = threading.Thread(target=lambda: verdicts.append(auth.check(user, password, client)), daemon=True)
+    thread.start()
+    return thread, verdicts
+
+
+def wait_for_waiters(limiter: LoginLimiter, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while limiter.waiting() != count:
+        assert time.monotonic() < deadline, f"{limiter.waiting()} waiting, not {count}"
+        time.sleep(0.01)
+
+
+def test_a_login_for_an_existing_user_waits_for_a_busy_bcrypt_slot_and_an_unknown_user_does_not():
+    """Issue 22 item 4: a login that found the one bcrypt slot busy was refused at once, so during a flood the
+    scraper's first login after a restart got 429 every time."""
+    limiter = LoginLimiter(wait_s=30)
+    auth = BasicAuth({USER: HASH.encode()}, limiter=limiter)
+    assert limiter.begin("10.0.0.2") == 0.0  # a flood's check holds the slot
+
+    waiting, verdicts = login_in_thread(auth, USER, PASSWORD, "10.0.0.1")
+    wait_for_waiters(limiter, 1)
+    assert auth.check("nobody", "guess", "10.0.0.3") == (Verdict.THROTTLED, 1.0)  # unknown: refused at once
+    limiter.end("10.0.0.2", failed=True)
+    waiting.join(10)
+
+    assert verdicts == [(Verdict.ALLOWED, 0.0)]
+
+
+def test_a_login_waits_at_most_its_bound_then_gets_a_429():
+    limiter = LoginLimiter(wait_s=0.05)
+    auth = BasicAuth({USER: HASH.encode()}, limiter=limiter)
+    assert limiter.begin("10.0.0.2") == 0.0
+    try:
+        assert auth.check(USER, PASSWORD, "10.0.0.1") == (Verdict.THROTTLED, 1.0)
+        assert limiter.waiting() == 0
+    finally:
+        limiter.end("10.0.0.2", failed=False)
+
+
+def test_a_client_that_has_not_been_failing_goes_ahead_of_waiting_guesses_and_takes_a_full_queue_place():
+    limiter = LoginLimiter(wait_s=30, waiters=2)
+    auth = BasicAuth({USER: HASH.encode()}, limiter=limiter)
+    for guesser in ("10.0.1.1", "10.0.1.2"):  # both have failed before
+        assert not auth(USER, "guess", guesser)
+    assert limiter.begin("10.0.0.2") == 0.0  # the slot is busy
+    guesses = []
+    for waiting, guesser in enumerate(("10.0.1.1", "10.0.1.2"), start=1):  # one after the other: a known order
+        guesses.append(login_in_thread(auth, USER, "guess-again", guesser))
+        wait_for_waiters(limiter, waiting)
+
+    scraper, verdicts = login_in_thread(auth, USER, PASSWORD, "10.0.0.1")  # the queue is full: the newest guess
+    guesses[1][0].join(10)  # is refused to make room
+    assert guesses[1][1] == [(Verdict.THROTTLED, 1.0)]
+    wait_for_waiters(limiter, 2)
+    limiter.end("10.0.0.2", failed=False)
+    scraper.join(10)
+    guesses[0][0].join(10)
+
+    assert verdicts == [(Verdict.ALLOWED, 0.0)]
+    assert guesses[0][1] == [(Verdict.DENIED, 0.0)]  # checked after the scraper, whose bcrypt came first
+    assert limiter.waiting() == 0
 
 
 def test_user_and_password_are_not_confused_at_their_boundary():
@@ -657,6 +724,28 @@ def test_stalled_handshakes_and_idle_tls_sessions_are_closed_after_the_channel_t
             assert sock.recv(1) == b""  # closed by the server; a timeout would raise instead
 
 
+def test_a_tls_handshake_trickled_without_end_is_closed_at_the_request_deadline(pki, serve_config):
+    """Issue 22 item 5 over TLS: the deadline for a whole request counts from the connection's start, so a
+    ClientHello trickled a byte at a time (each byte restarting waitress's idle timer) is closed too."""
+    server = serve_config(tls_yaml(pki) + users_yaml(), head_deadline_s=1.0)
+    hello = b"\x16\x03\x01\x02\x00" + b"\x01" * 512  # a handshake record that announces 512 bytes, never sent whole
+    with socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT_S) as sock:
+        deadline = time.monotonic() + 30
+        closed = False
+        for byte in hello:
+            assert time.monotonic() < deadline, "the server kept the trickling handshake open"
+            try:
+                sock.sendall(bytes([byte]))
+                readable, _, _ = select.select([sock], [], [], 0.1)
+                closed = bool(readable) and sock.recv(1024) == b""
+            except OSError:
+                closed = True  # reset: the server closed it while we wrote
+            if closed:
+                break
+    assert closed
+    assert https(server, client_context(pki), headers=credentials())[0] == 200
+
+
 def test_a_request_dribbled_over_tls_does_not_delay_others_and_is_answered(pki, serve_config):
     server = serve_config(tls_yaml(pki) + users_yaml(), threads=1)
     context = client_context(pki)
@@ -748,6 +837,145 @@ def test_a_web_config_that_no_longer_loads_is_not_taken_and_the_old_one_stays(tm
 
     assert access.check("/metrics", (USER, PASSWORD), "10.0.0.1").verdict is Verdict.ALLOWED
     assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.DENIED
+
+
+# --- Reloading: never fail open (issue 22 item 1) ----------------------------------------------------------------
+
+HALF_WRITTEN = {
+    "empty": "",
+    "blank lines": "\n  \n\n",
+    "only a comment": "# being edited\n",
+    "a document marker": "---\n",
+    "an explicit null": "~\n",
+    "cut off after basic_auth_users:": "basic_auth_users:\n",
+    "cut off after tls_server_config:": "tls_server_config:\n",
+    "cut off after a user name": "basic_auth_users:\n  prometheus:\n",
+    "cut off inside a hash": f"basic_auth_users:\n  prometheus: {HASH[:20]}",
+    "cut off after a key with a comment": "basic_auth_users:  # users follow\n",
+}
+
+
+@pytest.mark.parametrize("case", HALF_WRITTEN)
+def test_a_reload_of_an_empty_or_half_written_file_is_refused_and_users_and_tls_stay(pki, tmp_path, case):
+    """Issue 22 item 1: SIGHUP while the file was empty, a comment or cut off after `basic_auth_users:` was taken
+    as a valid config without users: every endpoint open, TLS gone for new connections, one info line."""
+    path = write_config(tmp_path, tls_yaml(pki) + users_yaml())
+    access = WebAccess(path)
+    write_config(tmp_path, HALF_WRITTEN[case])
+
+    with pytest.raises(WebConfigError) as refused:
+        access.reload()
+
+    assert str(refused.value).startswith(f"--web.config.file {path}: ")
+    assert "\n" not in str(refused.value)
+    assert access.config.tls is not None and set(access.config.users) == {USER}
+    assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.DENIED
+    assert access.check("/metrics", (USER, PASSWORD), "10.0.0.1").verdict is Verdict.ALLOWED
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a character device", "a directory", "a FIFO as cert_file"])
+def test_what_is_not_a_regular_file_is_refused_without_reading_it(pki, tmp_path, kind):
+    """Issue 22 item 6: a FIFO as the web config (or as a file it names) blocked the reader for ever."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    path = {"a FIFO": fifo, "a character device": Path("/dev/zero"), "a directory": tmp_path}.get(kind)
+    if path is None:
+        path = write_config(tmp_path, f"tls_server_config:\n  cert_file: {fifo}\n  key_file: {pki.server_key}\n")
+    kind = kind.removesuffix(" as cert_file")
+
+    for read in (load_web_config, lambda where: load_web_config(where, empty_means_open=False)):
+        with pytest.raises(WebConfigError, match=f"is {kind}, not a regular file"):
+            read(path)
+
+
+def test_a_reload_whose_read_hangs_gives_up_at_its_deadline_and_keeps_the_config_in_force(tmp_path, monkeypatch):
+    """Issue 22 item 6: a read that never returns (a hung file system) held the reload, and the main thread, for
+    ever. At most one such read is left running: the next reload refuses to start another until it returns."""
+    path = write_config(tmp_path, users_yaml())
+    access = WebAccess(path)
+    release = threading.Event()
+    real_load = access_module.load_web_config
+
+    def hanging_load(*args, **kwargs):
+        release.wait(60)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(access_module, "load_web_config", hanging_load)
+    write_config(tmp_path, "basic_auth_users: {}\n")
+    try:
+        with pytest.raises(WebConfigError, match=r"not read within 0\.2 s"):
+            access.reload(deadline_s=0.2)
+        with pytest.raises(WebConfigError, match="an earlier read of it has not returned yet"):
+            access.reload(deadline_s=0.2)
+        assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.DENIED
+    finally:
+        release.set()
+    monkeypatch.setattr(access_module, "load_web_config", real_load)
+
+    def reloaded() -> bool:
+        try:
+            return access.reload() is not None
+        except WebConfigError:
+            return False  # the stuck read has not returned yet
+
+    deadline = time.monotonic() + 10
+    while not reloaded():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.ALLOWED
+
+
+def test_a_web_config_larger_than_1_mib_is_refused(tmp_path):
+    path = write_config(tmp_path, "# padding\n" * 110_000)
+
+    with pytest.raises(WebConfigError, match="larger than 1048576 bytes"):
+        load_web_config(path)
+
+
+@pytest.mark.parametrize("case", ["cut off after basic_auth_users:", "cut off after tls_server_config:"])
+def test_a_key_without_a_value_is_refused_at_start_too(tmp_path, case):
+    """A file cut off after a section's key is half-written whenever it is read: never read it as "no users"."""
+    with pytest.raises(WebConfigError, match="has no value"):
+        load_web_config(write_config(tmp_path, HALF_WRITTEN[case]))
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "removed"),
+    [
+        ("tls+users", "users", ["TLS: new connections are plain HTTP"]),
+        ("tls+users", "tls", ["every user (prometheus): every endpoint is served without credentials"]),
+        (
+            "tls+users",
+            "open",
+            [
+                "TLS: new connections are plain HTTP",
+                "every user (prometheus): every endpoint is served without credentials",
+            ],
+        ),
+        ("two users", "users", ["user grafana"]),
+        ("mutual", "tls+users", ["client certificate checks: RequireAndVerifyClientCert is now NoClientCert"]),
+        ("tls+users", "mutual", []),
+        ("users", "tls+users", []),
+        ("users", "open liveness", ["credentials for /liveness: now answered without them"]),
+        ("users", "users", []),
+    ],
+)
+def test_a_valid_reload_that_removes_tls_or_users_says_exactly_what_it_removed(pki, tmp_path, before, after, removed):
+    texts = {
+        "tls+users": tls_yaml(pki) + users_yaml(),
+        "tls": tls_yaml(pki),
+        "users": users_yaml(),
+        "two users": users_yaml(f"  grafana: {HASH}"),
+        "open": "basic_auth_users: {}\n",
+        "open liveness": users_yaml("basic_auth_excluded_paths: [/liveness]"),
+        "mutual": tls_yaml(pki, "  client_auth_type: RequireAndVerifyClientCert", f"  client_ca_file: {pki.ca}")
+        + users_yaml(),
+    }
+    access = WebAccess(write_config(tmp_path, texts[before]))
+    old = access.config
+    write_config(tmp_path, texts[after])
+
+    assert removals(old, access.reload()) == removed
 
 
 # --- The TLS channel inside waitress (issue 15.2) ----------------------------------------------------------------
@@ -1016,6 +1244,152 @@ def test_a_client_over_its_failure_budget_gets_a_json_429_with_retry_after_and_n
         "status": 429,
         "detail": f"too many failed logins: retry in {response.headers['Retry-After']} s",
     }
+
+
+# --- The real scraper during a flood, across reloads and restarts (issue 22 item 4) -----------------------------
+
+SCRAPER = "127.0.0.1"
+FLOOD_ADDRESSES = [f"127.0.{1 + n // 250}.{1 + n % 250}" for n in range(300)]  # all loopback on Linux
+
+
+def get_from(port: int, source: str, headers: dict[str, str], timeout_s: float = 10.0) -> int:
+    """One GET /metrics from the local address `source` (the server sees it as REMOTE_ADDR)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s, source_address=(source, 0))
+    try:
+        connection.request("GET", "/metrics", headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+class Flood:
+    """`connections` threads sending wrong credentials from `addresses` in turn until stopped; counts statuses."""
+
+    def __init__(self, port: int, addresses: list[str], users: list[str], connections: int = FLOOD_CONNECTIONS):
+        self.seen: Counter = Counter()
+        self.answered: set[str] = set()  # the addresses that got at least one answer
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._turns = itertools.count()
+        self._threads = [
+            threading.Thread(target=self._run, args=(port, addresses, users, n), daemon=True)
+            for n in range(connections)
+        ]
+
+    def _run(self, port: int, addresses: list[str], users: list[str], worker: int) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            attempt += 1
+            with self._lock:
+                source = addresses[next(self._turns) % len(addresses)]  # round robin over every address
+            user = users[attempt % len(users)]
+            try:
+                status = get_from(port, source, credentials(user, f"guess-{worker}-{attempt}"), 30)
+            except OSError:
+                status = "error"
+            with self._lock:
+                self.seen[status] += 1
+                self.answered.add(source)
+
+    def until(self, condition, what: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition(self.seen):
+            assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}: {self.seen}"
+            time.sleep(0.05)
+
+    def __enter__(self) -> Flood:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+
+def serve_access(access: WebAccess, threads: int = 8) -> httpserver.Server:
+    store, _ = make_store(healthy_set(1_239))
+    app = web.create_app(store, build_registry(store), bridge, access=access)
+    return httpserver.serve(app, "127.0.0.1", 0, threads=threads)
+
+
+def test_behind_a_proxy_a_reload_during_a_flood_keeps_the_scrapers_accepted_credential(tmp_path):
+    """Issue 22 item 4, first scenario: the flood comes from the scraper's own address (one proxy). A reload, even
+    of an unchanged file, forgot the accepted credential; the scraper then needed bcrypt on a spent budget: 5 of 5
+    refused with 429."""
+    path = write_config(tmp_path, users_yaml())
+    access = WebAccess(path)
+    server = serve_access(access)
+    try:
+        assert get_from(server.port, SCRAPER, credentials()) == 200
+        with Flood(server.port, [SCRAPER], [USER, "nobody"]) as flood:
+            flood.until(lambda seen: seen[429] >= 20, "the proxy address's budget to be spent")
+            access.reload()  # the unchanged file (SIGHUP from logrotate, config management, ...)
+            statuses = [get_from(server.port, SCRAPER, credentials()) for _ in range(5)]
+        assert statuses == [200] * 5
+        assert flood.seen[200] == 0
+    finally:
+        server.close()
+
+
+def test_behind_a_proxy_after_a_restart_unknown_user_failures_do_not_spend_the_scrapers_budget(tmp_path):
+    """Issue 22 item 4, first scenario after a restart (nothing remembered): failures for user names that do not
+    exist are kept apart from those for existing users, so the scraper's first login still gets its bcrypt."""
+    path = write_config(tmp_path, users_yaml())
+    server = serve_access(WebAccess(path))  # a fresh process: no credential remembered, no budget spent
+    try:
+        with Flood(server.port, [SCRAPER], ["nobody", "admin", "root"]) as flood:
+            flood.until(lambda seen: seen[429] >= 20, "the flood to be throttled")
+            statuses = [get_from(server.port, SCRAPER, credentials()) for _ in range(5)]
+        assert statuses == [200] * 5
+        assert flood.seen[200] == 0
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_after_a_restart_during_a_flood_from_300_addresses_the_scraper_waits_for_bcrypt_instead_of_a_429(tmp_path):
+    """Issue 22 item 4, second scenario: wrong passwords for the scraper's own user from 300 other addresses kept
+    the one bcrypt slot busy, and a login that found it busy was refused at once: 8 of 8 scrapes got 429. A login
+    for an existing user from a client that has not been failing now waits (at most 2 s) ahead of the flood."""
+    costly = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=12)).decode()  # 0.27 s: the slot stays busy
+    path = write_config(tmp_path, f"basic_auth_users:\n  {USER}: {costly}\n")
+    server = serve_access(WebAccess(path))
+    try:
+        with Flood(server.port, FLOOD_ADDRESSES, [USER]) as flood:
+            # In full swing: every address has guessed and been answered (a 401, or a 429 for a busy slot), and the
+            # slot has checked ten guesses since (2.7 s: longer than any login waits, so the waiting guesses are all
+            # from addresses seen before).
+            flood.until(lambda seen: len(flood.answered) == 300, "every address to be answered")
+            checked = flood.seen[401]
+            flood.until(lambda seen: seen[401] >= checked + 10, "ten more guesses to be checked")
+            statuses = [get_from(server.port, SCRAPER, credentials()) for _ in range(8)]
+        assert statuses == [200] * 8
+        assert flood.seen[200] == 0
+    finally:
+        server.close()
+
+
+def test_a_reload_keeps_accepted_credentials_only_for_users_whose_hash_did_not_change(tmp_path):
+    other = bcrypt.hashpw(b"other-password", bcrypt.gensalt(rounds=4)).decode()
+    access = WebAccess(write_config(tmp_path, users_yaml(f"  grafana: {other}")), limiter=LoginLimiter(wait_s=0.05))
+    assert access.check("/metrics", (USER, PASSWORD), "10.0.0.1").verdict is Verdict.ALLOWED
+    assert access.check("/metrics", ("grafana", "other-password"), "10.0.0.1").verdict is Verdict.ALLOWED
+    rehashed = bcrypt.hashpw(b"other-password", bcrypt.gensalt(rounds=4)).decode()
+    write_config(tmp_path, users_yaml(f"  grafana: {rehashed}"))  # the same password, hashed again
+    limiter = access.limiter
+    slot_taken = limiter.begin("10.0.0.9", known=True)  # hold the only bcrypt slot: any bcrypt now waits
+    assert slot_taken == 0.0
+    try:
+        access.reload()
+        assert access.check("/metrics", (USER, PASSWORD), "10.0.0.1").verdict is Verdict.ALLOWED  # no bcrypt
+        assert access.check("/metrics", ("grafana", "other-password"), "10.0.0.1").verdict is Verdict.THROTTLED
+    finally:
+        limiter.end("10.0.0.9", known=True, failed=False)
+    assert access.check("/metrics", ("grafana", "other-password"), "10.0.0.1").verdict is Verdict.ALLOWED
 
 
 # --- The exporter process ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from http import HTTPStatus
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 from waitress.trigger import trigger
@@ -28,6 +29,10 @@ IDENT = "replicationlag"  # the Server header: no product version for a scanner 
 
 
 DEFAULT_CONNECTION_LIMIT = 1_000  # 500 idle connections must leave room for real clients (measured: see README)
+DEFAULT_PER_ADDRESS_LIMIT = 100  # connections one client address may hold: one address cannot take the port
+DEFAULT_HEAD_DEADLINE_S = 10.0  # a request (head and body) must arrive whole within this, whatever trickles in
+ADMISSION_SLACK = 32  # waitress's own cap is this far above ours: ours evicts first, waitress's is the backstop
+SWEEP_INTERVAL_S = 0.5  # how often the loop looks for requests past their deadline
 RESERVED_FDS = 64  # descriptors kept free for MongoDB sockets, logs and the trigger when capping connections
 COMMON_HEADERS = {
     "Cache-Control": "no-store",  # every answer describes "now"; a cached one would lie
@@ -67,6 +72,9 @@ class Server:
     `max_body_bytes` is the cap the app was created with, so that waitress refuses the same bodies (413) before
     buffering them. Idle connections cost no thread; up to `connection_limit` of them (capped
     below the process's file-descriptor limit) are held, each closed after `channel_timeout_s` without traffic.
+    Slow clients cannot take the port either (`ConnectionGuard`): a request must arrive whole within
+    `head_deadline_s` whatever trickles in, one address holds at most `per_address_limit` connections, and at
+    either cap the connections that have waited longest for a whole request are closed to let the new one in.
 
     With `tls` (a server-side `ssl.SSLContext`) the port speaks HTTPS only: each connection's handshake runs on
     waitress's event loop like any other read (see `_TLSChannel`), so a client that connects and never
@@ -82,8 +90,11 @@ class Server:
         threads: int = 8,
         channel_timeout_s: int = 30,
         connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+        per_address_limit: int = DEFAULT_PER_ADDRESS_LIMIT,
+        head_deadline_s: float = DEFAULT_HEAD_DEADLINE_S,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         tls: ssl.SSLContext | None = None,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         sockets = _bind(host, port)
         self.addresses = [sock.getsockname()[:2] for sock in sockets]
@@ -99,13 +110,18 @@ class Server:
                 ident=IDENT,
                 channel_timeout=channel_timeout_s,  # an idle or dribbling connection is closed after this
                 cleanup_interval=max(1, channel_timeout_s // 3),
-                connection_limit=_affordable_connections(connection_limit),
+                connection_limit=_affordable_connections(connection_limit + ADMISSION_SLACK),
                 max_request_body_size=max_body_bytes,
                 max_request_header_size=64 * 1024,
                 channel_request_lookahead=0,  # the default, and _TLSChannel relies on it: no read while serving
                 asyncore_use_poll=True,  # select() fails beyond 1024 file descriptors
                 expose_tracebacks=False,
             )
+            limit = max(1, _affordable_connections(connection_limit + ADMISSION_SLACK) - ADMISSION_SLACK)
+            self.guard = ConnectionGuard(limit, min(per_address_limit, limit), head_deadline_s, now)
+            for dispatcher in self._map.values():
+                if isinstance(dispatcher, BaseWSGIServer):
+                    dispatcher.guard = self.guard  # read by each channel it makes
             self.use_tls(tls)
             self._wake = trigger(self._map)
         except BaseException:
@@ -139,9 +155,13 @@ class Server:
                 return
             self._running = True
         try:
+            next_sweep = 0.0
             while not self._stopping.is_set():
                 # One poll at a time, so that a stop request is seen as soon as the trigger wakes the loop.
-                wasyncore.loop(timeout=1.0, map=self._map, use_poll=True, count=1)
+                wasyncore.loop(timeout=SWEEP_INTERVAL_S, map=self._map, use_poll=True, count=1)
+                if (moment := time.monotonic()) >= next_sweep:
+                    next_sweep = moment + SWEEP_INTERVAL_S
+                    self.guard.sweep()
         finally:
             self._shut_down()
 
@@ -180,6 +200,80 @@ def _affordable_connections(wanted: int) -> int:
     return max(1, min(wanted, soft - RESERVED_FDS))
 
 
+class ConnectionGuard:
+    """Who may hold a connection, against slow clients (slowloris): shared by every channel of one `Server`.
+
+    - A request must arrive whole (head and body) within `head_deadline_s`, counted from the connection's start
+      for its first request (a TLS handshake included) and from its first byte for the next ones, whatever
+      trickles in meanwhile: waitress's idle timer restarts with each byte, this deadline does not. An idle
+      keep-alive connection between requests is left to waitress's idle timeout.
+    - At most `per_address` connections per client address and `limit` in all. A new connection beyond either
+      is let in by closing, among the connections of that address (or all), the one that has waited longest for
+      a whole request (never one whose request is being served); only if there is none is the new one closed.
+      So trickling connections can delay nobody for long, and a burst of them only pushes out each other.
+
+    Used from the event loop (admit, sweep) and from worker threads (forget, through a channel's close).
+    """
+
+    def __init__(self, limit: int, per_address: int, head_deadline_s: float, now: Callable[[], float]) -> None:
+        self.limit, self.per_address, self.head_deadline_s, self.now = limit, per_address, head_deadline_s, now
+        self._channels: dict[_Channel, None] = {}  # in order of arrival
+        self._by_address: dict[str, dict[_Channel, None]] = {}
+        self._lock = threading.Lock()
+        self.evicted = 0  # connections closed to make room (for tests and the README's figures)
+        self.expired = 0  # connections closed at their deadline
+
+    def admit(self, channel: _Channel) -> None:
+        """Take a new channel in, making room as described; may close it (or others) by marking them."""
+        address = _address_of(channel)
+        with self._lock:
+            self._channels[channel] = None
+            self._by_address.setdefault(address, {})[channel] = None
+            for pool, cap in ((self._by_address[address], self.per_address), (self._channels, self.limit)):
+                if len(pool) > cap:
+                    self._make_room(pool, channel)
+
+    def _make_room(self, pool: dict[_Channel, None], newcomer: _Channel) -> None:
+        waiting = [c for c in pool if c is not newcomer and not c.requests]
+        victim = min(waiting, key=lambda c: c.waiting_since) if waiting else newcomer
+        self._drop(victim)
+        victim.will_close = True  # the loop closes it at its next turn
+        self.evicted += 1
+
+    def sweep(self) -> None:
+        """Close the connections whose request did not arrive whole within the deadline (from the loop)."""
+        cutoff = self.now() - self.head_deadline_s
+        with self._lock:
+            late = [c for c in self._channels if c.head_started is not None and not c.requests]
+            late = [c for c in late if c.head_started < cutoff]
+            for channel in late:
+                self._drop(channel)
+                channel.will_close = True
+                self.expired += 1
+
+    def forget(self, channel: _Channel) -> None:
+        with self._lock:
+            self._drop(channel)
+
+    def _drop(self, channel: _Channel) -> None:
+        self._channels.pop(channel, None)
+        address = _address_of(channel)
+        peers = self._by_address.get(address)
+        if peers is not None:
+            peers.pop(channel, None)
+            if not peers:
+                del self._by_address[address]
+
+    def count(self, address: str | None = None) -> int:
+        with self._lock:
+            return len(self._channels) if address is None else len(self._by_address.get(address, ()))
+
+
+def _address_of(channel: _Channel) -> str:
+    addr = channel.addr
+    return str(addr[0]) if isinstance(addr, tuple) and addr else str(addr)
+
+
 class _ErrorTask(ErrorTask):
     """Waitress's own answers (400 for what it cannot parse, 413, 431, a 500 when the app fails before answering)
     in the app's error format instead of waitress's text with its "(generated by ...)" line."""
@@ -200,9 +294,47 @@ class _ErrorTask(ErrorTask):
 
 
 class _Channel(HTTPChannel):
-    """Waitress's HTTP channel, answering its own errors in our format."""
+    """Waitress's HTTP channel, answering its own errors in our format, under its server's `ConnectionGuard`.
+
+    `head_started`: when the request now arriving began (the connection's start for the first one; None when
+    none is arriving); `waiting_since`: since when the connection has waited for a request (its start, then the
+    end of each answer): who waited longest is closed first when room is needed."""
 
     error_task_class = _ErrorTask
+
+    def __init__(self, server, sock, addr, adj, map=None) -> None:
+        self._guard: ConnectionGuard | None = getattr(server, "guard", None)
+        self.head_started: float | None = self._moment()
+        self.waiting_since: float = self.head_started
+        self._first_request = True
+        super().__init__(server, sock, addr, adj, map)
+        if self._guard is not None:
+            self._guard.admit(self)
+
+    def _moment(self) -> float:
+        return self._guard.now() if self._guard is not None else time.monotonic()
+
+    def parser_class(self, adj) -> HTTPRequestParser:  # waitress makes one per request, at its first byte
+        if self._first_request:
+            self._first_request = False  # its clock started with the connection
+        else:
+            self.head_started = self._moment()
+        return HTTPRequestParser(adj)
+
+    def received(self, data) -> bool:
+        outcome = super().received(data)
+        if self.request is None and not self._first_request:  # whole: nothing is arriving now
+            self.head_started = None
+        return outcome
+
+    def service(self) -> None:
+        super().service()
+        self.waiting_since = self._moment()  # answered: waiting for the next request
+
+    def del_channel(self, map=None) -> None:
+        if self._guard is not None:
+            self._guard.forget(self)
+        super().del_channel(map)
 
 
 class _TLSChannel(_Channel):

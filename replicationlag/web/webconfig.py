@@ -21,6 +21,12 @@ data. Settings exporter-toolkit has but Python's TLS cannot honour the same way 
 RequireAnyClientCert, cipher_suites, curve_preferences, client_allowed_sans, inline cert/key, rate_limit,
 http_server_config.headers) stop the exporter with an error rather than being silently ignored.
 
+The file and the files it names must be regular files (a FIFO, a device or a directory is refused without being
+read: opening a FIFO would wait for a writer for ever), the config at most 1 MiB. An empty or comment-only file
+means plain HTTP without credentials at start, as in exporter-toolkit, but is refused on reload
+(`empty_means_open=False`); a top-level key without a value (a file cut off) is refused always. `removals(old, new)`
+names what a reload takes away (TLS, users, ...) for its warning.
+
 `load_web_config(path)` returns a frozen `WebConfig` (with its server-side `ssl.SSLContext` already loaded, so an
 unreadable certificate fails at start) or raises `WebConfigError` whose text is one line listing every problem.
 Who may read each request, with these settings, is `web.access`'s job.
@@ -32,6 +38,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +64,7 @@ _TLS_VERSIONS = {
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
+MAX_CONFIG_BYTES = 1024 * 1024  # a web config is a few lines; more is not one
 _TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users", "basic_auth_excluded_paths"}
 _TLS_KEYS = {
     "cert_file",
@@ -106,18 +114,33 @@ class WebConfig:
         return f"{speaks}, {users}{opened}"
 
 
-def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
-    """Read and validate the file (None or "": no file, the empty config). Raises WebConfigError."""
+def load_web_config(path: str | os.PathLike[str] | None, *, empty_means_open: bool = True) -> WebConfig:
+    """Read and validate the file (None or "": no file, the empty config). Raises WebConfigError.
+
+    An empty file (or one holding only comments) means plain HTTP without credentials, as in exporter-toolkit, but
+    only where `empty_means_open`: a reload passes False, because an empty file is what an editor or a
+    config-management run leaves for a moment, and taking it would drop users and TLS. A top-level key without a
+    value (`basic_auth_users:` and nothing after it: a file cut off while being written) is refused everywhere.
+    """
     if not path:
         return WebConfig()
     where = Path(path)
     problems: list[str] = []
     document = _read_yaml(where, problems)
     if document is None:
+        if not problems and not empty_means_open:
+            problems.append(
+                "is empty or holds only comments (a file being written?): not taken on reload, which never drops "
+                "users or TLS for an empty file; to serve without credentials on purpose, write basic_auth_users: {}"
+            )
         return WebConfig() if not problems else _fail(where, problems)
-    for key in document:
+    for key, value in document.items():
         if key not in _TOP_KEYS:
             problems.append(_unknown(str(key), _TOP_KEYS))
+        elif value is None:
+            problems.append(f"{key} has no value (a file cut off while being written?)")
+    if problems:
+        _fail(where, problems)
 
     tls = _tls_context(_section(document, "tls_server_config", problems), where.parent, problems)
     _http_server_config(_section(document, "http_server_config", problems), problems)
@@ -134,6 +157,26 @@ def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
         excluded_paths=excluded,
         client_auth_type=str(section.get("client_auth_type") or "NoClientCert"),
     )
+
+
+def removals(old: WebConfig, new: WebConfig) -> list[str]:
+    """What `new` takes away from `old` that protected the port, one phrase each (for a reload's warning): TLS,
+    client-certificate verification, users, paths that needed credentials. Empty when nothing was removed."""
+    removed = []
+    if old.tls is not None and new.tls is None:
+        removed.append("TLS: new connections are plain HTTP")
+    elif old.tls is not None and _CLIENT_AUTH[new.client_auth_type] < _CLIENT_AUTH[old.client_auth_type]:
+        removed.append(f"client certificate checks: {old.client_auth_type} is now {new.client_auth_type}")
+    gone = sorted(set(old.users) - set(new.users))
+    if gone and not new.users:
+        removed.append(f"every user ({', '.join(gone)}): every endpoint is served without credentials")
+    elif gone:
+        removed.append(f"user{'s' if len(gone) > 1 else ''} {', '.join(gone)}")
+    if new.users:
+        opened = sorted(new.excluded_paths - old.excluded_paths)
+        if opened:
+            removed.append(f"credentials for {', '.join(opened)}: now answered without them")
+    return removed
 
 
 def _fail(where: Path, problems: list[str]) -> WebConfig:
@@ -161,15 +204,15 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 
 def _read_yaml(where: Path, problems: list[str]) -> dict | None:
     try:
-        text = where.read_text(encoding="utf-8")
+        text = read_regular_file(where, MAX_CONFIG_BYTES).decode("utf-8")
+    except NotARegularFile as error:
+        problems.append(str(error))
+        return None
     except FileNotFoundError:
         problems.append("no such file")
         return None
-    except IsADirectoryError:
-        problems.append("is a directory, not a file")
-        return None
     except OSError as error:
-        problems.append(f"cannot read it ({error.strerror})")
+        problems.append(f"cannot read it ({error.strerror or error})")
         return None
     except UnicodeDecodeError:
         problems.append("not UTF-8 text")
@@ -294,8 +337,10 @@ def _file(section: dict, name: str, base: Path, problems: list[str], *, required
         return None
     path = base / value  # an absolute value replaces base
     try:
-        with open(path, "rb") as handle:
-            handle.read(1)
+        read_regular_file(path, 1, whole=False)  # readable, and no FIFO that ssl would then block on
+    except NotARegularFile as error:
+        problems.append(f"tls_server_config.{name} {path}: {error}")
+        return None
     except FileNotFoundError:
         problems.append(f"tls_server_config.{name} {path}: no such file")
         return None
@@ -303,6 +348,43 @@ def _file(section: dict, name: str, base: Path, problems: list[str], *, required
         problems.append(f"tls_server_config.{name} {path}: cannot read it ({error.strerror})")
         return None
     return str(path)
+
+
+class NotARegularFile(OSError):
+    """A path that names a FIFO, a device, a socket or a directory: reading it could block for ever or never end."""
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def read_regular_file(path: Path, limit: int, *, whole: bool = True) -> bytes:
+    """The regular file at `path`, or its first `limit` bytes if not `whole`. Opened without blocking (opening a
+    FIFO for reading would wait for a writer) and checked on the descriptor opened, so what is read is what was
+    checked. Raises NotARegularFile for anything else, OSError when it cannot be read, or (`whole`) when it holds
+    more than `limit` bytes."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(f"is {_KINDS.get(stat.S_IFMT(mode), 'a special file')}, not a regular file")
+        os.set_blocking(descriptor, True)
+        chunks, size = [], 0
+        wanted = limit + 1 if whole else limit
+        while size < wanted and (chunk := os.read(descriptor, min(65_536, wanted - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(descriptor)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise OSError(f"larger than {limit} bytes")
+    return data
 
 
 def _http_server_config(section: dict | None, problems: list[str]) -> None:
