@@ -85,12 +85,14 @@ def build_service(
     bridge: DocumentBridge,
     *,
     monotonic: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
     danger_reads: bool = True,
 ) -> Service:
     """Build the service for `settings` (the URI, the label, the address, the intervals, the web config), serving
     the Zero Problem document that `bridge` makes (bridge.py, which the package does not import).
 
-    `monotonic` is the store's clock for the data age (tests move it); `danger_reads=False` polls a replica set
+    `monotonic` is the store's clock for the data age and `wall` its clock for since when a problem lasts (tests
+    move them); `danger_reads=False` polls a replica set
     without the reads of how dangerous the lag is (only for the benchmark of their cost). Raises before anything
     runs.
     """
@@ -111,9 +113,11 @@ def build_service(
         )
 
     source = DetectingSource(ClientKeeper(connect, connect_member), replica_set, sharded)
-    store = SnapshotStore(settings.infra_label, settings.interval_s, monotonic=monotonic)
+    store = SnapshotStore(settings.infra_label, settings.interval_s, monotonic=monotonic, wall=wall)
     registry = metrics.build_registry(store)
-    app = create_app(store, registry, bridge, max_body_bytes=MAX_BODY_BYTES, access=access)
+    app = create_app(
+        store, registry, bridge, max_body_bytes=MAX_BODY_BYTES, access=access, page_url=settings.web_external_url
+    )
     try:
         server = Server(
             app, settings.listen_host, settings.listen_port, max_body_bytes=MAX_BODY_BYTES, tls=access.config.tls

@@ -30,17 +30,19 @@ ALLOWED: dict[str, set[str]] = {
     "credentials": set(),
     "history": set(),
     "trend": set(),
+    "text": set(),
+    "problems": {"model", "text"},
     "shardmap": {"model"},
     "view": {"history", "model", "trend"},
-    "words": {"model", "trend", "view"},
+    "words": {"model", "problems", "text", "trend", "view"},
     "danger": {"model", "values", "words"},
     "replset": {"danger", "model", "values"},
     "liveness": {"view"},
-    "store": {"history", "model", "trend", "view"},
+    "store": {"history", "model", "problems", "trend", "view"},
     "config": {"credentials", "model", "version"},
     # Edges that keep state or talk to libraries, each the only user of its library.
     "logs": {"config"},
-    "poller": {"model", "store"},
+    "poller": {"model", "store", "text", "words"},
     "metrics": {"liveness", "model", "store", "version", "view"},
     # The MongoDB edge.
     "mongo.driver": {"model"},
@@ -53,7 +55,7 @@ ALLOWED: dict[str, set[str]] = {
     "web.webconfig": set(),
     "web.access": {"web.webconfig"},
     "web.charts": {"model"},
-    "web.page": {"model", "trend", "view", "web.charts", "words"},
+    "web.page": {"model", "problems", "text", "trend", "view", "web.charts", "words"},
     "web.app": {"liveness", "metrics", "store", "view", "web.access", "web.page", "web.server"},
     # The wiring, then the two files of the design card.
     "service": {
@@ -72,7 +74,7 @@ ALLOWED: dict[str, set[str]] = {
         "web.app",
         "web.server",
     },
-    "bridge": {"model", "trend", "view", "words"},
+    "bridge": {"model", "text", "trend", "view", "words"},
     "exporter": {"bridge", "config", "logs", "mongo.driver", SIMULATOR, "service", "web.webconfig"},
 }
 
@@ -84,6 +86,8 @@ CORE = {
     "credentials",
     "history",
     "trend",
+    "text",
+    "problems",
     "shardmap",
     "view",
     "words",

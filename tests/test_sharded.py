@@ -107,7 +107,8 @@ def watch(tmp_path) -> Iterator[Callable[..., Watched]]:
             flags += ["--mongodb.uri", uri(cluster)]
         settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
         monotonic = FakeClock()
-        built = service_module.build_service(settings, bridge, monotonic=monotonic)
+        wall = lambda: FIXTURE_NOW_MS / 1000 + monotonic.now - 1_000  # noqa: E731  # moves with the store's clock
+        built = service_module.build_service(settings, bridge, monotonic=monotonic, wall=wall)
         threading.Thread(target=built.server.run, daemon=True).start()
         started.append((cluster, built))
         return Watched(cluster, built, monotonic)
@@ -145,11 +146,14 @@ def test_one_router_address_in_every_shard_and_the_config_set_out_each_member_in
     document = w.document()
     assert document["status"] == "YELLOW"  # the worst set
     body = document["messages"][0]["actionBody"]
-    assert body.startswith("- shard02 (replica set shard02): ")  # problems first: which set, which member, why
+    shard02 = member_name(w.cluster, "shard02", 2)
+    # The verdict, then the problems: which kind, which set, which member, since when.
+    assert body.startswith(f"YELLOW: 1 member 5 s or more behind in shard02; worst lag shard02 {shard02} 5001ms\n")
+    assert f"- YELLOW: 5 s or more behind: 1 member in 1 shard: shard02 {shard02} 5001ms (for 0 s, since " in body
     assert f"- Secondary {member_name(w.cluster, 'shard01', 1)} replication lag 1239ms" in body.splitlines()
     yellow = f"- Secondary {member_name(w.cluster, 'shard02', 2)} replication lag 5001ms (oplog headroom 23 h 59 min)"
     assert yellow in body.splitlines()
-    assert "- config servers (replica set configRepl): GREEN" in body.splitlines()
+    assert "### config servers (replica set configRepl): GREEN" in body.splitlines()
     assert w.liveness()[0] == 200
 
 
@@ -176,7 +180,7 @@ def test_every_router_down_keeps_polling_the_last_known_map_and_says_so(watch):
 
     assert w.lags()[("shard02", member_name(w.cluster, "shard02", 1))] == 3.333
     body = w.body()
-    assert body.startswith("- Shard map not read: cannot read the shard map through the routers")
+    assert body.splitlines()[1].startswith("- NOTE: Shard map not read: cannot read the shard map through the routers")
     assert "polling the last known map" in body
     assert w.liveness()[0] == 200  # the sets were read: the exporter is doing its job
 
@@ -203,7 +207,10 @@ def test_a_member_down_in_one_shard_turns_that_set_red_and_leaves_the_others_gre
     assert status == {"shard01": 0, "shard02": 2, "shard03": 0, "configRepl": 0}
     assert w.lags()[("shard03", member_name(w.cluster, "shard03", 1))] == 1.5
     body = w.body()
-    assert body.splitlines()[0].startswith(f"- shard02 (replica set shard02): {down}: DOWN")
+    assert body.splitlines()[0].startswith("RED: 1 member DOWN in shard02; worst lag shard03 ")
+    assert body.splitlines()[1].startswith("- RED: DOWN: 1 member in 1 shard: shard02 (for 0 s, since ")
+    assert body.splitlines()[2].startswith("### shard02 (replica set shard02): RED for 0 s, since ")
+    assert f"- Secondary {down} DOWN: " in body
     assert w.liveness()[0] == 200  # one shard down is the cluster's problem, not the exporter's
 
 
@@ -222,7 +229,7 @@ def test_a_hung_shard_primary_fails_that_set_only_and_the_others_publish_fresh_v
     assert w.lags()[("shard02", member_name(w.cluster, "shard02", 1))] == 4.321
     assert w.metric("mongodb_replication_set_up", set="shard01") == 0
     assert w.metric("mongodb_replication_set_up", set="shard02") == 1
-    assert w.body().startswith("- shard01 (replica set shard01): Collection failed:")
+    assert w.body().splitlines()[1].startswith("- RED: collection failed (timeout): shard01: ")
 
 
 def test_a_shard_with_no_primary_is_red_and_measured_against_its_freshest_member(watch):
@@ -231,7 +238,10 @@ def test_a_shard_with_no_primary_is_red_and_measured_against_its_freshest_member
     w.poll()
     body = w.body()
     assert w.document()["status"] == "RED"
-    assert "- shard01 (replica set shard01): no primary" in body.splitlines()
+    assert body.splitlines()[:2] == [
+        "RED: no primary in shard01",
+        "- RED: no primary: shard01 (for 0 s, since 23:06 UTC)",
+    ]
     assert "- No primary: lag measured against the freshest member" in body
 
 
@@ -263,7 +273,10 @@ def test_wrong_shard_credentials_name_the_shard_and_what_to_create(watch):
     assert "create the monitoring user on shard02's replica set" in failure.message
     assert "clusterMonitor, read on local" in failure.message
     body = w.body()
-    assert body.startswith("- shard02 (replica set shard02): Collection failed: authentication failed on shard02")
+    assert body.splitlines()[1].startswith(
+        "- RED: collection failed (auth): shard02: authentication failed on shard02 (replica set shard02): create the "
+    )
+    assert "- Collection failed: authentication failed on shard02" in body
     for text in (body, w.page(), json.dumps(w.liveness()[1]), str(w.samples())):
         assert PASSWORD not in text and SHARD_PASSWORD not in text and "not-the-password" not in text
 
@@ -287,7 +300,7 @@ def test_a_shard_added_drained_and_removed_is_followed_without_a_restart_and_its
     w.cluster.drain_shard(added)
     w.poll()
     assert w.metric("mongodb_replication_shard_draining", set=added) == 1
-    assert f"- {added} (replica set {added}): GREEN (draining: removeShard in progress)" in w.body()
+    assert f"### {added} (replica set {added}): GREEN (draining: removeShard in progress)" in w.body()
 
     w.cluster.remove_shard(added)
     w.poll()
@@ -347,13 +360,15 @@ def test_a_large_cluster_names_every_yellow_member_and_sums_up_the_green_sets(wa
     w.poll()
     body = w.body()
     lines = body.splitlines()
-    assert lines[0].startswith("- shard04 (replica set shard04): ")
+    assert lines[0].startswith("YELLOW: 1 member 5 s or more behind in shard04; worst lag shard04 ")
+    assert lines[2] == "### shard04 (replica set shard04): YELLOW for 0 s, since 23:06 UTC"
     yellow = f"- Secondary {member_name(w.cluster, 'shard04', 2)} replication lag 7777ms (oplog headroom 23 h 59 min)"
     assert yellow in lines
-    assert lines[-1] == (
-        "- 6 more sets GREEN, worst replication lag 2000ms "
-        f"(shard05 (replica set shard05), {member_name(w.cluster, 'shard05', 1)})"
-    )
+    assert lines[-2:] == [
+        "- 6 sets GREEN, worst replication lag 2000ms "
+        f"(shard05 (replica set shard05), {member_name(w.cluster, 'shard05', 1)})",
+        "- All members: the status page at / of this exporter",
+    ]
     assert len(lines) < 12  # readable: the GREEN sets' members are not listed
     page = w.page()
     assert page.count("<details>") == 6  # the GREEN sets' members are one click away
@@ -367,10 +382,15 @@ def test_the_status_page_colours_each_sets_problems_by_what_they_make_the_set(wa
     w.cluster.shard("shard02").set_lag(2, 45_000)  # RED: an alarm
     w.poll()
     page = w.page()
-    yellow = f"shard01 (replica set shard01): {member_name(w.cluster, 'shard01', 1)}: 7777 ms behind the primary"
-    red = f"shard02 (replica set shard02): {member_name(w.cluster, 'shard02', 2)}: 45000 ms behind the primary"
-    assert f'<li class="warn">{yellow}</li>' in page
-    assert f'<li class="problem">{red}</li>' in page
+    yellow = f"YELLOW: 5 s or more behind: 1 member in 1 shard: shard01 {member_name(w.cluster, 'shard01', 1)} 7777ms"
+    red = f"RED: 30 s or more behind: 1 member in 1 shard: shard02 {member_name(w.cluster, 'shard02', 2)} 45000ms"
+    since = " (for 0 s, since 23:06 UTC)"
+    # The page opens with the document's summary: the verdict, then the problems, RED first, each in its colour.
+    verdict = "RED: 1 member 30 s or more behind in shard02; worst lag shard02"  # the YELLOW part did not fit
+    assert f'<p class="verdict">{verdict} {member_name(w.cluster, "shard02", 2)} 45000ms</p>' in page
+    assert (
+        f'<ul class="summary"><li class="problem">{red}{since}</li><li class="warn">{yellow}{since}</li></ul>' in page
+    )
 
 
 def test_the_router_password_never_shows_anywhere(watch):

@@ -52,7 +52,7 @@ class DocumentBridge(Protocol):
 
     PATH: str
 
-    def status_document(self, view: View) -> dict: ...
+    def status_document(self, view: View, page_url: str = "") -> dict: ...
 
     def document_key(self, view: View) -> tuple: ...
 
@@ -64,6 +64,7 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access: WebAccess | None = None,
+    page_url: str = "",
 ) -> bottle.Bottle:
     """The WSGI app: every route reads `store.view()`; `registry` is what /metrics renders; `bridge` makes the Zero
     Problem document (bridge.py: the package does not import it, the process hands it over).
@@ -75,6 +76,8 @@ def create_app(
     accepts; any other request gets a 401 with `WWW-Authenticate` before routing, so without credentials even an
     unknown path or a wrong method says nothing more than 401. A client that failed too often, or arrives while
     bcrypt is busy with others, gets a 429 with `Retry-After` and no bcrypt is run for it.
+
+    `page_url` is the status page's address as readers reach it (--web.external-url), named in the document.
     """
     app = bottle.Bottle()
     kept = _Rendered(store)
@@ -109,7 +112,7 @@ def create_app(
         _set_common_headers()
 
     def document(view: View) -> bytes:
-        return _json(bridge.status_document(view)).encode()
+        return _json(bridge.status_document(view, page_url)).encode()
 
     @app.route(bridge.PATH, method=["PUT", *READ])
     def zero_problem() -> bytes:
