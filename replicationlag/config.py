@@ -258,8 +258,10 @@ def _external_url(value: str, problems: list[str]) -> str:
         or len(value) > MAX_EXTERNAL_URL_CHARS
         or any(c.isspace() or not c.isprintable() or c in '<>"`' for c in value)
     ):
+        # An address with a user in it may carry a password: it is not repeated.
+        shown = "(an address with a user or password)" if "@" in value else repr(value[:MAX_EXTERNAL_URL_CHARS])
         problems.append(
-            f"--web.external-url {value[:MAX_EXTERNAL_URL_CHARS]!r}: use an http:// or https:// address with a host "
+            f"--web.external-url {shown}: use an http:// or https:// address with a host "
             f"and no user or password, under {MAX_EXTERNAL_URL_CHARS} characters, e.g. https://lag.example.com/"
         )
         return ""

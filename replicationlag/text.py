@@ -16,7 +16,8 @@ import re
 # entities. An _ between letters or digits is no emphasis (docker's mongo_1:27017 stays as it is).
 _MARKDOWN = re.compile(r"[\\`*\[\]<>!&~|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 # What could start a Markdown block if the text ever began a line: a list item, a heading, an ordered item.
-_BLOCK_START = re.compile(r"^(?:[-+]|#{1,6}|\d{1,9}[.)])(?=\s|$)")
+_BLOCK_START = re.compile(r"^(?:[-+]|#{1,6})(?=\s|$)")
+_ORDERED_START = re.compile(r"^(\d{1,9})([.)])(?=\s|$)")  # escaped at its punctuation: a digit has no escape
 # Controls and what str.splitlines() splits on (a line break would start a line of its own), and what reorders or
 # hides characters: bidirectional overrides and isolates (U+202E turns "lag 0ms" around), zero-width characters
 # (U+200B makes "db1:27017" and "db1\u200b:27017" look alike), the soft hyphen and the byte-order mark.
@@ -48,6 +49,7 @@ def neutral(text: object, limit: int = MESSAGE_LIMIT) -> str:
     else:
         shown = _MARKDOWN.sub(lambda match: "\\" + match.group(0), raw)
         shown = _BLOCK_START.sub(lambda match: "\\" + match.group(0), shown)
+        shown = _ORDERED_START.sub(lambda match: f"{match.group(1)}\\{match.group(2)}", shown)
     if cut or len(shown) > limit:
         shown = shown[: max(0, limit - len(CUT))]
         trailing = len(shown) - len(shown.rstrip("\\"))

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -93,6 +95,7 @@ def watch(tmp_path) -> Iterator[Callable[..., Watched]]:
         uri: Callable[[ShardedCluster], str] = lambda cluster: cluster.uri,
         config_text: str = "",
         timeout_s: float = 1.5,
+        external_url: str = "",
         **cluster_options: Any,
     ) -> Watched:
         cluster_options.setdefault("clock", ManualClock(FIXTURE_NOW_MS))
@@ -105,6 +108,7 @@ def watch(tmp_path) -> Iterator[Callable[..., Watched]]:
             flags += ["--config.file", str(path)]
         else:
             flags += ["--mongodb.uri", uri(cluster)]
+        flags += ["--web.external-url", external_url] if external_url else []
         settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
         monotonic = FakeClock()
         wall = lambda: FIXTURE_NOW_MS / 1000 + monotonic.now - 1_000  # noqa: E731  # moves with the store's clock
@@ -421,3 +425,42 @@ def test_the_shard_credentials_never_show_in_the_settings_repr_nor_in_redacted_t
     long_password = "a-shard-password-of-24ch"
     path.write_text(path.read_text().replace(SHARD_PASSWORD, long_password))
     assert settings_of(path).redact(f"x {long_password} y") == "x *** y"  # a long one is redacted even bare
+
+
+def test_a_zone_outage_across_100_shards_is_one_bounded_message_and_one_log_line_per_kind(watch, caplog):
+    """Issue 23: one member DOWN in each of 100 shards and 30 shards lagging; a minute later the document, the
+    page and the log each say it once, counted, worst first."""
+    w = watch(100, timeout_s=5.0, external_url="https://lag.example.com/")
+    w.poll()
+    for number in range(1, 101):
+        w.cluster.shard(f"shard{number:02d}").take_down(2)
+    for number in range(1, 31):  # 10 RED (the largest lag in shard01), 20 YELLOW
+        lag = 45_000 - number * 500 if number <= 10 else 6_000 + number * 300
+        w.cluster.shard(f"shard{number:02d}").set_lag(1, lag)
+    w.poll()
+    w.cluster.clock.advance(60_000)
+    w.monotonic.advance(60)
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="replicationlag.poller")
+    w.poll()
+
+    body = w.body()
+    lines = body.splitlines()
+    assert len(body) <= 3_000 and len(lines) <= 30
+    worst = member_name(w.cluster, "shard01", 1)
+    assert lines[0] == f"RED: 100 members DOWN in 100 shards; worst lag shard01 {worst} 44500ms"
+    assert lines[1] == (
+        "- RED: DOWN: 100 members in 100 shards: shard01, shard02, shard03 and 97 more (for 1 min, since 23:06 UTC)"
+    )
+    assert lines[2].startswith(f"- RED: 30 s or more behind: 10 members in 10 shards: shard01 {worst} 44500ms, ")
+    assert lines[3].startswith("- YELLOW: 5 s or more behind: 20 members in 20 shards: shard30 ")
+    assert lines[4] == "### shard01 (replica set shard01): RED for 1 min, since 23:06 UTC"
+    assert re.fullmatch(r"- \d+ more lines on the status page \(\d+ more sets\)", lines[-2])
+    assert lines[-1] == "- All members: <https://lag.example.com/>"
+
+    logged = [r.getMessage() for r in caplog.records if r.name == "replicationlag.poller"]
+    assert logged == [line.removeprefix("- ") for line in lines[1:4]]  # one line per kind, not one per set
+
+    page = w.page()
+    assert page.index(f'<p class="verdict">{lines[0]}</p>') < page.index("<table>")
+    assert page.count("<details>") == 1  # the config servers, GREEN, folded

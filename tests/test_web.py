@@ -20,13 +20,14 @@ from wsgiref.validate import validator
 
 import pytest
 from service_util import read_line_matching
-from view_factory import failure, healthy_set, make_store, member, primary, snapshot
+from view_factory import COLLECTED_AT_MS, failure, healthy_set, make_store, member, primary, snapshot
 
 import bridge
 from bridge import SERVICE_ID, status_document
 from replicationlag.metrics import build_registry
 from replicationlag.model import ARBITER, FRESHNESS_LIMIT_S, SECONDARY
 from replicationlag.web import app as web
+from replicationlag.web import charts as charts_module
 from replicationlag.web import server as httpserver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -562,3 +563,34 @@ def test_a_server_on_an_empty_host_listens_on_ipv4_and_ipv6_with_one_port():
         assert _get("127.0.0.1", running.port) == _get("::1", running.port) == 200
     finally:
         running.close()
+
+
+def _polylines(svg: str) -> list[list[tuple[float, float]]]:
+    return [
+        [tuple(map(float, point.split(","))) for point in found.split()]
+        for found in re.findall(r'<polyline points="([^"]*)"', svg)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("minutes", "title", "axis"), [(10, "last 10 min (all kept so far)", "10 min ago"), (90, "last hour", "1 h ago")]
+)
+def test_a_history_chart_spends_its_width_on_the_data_there_is(minutes, title, axis):
+    """An exporter started ten minutes ago draws ten minutes across the chart, not a sliver at the right of an
+    hour; with more than an hour kept, the hour's chart is the last hour and the day's chart all there is."""
+    polls = [
+        snapshot(primary(), member("db1:27017", lag_ms=1_000 + 100 * i), collected_at_ms=COLLECTED_AT_MS + i * 60_000)
+        for i in range(minutes + 1)
+    ]
+    store, _ = make_store(*polls)
+    page = call(web.create_app(store, build_registry(store), bridge), "GET", "/").text
+    charts = re.findall(r"<svg .*?</svg>", page)
+    assert len(charts) == (1 if minutes <= 60 else 2)
+    assert f"rs0: replication lag, {title}</title>" in charts[0]
+    assert f">{axis}</text>" in charts[0]
+    xs = [x for line in _polylines(charts[0]) for x, _ in line]
+    left, right = charts_module.LEFT, charts_module.WIDTH - charts_module.RIGHT
+    assert min(xs) == pytest.approx(left, abs=0.1)  # the oldest point kept is at the left edge
+    assert max(xs) == pytest.approx(right, abs=0.1)  # the newest at the right
+    if minutes > 60:
+        assert f"rs0: replication lag, last {minutes // 60} h {minutes % 60} min (all kept so far)</title>" in charts[1]
