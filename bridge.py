@@ -25,6 +25,7 @@ from replicationlag.words import (
     danger_words,
     lag_text,
     role,
+    set_label,
     since_words,
     summary,
     worst_set_order,
@@ -128,7 +129,7 @@ def _details(view: View) -> tuple[list[list[str]], list[str]]:
 def _set_block(view: View, each: SetView) -> list[str]:
     """`### shard07 (replica set shard07): RED for 8 min, since 03:12 UTC`, then its members: a heading, so it
     cannot be taken for a member line."""
-    heading = f"### {_label(each)}: {each.status.name}"
+    heading = f"### {set_label(each)}: {each.status.name}"
     if each.status is not Status.GREEN:
         since = since_words(each.status_since_s, view.published_wall_s)
         heading += f" {since}" if since else ""
@@ -138,13 +139,6 @@ def _set_block(view: View, each: SetView) -> list[str]:
     if each.snapshot is not None:
         lines += snapshot_lines(each.snapshot, last_known=each.current is None, trends=each)
     return lines
-
-
-def _label(each: SetView) -> str:
-    """`shard03 (replica set shard03rs)`, `config servers (replica set configRepl)`, neutral."""
-    address = each.address
-    owner = "config servers" if address.role.value == "config" else neutral(address.shard_id, NAME_LIMIT)
-    return f"{owner} (replica set {neutral(address.name, NAME_LIMIT)})"
 
 
 COUNT_LINE_CHARS = 64  # room kept for "- 1234 more lines on the status page (567 more sets)"
@@ -197,7 +191,7 @@ def _green_summary(quiet: list[SetView]) -> str:
     """One line for every GREEN set of a large cluster: how many, and the worst lag among them."""
     worst = max(
         (
-            (m.lag_ms, _label(each), markdown_name(m.name))
+            (m.lag_ms, set_label(each), markdown_name(m.name))
             for each in quiet
             for m in each.current.members
             if m.lag_ms is not None

@@ -8,13 +8,14 @@ document says since when. Run:
 
     .venv/bin/python -m bench.document [--shards 100] [--lagging 30]
 
-It prints the actionBody, then its length in characters and its line count.
+It prints the actionBody, its length in characters and its line count, then what the last poll logged.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 import bridge
@@ -36,7 +37,18 @@ class Clock:
         return self.now
 
 
-def zone_outage(shards: int, lagging: int) -> dict:
+class Kept(logging.Handler):
+    """Keeps the poller's log lines of the last poll."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname.lower()} {record.getMessage()}")
+
+
+def zone_outage(shards: int, lagging: int, kept: Kept) -> dict:
     clock = ManualClock(NOW_MS)
     cluster = ShardedCluster(shards, clock=clock).start()
     try:
@@ -55,6 +67,7 @@ def zone_outage(shards: int, lagging: int) -> dict:
             for _ in range(2):
                 clock.advance(60_000)
                 monotonic.now += 60
+                kept.lines.clear()
                 built.poll()
             return bridge.status_document(built.store.view(), EXTERNAL_URL)[bridge.SERVICE_ID]
         finally:
@@ -68,10 +81,17 @@ def main() -> int:
     parser.add_argument("--shards", type=int, default=100)
     parser.add_argument("--lagging", type=int, default=30)
     args = parser.parse_args()
-    document = zone_outage(args.shards, args.lagging)
+    kept = Kept()
+    poller_log = logging.getLogger("replicationlag.poller")
+    poller_log.addHandler(kept)
+    poller_log.setLevel(logging.INFO)
+    poller_log.propagate = False
+    document = zone_outage(args.shards, args.lagging, kept)
     body = document["messages"][0]["actionBody"]
     print(body)
     print(f"\n# status {document['status']}: {len(body)} characters, {len(body.splitlines())} lines")
+    print(f"# the log of the last poll ({len(kept.lines)} lines):")
+    print("\n".join(kept.lines))
     json.dumps(document)  # it is a JSON document: it must serialise
     return 0
 

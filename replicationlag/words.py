@@ -235,6 +235,15 @@ def set_name(each: SetView) -> str:
     return neutral(each.name, NAME_LIMIT)
 
 
+def set_label(each: SetView) -> str:
+    """How a heading names a set: `shard03 (replica set shard03rs)`, `config servers (replica set configRepl)`,
+    or a replica set's own name; neutral."""
+    name = neutral(each.address.name, NAME_LIMIT)
+    if each.address.role is SetRole.REPLICA_SET:
+        return name
+    return f"{set_name(each)} (replica set {name})"
+
+
 def set_problems(each: SetView) -> list[Found]:
     """The set's problems now: why it could not be collected (failed, stale, not yet), else its snapshot's."""
     if each.current is None:
@@ -260,7 +269,7 @@ def since_words(since_s: float | None, now_s: float | None) -> str:
     if since_s is None:
         return ""
     at = datetime.fromtimestamp(since_s, UTC)
-    if now_s is None or now_s < since_s:
+    if now_s is None or now_s - since_s < 1:  # seen first by this poll (or it turned stale since): no "for 0 s"
         return f"since {at:%H:%M} UTC"
     lasted = now_s - since_s
     clock = f"{at:%d %b %H:%M} UTC" if lasted >= 20 * 3600 else f"{at:%H:%M} UTC"
@@ -425,9 +434,3 @@ def summary(view: View) -> Summary:
         colour = Status.RED if not view.sets else None
         lines += [(colour, f"{'RED' if colour else 'NOTE'}: {sentence}") for sentence in cluster_problems(view)]
     return Summary(verdict(view, groups), tuple(lines))
-
-
-def summary_lines(view: View) -> list[str]:
-    """The summary as plain lines (the log writes them): the verdict, then each problem line."""
-    found = summary(view)
-    return [found.verdict, *(text for _, text in found.lines)]

@@ -181,7 +181,7 @@ def _cluster_body(view: View) -> list[str]:
     for each in ranked:
         if each.snapshot is None:
             continue
-        label = _label(each)
+        label = words.set_label(each)
         table = _members_table(each.snapshot, last_known=each.current is None, caption=label, trends=each)
         # The sets with a problem are open; every GREEN set is folded away, one click from its members.
         folded = each.status is Status.GREEN
@@ -194,14 +194,6 @@ def _cluster_body(view: View) -> list[str]:
             table = f'<h3 class="{_PROBLEM_CLASS[each.status]}">{_e(heading)}</h3>{table}'
         parts.append(f'<section id="set-{_e(neutral(each.name, NAME_LIMIT))}">{table}</section>')
     return parts
-
-
-def _label(each: SetView) -> str:
-    """`shard03 (replica set shard03rs)`, `config servers (replica set configRepl)`, the set's name; neutral."""
-    name = neutral(each.address.name, NAME_LIMIT)
-    if each.address.role is SetRole.REPLICA_SET:
-        return name
-    return f"{words.set_name(each)} (replica set {name})"
 
 
 def _set_row(each: SetView) -> str:
