@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "trend": set(),
     "text": set(),
     "problems": {"model", "text"},
-    "shardmap": {"model"},
+    "shardmap": {"model", "text"},
     "view": {"history", "model", "trend"},
     "words": {"model", "problems", "text", "trend", "view"},
     "danger": {"model", "values", "words"},
@@ -47,9 +47,9 @@ ALLOWED: dict[str, set[str]] = {
     # The MongoDB edge.
     "mongo.driver": {"model"},
     "mongo.keeper": {"model", "mongo.driver"},
-    "mongo.reader": {"danger", "model", "mongo.driver", "mongo.keeper", "replset"},
+    "mongo.reader": {"danger", "model", "mongo.driver", "mongo.keeper", "replset", "text"},
     "mongo.source": {"model", "mongo.driver", "mongo.keeper", "mongo.reader", "replset"},
-    "mongo.cluster": {"model", "mongo.driver", "mongo.keeper", "mongo.source", "shardmap"},
+    "mongo.cluster": {"model", "mongo.driver", "mongo.keeper", "mongo.source", "shardmap", "text"},
     # The HTTP edge.
     "web.server": set(),
     "web.webconfig": set(),

@@ -10,6 +10,7 @@ import logging
 import re
 
 import pytest
+from prometheus_client import generate_latest
 from view_factory import (
     COLLECTED_AT_MS,
     cluster_store,
@@ -24,9 +25,12 @@ from view_factory import (
 )
 
 import bridge
+from replicationlag.metrics import build_registry
 from replicationlag.model import ClusterResult, SetRole, ShardMap
 from replicationlag.poller import Poller
 from replicationlag.problems import names_words, shared
+from replicationlag.shardmap import from_shard_map
+from replicationlag.store import SnapshotStore
 from replicationlag.web.page import render_status_page
 
 DOWN = 8
@@ -297,3 +301,17 @@ def test_a_config_servers_set_is_named_as_such():
     store, _ = cluster_store((shard(1), snapshot(primary("s1a:1"), set_name="shard1")), (config, down))
     lines = action_body(store.view()).splitlines()
     assert lines[1].startswith("- RED: DOWN: 1 member in 1 set: config servers (")
+
+
+def test_the_shard_map_and_so_the_metrics_list_shards_in_natural_order():
+    reply = {"map": {f"shard{n}": f"shard{n}/s{n}a:27018,s{n}b:27018" for n in (10, 2, 1)} | {"config": "cfg/c1:27019"}}
+    shard_map = from_shard_map(reply)
+    assert [s.shard_id for s in shard_map.sets] == ["shard1", "shard2", "shard10", "config"]
+    results = tuple(
+        (address, snapshot(primary(f"{address.name}a:1"), set_name=address.name)) for address in shard_map.sets
+    )
+    store = SnapshotStore("clusterKeeper", 60)
+    store.publish(ClusterResult(shard_map, None, results), 0.1)
+    exposition = generate_latest(build_registry(store)).decode()
+    order = re.findall(r'mongodb_replication_status\{infra="clusterKeeper",set="([^"]+)"\}', exposition)
+    assert order == ["shard1", "shard2", "shard10", "cfg"]
