@@ -114,6 +114,7 @@ def _details(view: View) -> tuple[list[list[str]], list[str]]:
     GREEN sets of a large cluster."""
     if not view.sharded:
         single = view.single
+        # The failure itself is the summary's line; what follows it (the last success's age) stays here.
         block = [f"- {s}" for s in collection_problems(view)[1:]] if view.failure is not None else []
         if view.snapshot is not None:
             block += snapshot_lines(view.snapshot, last_known=view.current is None, trends=single)

@@ -314,7 +314,7 @@ def _lag_name(f: Found, first: bool, sharded: bool) -> str:
     if not sharded:
         return f"{member} {f.problem.lag_ms}ms"
     # The worst is named with its member; the next ones by their set, which is enough to find them below.
-    return f"{set_name(f.where)} {member if first else ''} {f.problem.lag_ms}ms".replace("  ", " ")
+    return " ".join([set_name(f.where), *([member] if first else []), f"{f.problem.lag_ms}ms"])
 
 
 def group_line(view: View, status: Status, kind: str, members: bool, found: list[Found]) -> str:
@@ -341,11 +341,8 @@ def group_line(view: View, status: Status, kind: str, members: bool, found: list
     detail = neutral(found[0].problem.detail, DETAIL_LIMIT) if found[0].problem.detail else ""
     if detail and view.sharded and len(sets) > 1:
         detail = f"{set_name(found[0].where)}: {detail}"  # the first set's words stand for the others'
-    text = (
-        "; ".join(part for part in (text, detail) if part)
-        if len(sets) > 1
-        else ": ".join(p for p in (text, detail) if p)
-    )
+    # One set: its message follows its name; several: the first set's message after the list.
+    text = ("; " if len(sets) > 1 else ": ").join(part for part in (text, detail) if part)
     line = f"{status.name}: {kind}: {text}" if text else f"{status.name}: {kind}"
     since = since_words(min((f.since_s for f in found if f.since_s is not None), default=None), view.published_wall_s)
     return f"{line} ({since})" if since else line
