@@ -289,14 +289,14 @@ def test_the_status_page_says_why_it_is_red_when_the_collection_failed_and_marks
 
     page = call(app, "GET", "/").text
 
-    assert "Collection failed: authentication failed for user &#x27;monitor&#x27;" in page
+    assert "RED: collection failed (auth): authentication failed for user &#x27;monitor&#x27; (since " in page
     assert "Last known members (not current)" in page
 
 
 def test_the_status_page_before_the_first_poll_says_so():
     app, _ = app_of()
 
-    assert "No collection has finished yet" in call(app, "GET", "/").text
+    assert '<p class="verdict">RED: no collection has finished yet</p>' in call(app, "GET", "/").text
 
 
 def test_the_status_page_escapes_every_text_it_did_not_write():

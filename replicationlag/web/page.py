@@ -56,10 +56,9 @@ def render_status_page(view: View, *, document_path: str) -> str:
         parts += _footer(view, document_path)
         return "\n".join(parts)
     parts.append(f"<p>Infra <b>{_e(view.infra)}</b>{_set_sentence(snapshot)}</p>")
-    problems = words.collection_problems(view)
-    parts += [f'<p class="problem">{_e(p)}</p>' for p in problems]
-    if view.current is not None and view.current.reasons:
-        parts.append("<ul>" + "".join(f"<li>{_n(r)}</li>" for r in view.current.reasons) + "</ul>")
+    # The summary said what is wrong; of a failed collection the page adds what follows (the last success's age).
+    after = words.collection_problems(view)[1:] if view.failure is not None else []
+    parts += [f'<p class="problem">{_e(p)}</p>' for p in after]
     if snapshot is not None:
         parts.append(_members_table(snapshot, last_known=view.current is None, trends=view.single))
         parts.append(_history_charts(view, snapshot, HISTORY_POINTS))
