@@ -1,8 +1,9 @@
 """The Zero Problem bridge: the contract with Zero Problem, its service id, its path, and one `View` of the
-store in, the status document out.
+store in, the status document out: one message within 3 000 characters and 30 lines, the verdict first.
 
 PURE: no I/O, no clock, no logging; the same view always gives the same document. Imports `replicationlag.model`,
-`.trend`, `.view` and `.words` (the sentences the status page shares), and is imported by nothing in the package:
+`.text` (every server string through `neutral`), `.trend`, `.view` and `.words` (the sentences the status page and
+the log share), and is imported by nothing in the package:
 exporter.py hands it to the service (`build_service(settings, bridge)`), which serves `PATH` with
 `status_document`, rendered once per `document_key`.
 """

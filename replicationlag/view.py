@@ -1,5 +1,6 @@
 """What every reader answers from: a `View` of the store at one instant, every set of the cluster as a `SetView`
-(its last good snapshot beside its latest failure), with data ages from the store's monotonic clock.
+(its last good snapshot beside its latest failure, and since when its problems and its colour have lasted), with
+data ages from the store's monotonic clock.
 
 PURE values: no I/O, no clock of their own. Imports `history` (the lag history the page draws), `model` and `trend`.
 """
