@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import tomllib
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -78,6 +79,11 @@ FLAGS = {
         "WEB_CONFIG_FILE",
         "exporter-toolkit web config (YAML): tls_server_config for HTTPS, basic_auth_users for credentials",
     ),
+    "web.external-url": (
+        "WEB_EXTERNAL_URL",
+        "the status page's address as its readers reach it (http or https, e.g. https://lag.example.com/); the Zero "
+        "Problem document names it where it says where to see every member",
+    ),
     "collect.interval": (
         "COLLECT_INTERVAL",
         f"seconds between polls (default {DEFAULT_INTERVAL_S:g}; {DEMO_INTERVAL_S:g} with --demo)",
@@ -119,6 +125,7 @@ class Settings:
     secrets: Secrets = field(default=Secrets(), repr=False)
     web_config_file: str = ""  # read by webconfig.load_web_config in exporter.py; empty: plain HTTP, no auth
     telemetry_path: str = DEFAULT_TELEMETRY_PATH
+    web_external_url: str = ""  # the status page's address for readers of the document; empty: not known
     # Sharded clusters: who logs in directly on the shards and on the config servers (None: the router URI's user).
     shard_credentials: Credentials | None = field(default=None, repr=False)
     shard_credentials_by_id: tuple[tuple[str, Credentials], ...] = field(default=(), repr=False)
@@ -220,6 +227,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
 
     host, port = _listen_address(raw["web.listen-address"] or (DEMO_LISTEN if demo else DEFAULT_LISTEN), problems)
     telemetry_path = _telemetry_path(raw["web.telemetry-path"] or DEFAULT_TELEMETRY_PATH, problems)
+    external_url = _external_url(raw["web.external-url"] or "", problems)
     interval_text, timeout_text = raw["collect.interval"] or "", raw["collect.timeout"] or ""
     default_interval = DEMO_INTERVAL_S if demo else DEFAULT_INTERVAL_S
     interval = _seconds("collect.interval", interval_text, default_interval, MIN_INTERVAL_S, problems)
@@ -263,6 +271,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         demo_cluster=bool(args["demo.cluster"]),
         web_config_file=raw["web.config.file"] or "",
         telemetry_path=telemetry_path,
+        web_external_url=external_url,
         warnings=tuple(secrets.redact(w) for w in warnings),
         secrets=secrets,
         shard_credentials=shards,
@@ -293,6 +302,37 @@ def _read_small_file(
         problems.append(f"{where}: larger than {limit_text}; is it the right file?")
         return None
     return data, info.st_mode
+
+
+MAX_EXTERNAL_URL_CHARS = 200  # it is written into every document, whose first lines must stay short
+
+
+def _external_url(value: str, problems: list[str]) -> str:
+    """--web.external-url: an http(s) address with a host, no credentials, nothing that could break a line."""
+    value = value.strip()
+    if not value:
+        return ""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018  # raises on a port that is no number
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or len(value) > MAX_EXTERNAL_URL_CHARS
+        or any(c.isspace() or not c.isprintable() or c in '<>"`' for c in value)
+    ):
+        # An address with a user in it may carry a password: it is not repeated.
+        shown = "(an address with a user or password)" if "@" in value else repr(value[:MAX_EXTERNAL_URL_CHARS])
+        problems.append(
+            f"--web.external-url {shown}: use an http:// or https:// address with a host "
+            f"and no user or password, under {MAX_EXTERNAL_URL_CHARS} characters, e.g. https://lag.example.com/"
+        )
+        return ""
+    return value
 
 
 def _read_toml(path: str, problems: list[str]) -> tuple[dict, int] | None:

@@ -2,9 +2,12 @@
 
 `Poller.poll()` runs one collection on a thread of its own and waits for it at most the poll deadline plus a grace,
 so a driver that misbehaves can neither delay the next poll nor keep the process from exiting; then it publishes
-exactly one `Snapshot` or `Failure` to the store and logs what changed. Nothing here raises into the scheduler.
-`PollScheduler` runs the poll at start and then every interval, and stops at once. Imports `model`
-and `store`.
+exactly one `Snapshot` or `Failure` to the store and logs it: for a replica set, its colour when it changes and a
+failure at every poll; for a sharded cluster, one line per kind of problem per poll with its count and first names
+(the document's summary lines: 100 shards down are one line, not a hundred), and the verdict when the cluster's
+colour changes. Every string a server wrote is neutral (`text.neutral`) in the log too. Nothing here raises into
+the scheduler. `PollScheduler` runs the poll at start and then every interval, and stops at once. Imports `model`,
+`store`, `text` and `words`.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from collections.abc import Callable
 
 import schedule
 
-from replicationlag.model import ClusterResult, Failure, FailureKind, NoteKind, Snapshot, wall_now_ms
+from replicationlag.model import ClusterResult, Failure, FailureKind, NoteKind, Snapshot, Status, wall_now_ms
 from replicationlag.store import SnapshotStore
+from replicationlag.text import NAME_LIMIT, neutral
+from replicationlag.words import summary
 
 log = logging.getLogger("replicationlag.poller")
 
@@ -39,7 +44,8 @@ class Poller:
         self._timeout_s = timeout_s
         self._now_ms = now_ms
         self._running: threading.Thread | None = None
-        self._last_status: dict[str, str] = {}  # by set label; a set's colour is logged when it changes
+        self._last_status: dict[str, str] = {}  # a replica set's colour, logged when it changes
+        self._cluster_status: Status | None = None  # a sharded cluster's colour, logged when it changes
         self._last_clocks: dict[str, tuple] = {}  # by set label: which clocks disagree, logged when it changes
         self._stopped = threading.Event()
 
@@ -81,38 +87,50 @@ class Poller:
             return Failure(FailureKind.ERROR, f"unexpected {type(error).__name__} while collecting", self._now_ms())
 
     def _log(self, result: Snapshot | Failure | ClusterResult) -> None:
-        if not isinstance(result, ClusterResult):
-            self._log_set("", result)
+        if isinstance(result, ClusterResult) or self._store.view().sharded:
+            self._log_cluster()
+            if isinstance(result, ClusterResult):
+                for address, set_result in result.sets:
+                    if isinstance(set_result, Snapshot):
+                        self._log_clocks(address.label, address.label, set_result)
+                shown = {address.label for address, _ in result.sets}
+                for gone in set(self._last_clocks) - shown:
+                    del self._last_clocks[gone]
             return
-        if result.map_failure is not None:
-            known = "polling the last known map" if result.map is not None else "no map known yet"
-            log.warning("shard map not read (%s), %s: %s", result.map_failure.kind, known, result.map_failure.message)
-        for address, set_result in result.sets:
-            self._log_set(address.label, set_result)
-        shown = {address.label for address, _ in result.sets}
-        for gone in set(self._last_status) - shown:
-            del self._last_status[gone]
-        for gone in set(self._last_clocks) - shown:
-            del self._last_clocks[gone]
+        self._log_set(result)
 
-    def _log_set(self, label: str, result: Snapshot | Failure) -> None:
-        where = f" of {label}" if label else ""
+    def _log_cluster(self) -> None:
+        """One line per kind of problem, with its count and first names (as the document says it), at every poll;
+        the verdict when the cluster's colour changes; the rest at debug, one line."""
+        view = self._store.view()
+        found = summary(view)
+        if view.status is not self._cluster_status:
+            log.info("%s", found.verdict)
+            self._cluster_status = view.status
+        for colour, line in found.lines:
+            (log.warning if colour is not None else log.info)("%s", line)
+        log.debug("polled %d sets: %s", len(view.sets), found.verdict)
+
+    def _log_set(self, result: Snapshot | Failure) -> None:
         if isinstance(result, Failure):
-            log.warning("collection%s failed (%s): %s", where, result.kind, result.message)
-            self._last_status.pop(label, None)
+            log.warning("collection failed (%s): %s", result.kind, neutral(result.message))
+            self._last_status.pop("", None)
             return
-        summary = ", ".join(
-            f"{m.name} {m.lag_ms}ms" if m.lag_ms is not None else f"{m.name} {m.state_str}"
+        summary_ = ", ".join(
+            f"{neutral(m.name, NAME_LIMIT)} {m.lag_ms}ms"
+            if m.lag_ms is not None
+            else f"{neutral(m.name, NAME_LIMIT)} {neutral(m.state_str, NAME_LIMIT)}"
             for m in result.members
             if not m.is_primary
         )
         status = result.status.name
-        if status != self._last_status.get(label):
-            reasons = "; ".join(result.reasons) or "all members healthy and in time"
-            log.info("%s is %s: %s", label or f"replica set {result.set_name}", status, reasons)
-        self._last_status[label] = status
-        self._log_clocks(label or f"replica set {result.set_name}", label, result)
-        log.debug("collected %s: %s", label or result.set_name, summary)
+        name = neutral(result.set_name, NAME_LIMIT)
+        if status != self._last_status.get(""):
+            reasons = "; ".join(neutral(r) for r in result.reasons) or "all members healthy and in time"
+            log.info("replica set %s is %s: %s", name, status, reasons)
+        self._last_status[""] = status
+        self._log_clocks(f"replica set {name}", "", result)
+        log.debug("collected %s: %s", name, summary_)
 
     def _log_clocks(self, name: str, label: str, result: Snapshot) -> None:
         """A warning when clocks start to disagree (or disagree otherwise), a line when they agree again; not

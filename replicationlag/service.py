@@ -95,9 +95,9 @@ def build_service(
     the Zero Problem document that `bridge` makes (bridge.py, which the package does not import).
 
     `monotonic` is the store's clock for the data age and the lag history (tests move it); `wall_ms` is the wall
-    clock each status `date` is compared with (docs/domain.md §17; tests on a simulated clock give that clock);
-    `danger_reads=False` polls a replica set without the reads of how dangerous the lag is (only for the benchmark
-    of their cost). Raises before anything runs.
+    clock each status `date` is compared with (docs/domain.md §17) and since when a problem lasts (tests on a
+    simulated clock give that clock); `danger_reads=False` polls a replica set without the reads of how dangerous
+    the lag is (only for the benchmark of their cost). Raises before anything runs.
     """
     access = WebAccess(settings.web_config_file)
 
@@ -121,11 +121,21 @@ def build_service(
 
     source = DetectingSource(ClientKeeper(connect, connect_member), replica_set, sharded)
     store = SnapshotStore(
-        settings.infra_label, settings.interval_s, monotonic=monotonic, location_tags=settings.topology_tags
+        settings.infra_label,
+        settings.interval_s,
+        monotonic=monotonic,
+        wall=lambda: wall_ms() / 1000,
+        location_tags=settings.topology_tags,
     )
     registry = metrics.build_registry(store)
     app = create_app(
-        store, registry, bridge, max_body_bytes=MAX_BODY_BYTES, access=access, metrics_path=settings.telemetry_path
+        store,
+        registry,
+        bridge,
+        max_body_bytes=MAX_BODY_BYTES,
+        access=access,
+        metrics_path=settings.telemetry_path,
+        page_url=settings.web_external_url,
     )
     try:
         server = Server(

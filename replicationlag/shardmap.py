@@ -3,7 +3,8 @@
 PURE: no I/O. `getShardMap` names every shard's set and the config server set; `listShards` (or the
 `config.shards` collection) names the shards only, with `draining` while a shard is being removed. Sets are
 deduplicated by replica-set name: from 8.0 the config server set can also be a shard (a "config shard") and is
-then listed twice. Imports `model` only (where the address types live).
+then listed twice. The shards come in natural order of their ids (shard2 before shard10), which /metrics and the
+readers keep. Imports `model` (where the address types live) and `text` (the natural order).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from replicationlag.model import SetAddress, SetRole, ShardMap
+from replicationlag.text import natural_key
 
 CONFIG_SHARD_ID = "config"  # getShardMap's key for the config server set, and the _id of an 8.0 config shard
 
@@ -81,6 +83,6 @@ def _deduplicated(found: list[SetAddress]) -> tuple[SetAddress, ...]:
         by_name[address.name] = replace(
             known, hosts=hosts, role=role, shard_id=shard_id, draining=known.draining or address.draining
         )
-    shards = sorted((s for s in by_name.values() if s.role is SetRole.SHARD), key=lambda s: s.shard_id)
+    shards = sorted((s for s in by_name.values() if s.role is SetRole.SHARD), key=lambda s: natural_key(s.shard_id))
     configs = [s for s in by_name.values() if s.role is SetRole.CONFIG]
     return tuple(shards + configs)

@@ -6,7 +6,10 @@ Readers take a `View`, an immutable value with the data ages computed from an in
 keeps its last good snapshot beside its latest failure, so readers can say "failed 40 s ago; last known: ...".
 A set that leaves the shard map is dropped: memory is one record per set of the current map. Nothing here does
 I/O and nothing is written to disk: the user asked for memory only (each member's lag history is bounded: see
-`history`). Imports `history`, `model`, `trend` and `view`.
+`history`). Each set also keeps since when each of its problems has lasted (one wall time per current problem:
+a (kind, member) pair, so at most one per member and a few for the set, dropped when the problem ends) and since
+when it has had its colour, for "RED for 8 min, since 03:12 UTC". Imports `history`, `model`, `problems`, `trend`
+and `view`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import bisect
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from replicationlag.history import LagHistory
 from replicationlag.model import (
@@ -28,7 +31,9 @@ from replicationlag.model import (
     SetRole,
     ShardMap,
     Snapshot,
+    Status,
 )
+from replicationlag.problems import failure_problem, snapshot_problems
 from replicationlag.trend import FIT_POINTS, Trend, trend
 from replicationlag.view import SetView, View
 
@@ -41,6 +46,17 @@ class _SetRecord:
     success_mono: float | None = None
     success_wall: float | None = None
     trends: tuple[tuple[str, Trend], ...] = ()
+    since: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, member) -> wall s it began
+    colour: Status | None = None  # the colour of the last poll's result
+    colour_since: float | None = None  # wall s since the set has had that colour
+
+    def note_problems(self, result: Snapshot | Failure, now_wall: float) -> None:
+        """Keep the start of each problem that goes on, start the new ones, forget the ones that ended."""
+        found = snapshot_problems(result) if isinstance(result, Snapshot) else [failure_problem(result)]
+        self.since = {p.key: self.since.get(p.key, now_wall) for p in found}
+        colour = result.status if isinstance(result, Snapshot) else Status.RED
+        if colour is not self.colour:
+            self.colour, self.colour_since = colour, now_wall
 
 
 class SnapshotStore:
@@ -68,6 +84,7 @@ class SnapshotStore:
         self._success_mono: float | None = None
         self._success_wall: float | None = None
         self._duration: float | None = None
+        self._published_wall: float | None = None
         self._polls = 0
         self._failures: dict[FailureKind, int] = {}
         self._map: ShardMap | None = None
@@ -86,10 +103,11 @@ class SnapshotStore:
         with self._lock:
             self._polls += 1
             self._duration = duration_s
+            self._published_wall = now_wall
             if isinstance(result, ClusterResult):
                 self._publish_cluster(result, now_mono, now_wall)
             elif self._sharded and isinstance(result, Failure):
-                self._publish_cluster_failure(result)
+                self._publish_cluster_failure(result, now_wall)
             else:
                 self._publish_set(result, now_mono, now_wall)
             since = [self._success_mono, self._map_mono, *(r.success_mono for r in self._sets.values())]
@@ -128,15 +146,17 @@ class SnapshotStore:
         if collected:
             self._success_mono, self._success_wall = now_mono, now_wall
 
-    def _publish_cluster_failure(self, failure: Failure) -> None:
+    def _publish_cluster_failure(self, failure: Failure, now_wall: float) -> None:
         """The whole poll of a cluster failed (its deadline, a bug): every set is failed by it, counted once."""
         self._map_failure = failure
         self._count(failure)
         for record in self._sets.values():
             record.failure = failure
+            record.note_problems(failure, now_wall)
 
     def _record(self, record: _SetRecord, result: Snapshot | Failure, now_mono: float, now_wall: float) -> bool:
         """Store one set's result; True when it was a success."""
+        record.note_problems(result, now_wall)
         if isinstance(result, Snapshot):
             record.snapshot, record.failure = result, None
             record.success_mono, record.success_wall = now_mono, now_wall
@@ -189,6 +209,8 @@ class SnapshotStore:
                     last_success_wall_s=r.success_wall,
                     freshness_limit_s=self.freshness_limit_s,
                     trends=r.trends,
+                    since=tuple(r.since.items()),
+                    colour_since_s=r.colour_since,
                 )
                 for r in self._sets.values()
             )
@@ -211,4 +233,5 @@ class SnapshotStore:
                 history=self._history,
                 taken_at_s=now,
                 location_tags=self.location_tags,
+                published_wall_s=self._published_wall,
             )

@@ -1,5 +1,6 @@
 """What every reader answers from: a `View` of the store at one instant, every set of the cluster as a `SetView`
-(its last good snapshot beside its latest failure), with data ages from the store's monotonic clock.
+(its last good snapshot beside its latest failure, and since when its problems and its colour have lasted), with
+data ages from the store's monotonic clock.
 
 PURE values: no I/O, no clock of their own. Imports `history` (the lag history the page draws), `model` and `trend`.
 """
@@ -25,6 +26,19 @@ class SetView:
     last_success_wall_s: float | None  # wall clock of the last success
     freshness_limit_s: float = FRESHNESS_LIMIT_S
     trends: tuple[tuple[str, Trend], ...] = ()  # member -> its lag's trend over the last minutes, when known
+    since: tuple[tuple[tuple[str, str], float], ...] = ()  # (kind, member) -> wall s the problem began
+    colour_since_s: float | None = None  # wall s since the last poll's colour began
+
+    def since_of(self, kind: str, member: str = "") -> float | None:
+        """Since when (wall s) a problem has lasted: a stale set since it turned stale, else the store's record."""
+        return dict(self.since).get((kind, member))
+
+    @property
+    def status_since_s(self) -> float | None:
+        """Since when (wall s) the set has had its colour now: stale data turned RED when it turned stale."""
+        if self.failure is None and self.is_stale and self.last_success_wall_s is not None:
+            return self.last_success_wall_s + self.freshness_limit_s
+        return self.colour_since_s
 
     def trend_of(self, member: str) -> Trend | None:
         return dict(self.trends).get(member)
@@ -72,6 +86,7 @@ class View:
     history: LagHistory | None = None  # every member's lag at every poll for 24 h (the page's charts)
     taken_at_s: float = 0.0  # the store's monotonic clock when the view was taken
     location_tags: tuple[str, ...] = ()  # --topology.tags: member tag keys to group by; empty: the default
+    published_wall_s: float | None = None  # the wall clock of the last publish: what "for 8 min" counts to
 
     def next_age_change_s(self) -> float:
         """When (store clock) the next of the view's ages passes a whole second: until then an answer that prints

@@ -27,8 +27,16 @@ def body(view) -> dict:
     return status_document(view)[SERVICE_ID]
 
 
+def whole(view, page_url: str = "") -> list[str]:
+    return status_document(view, page_url)[SERVICE_ID]["messages"][0]["actionBody"].splitlines()
+
+
+SUMMARY = ("- RED: ", "- YELLOW: ", "- NOTE: ", "- All members: ")
+
+
 def lines(view) -> list[str]:
-    return body(view)["messages"][0]["actionBody"].splitlines()
+    """The details: the lines after the verdict that are not the summary's problem lines nor the footer."""
+    return [line for line in whole(view)[1:] if not line.startswith(SUMMARY)]
 
 
 EVERY_STATE = {
@@ -56,7 +64,10 @@ def test_the_document_has_the_consumers_shape_and_exactly_one_message_in_every_s
     [message] = inner["messages"]
     assert message["statusCode"] == "" and message["actionCode"] == ""
     assert message["statusBody"] == "mhp.zeroproblem.mongo.replcationlag"
-    assert message["actionBody"].startswith("- ")
+    verdict, *rest = message["actionBody"].splitlines()
+    assert verdict.startswith(f"{inner['status']}: ") and len(verdict) < 120
+    assert all(line.startswith(("- ", "### ")) for line in rest)
+    assert rest[-1] == "- All members: the status page at / of this exporter"
     assert json.loads(json.dumps(document)) == document
 
 
@@ -179,7 +190,11 @@ def test_a_failed_first_collection_is_red_says_why_and_carries_the_failure_time(
 
     assert body(view)["status"] == "RED"
     assert body(view)["timestamp"] == failed.at_ms
-    assert lines(view) == [f"- Collection failed: {message}"]
+    assert whole(view) == [
+        f"RED: the replica set: collection failed ({kind})",
+        f"- RED: collection failed ({kind}): {message} (since 23:06 UTC)",
+        "- All members: the status page at / of this exporter",
+    ]
 
 
 def test_a_failure_after_a_success_is_red_and_shows_the_last_known_members_marked_as_such():
@@ -187,11 +202,13 @@ def test_a_failure_after_a_success_is_red_and_shows_the_last_known_members_marke
 
     assert body(view)["status"] == "RED"
     assert body(view)["timestamp"] == COLLECTED_AT_MS
-    assert lines(view) == [
-        "- Collection failed: authentication failed for user 'monitor'",
+    assert whole(view) == [
+        "RED: replica set rs0: collection failed (auth)",
+        "- RED: collection failed (auth): authentication failed for user 'monitor' (since 23:06 UTC)",
         "- Last successful collection 60 s ago",
         "- Last known: Primary db0:27017 replication lag 0ms",
         "- Last known: Secondary db1:27017 replication lag 1239ms",
+        "- All members: the status page at / of this exporter",
     ]
 
 
@@ -200,10 +217,12 @@ def test_data_older_than_the_freshness_limit_is_red_and_says_it_is_stale_first()
 
     assert body(view)["status"] == "RED"
     assert body(view)["timestamp"] == COLLECTED_AT_MS
-    assert lines(view) == [
-        "- Data is stale: last successful collection 180 s ago",
+    assert whole(view) == [
+        "RED: replica set rs0: data stale",
+        "- RED: data stale: last successful collection 180 s ago (since 23:09 UTC)",
         "- Last known: Primary db0:27017 replication lag 0ms",
         "- Last known: Secondary db1:27017 replication lag 0ms",
+        "- All members: the status page at / of this exporter",
     ]
 
 
@@ -219,7 +238,10 @@ def test_before_the_first_collection_the_document_is_red_with_timestamp_zero():
 
     assert body(view)["status"] == "RED"
     assert body(view)["timestamp"] == 0
-    assert lines(view) == ["- No collection has finished yet"]
+    assert whole(view) == [
+        "RED: no collection has finished yet",
+        "- All members: the status page at / of this exporter",
+    ]
 
 
 def test_liveness_is_ok_while_collections_succeed():

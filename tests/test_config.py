@@ -539,3 +539,34 @@ def test_credentials_tables_with_a_uri_that_names_a_replica_set_are_said_to_be_u
 )
 def test_a_member_or_shard_host_is_connectable_only_as_a_name_or_address_and_a_port(host, ok):
     assert connectable(host) is ok
+
+
+@pytest.mark.parametrize(
+    "url", ["https://lag.example.com/", "http://10.0.0.7:9218/", "https://[2001:db8::7]:9218/status", "http://lag"]
+)
+def test_the_external_url_of_the_status_page_comes_from_the_flag_or_the_environment(url):
+    assert load_settings(["--mongodb.uri", URI, "--web.external-url", url], env={}).web_external_url == url
+    assert load_settings([], env={"MONGODB_URI": URI, "WEB_EXTERNAL_URL": url}).web_external_url == url
+    assert load_settings(["--mongodb.uri", URI], env={}).web_external_url == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "lag.example.com",  # no scheme
+        "ftp://lag.example.com/",
+        "https://",  # no host
+        "https://admin:hunter2@lag.example.com/",  # a password would be in every document
+        "https://lag.example.com/\n- Primary fake:1 replication lag 0ms",
+        "https://lag.example.com/a b",
+        "https://lag.example.com/<x>",
+        "https://lag.example.com:99999999/",
+        "https://lag.example.com/" + "a" * 200,
+    ],
+)
+def test_an_external_url_that_is_no_http_address_is_refused_with_what_to_use(url):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(["--mongodb.uri", URI, "--web.external-url", url], env={})
+    assert "--web.external-url" in str(raised.value)
+    assert "use an http:// or https:// address" in str(raised.value)
+    assert "hunter2" not in str(raised.value)

@@ -95,7 +95,8 @@ class Row:
 
 
 def member_line(look: Look, name: str) -> str:
-    lines = [line for line in look.action_body.splitlines() if f" {name} " in f"{line} "]
+    members = ("- Primary ", "- Secondary ", "- Arbiter ", "- Last known: ")  # not the summary's lines
+    lines = [line for line in look.action_body.splitlines() if line.startswith(members) and f" {name} " in f"{line} "]
     assert len(lines) == 1, look.action_body
     return lines[0]
 
@@ -127,7 +128,7 @@ def collection_fails(*words: str) -> Callable[[Case, Look], bool]:
         body = look.action_body
         if look.liveness_status != 503 or not all(w in body for w in words):
             return False
-        assert body.startswith("- Collection failed: "), body
+        assert body.splitlines()[1].startswith("- RED: collection failed ("), body
         assert all(w in " ".join(look.liveness["reasons"]) for w in words), look.liveness
         assert look.metrics.value("mongodb_replication_up") == 0
         assert look.metrics.series("mongodb_replication_lag_seconds") == []  # failed data is not exported as now
@@ -399,13 +400,16 @@ def start_exporter(case: Case, uri: str) -> Exporter:
 
 
 def check_every_answer(look: Look) -> None:
-    """What holds in every state: one message whose actionBody is a Markdown list, a reported poll duration
-    within the deadline, and /liveness saying why when it fails."""
+    """What holds in every state: one message whose actionBody is the verdict (its colour first, under 120
+    characters) over a Markdown list, within 3 000 characters and 30 lines; a reported poll duration within the
+    deadline, and /liveness saying why when it fails."""
     document = look.document
     assert document["status"] in ("GREEN", "YELLOW", "RED")
     assert len(document["messages"]) == 1
-    lines = look.action_body.splitlines()
-    assert lines and all(line.startswith("- ") for line in lines), look.action_body
+    verdict, *lines = look.action_body.splitlines()
+    assert verdict.startswith(f"{document['status']}: ") and len(verdict) < 120, look.action_body
+    assert lines and all(line.startswith(("- ", "### ")) for line in lines), look.action_body
+    assert len(look.action_body) <= 3_000 and len(lines) < 30, look.action_body
     assert (look.liveness_status == 503) == bool(look.liveness.get("reasons")), look.liveness
     reported = look.reported_poll_s
     # /metrics is read after /liveness: a poll liveness counted has its duration there (a poll may also end in
@@ -531,7 +535,7 @@ def test_the_set_s_config_changing_between_polls_is_followed(running: Case) -> N
     rs.remove_member(added)
     look = after_the_next_polls(exporter, lambda look: added not in look.action_body, "the member removed")
     assert added not in look.metrics.by_member("mongodb_replication_member_state")
-    assert len(look.action_body.splitlines()) == 4
+    assert len(look.action_body.splitlines()) == 6  # the verdict, four members, where to see everything
 
     assert not exporter.logged("collection failed", log_mark), exporter.log_text
     assert not exporter.logged("replSetGetConfig failed", log_mark), exporter.log_text
@@ -552,7 +556,7 @@ def test_a_rolling_upgrade_from_7_0_to_8_0_stays_green_and_ends_with_the_8_0_fie
     for step in (lambda: rs.set_version("8.0", 1), lambda: rs.set_version("8.0", 2), lambda: rs.elect(1)):
         step()
         after_the_next_polls(exporter, lambda look: True, "a poll after the step")
-    after_the_next_polls(exporter, lambda look: look.action_body.startswith(f"- Primary {names[1]} "), "new primary")
+    after_the_next_polls(exporter, lambda look: f"\n- Primary {names[1]} " in look.action_body, "new primary")
     rs.set_version("8.0", 0)
     rs.set_version("8.0", 3)
     rs.set_lag(2, 1_500, written_ms=200)

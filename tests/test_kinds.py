@@ -43,7 +43,9 @@ def test_the_document_is_red_and_says_why_for_every_kind(kind):
     store, _ = make_store(healthy_set(0), Failure(kind, "what went wrong", at_ms=1))
     document = status_document(store.view())["mhp.zeroproblem.mongo.replcationlag"]
     assert document["status"] == "RED"
-    assert document["messages"][0]["actionBody"].startswith("- Collection failed: what went wrong")
+    assert document["messages"][0]["actionBody"].startswith(
+        f"RED: replica set rs0: collection failed ({kind})\n- RED: collection failed ({kind}): what went wrong ("
+    )
 
 
 def test_the_kinds_that_stop_collecting_are_the_ones_no_retry_can_fix_soon():

@@ -75,7 +75,7 @@ def test_data_that_turns_stale_without_a_poll_is_rendered_again_and_shows_it():
     assert b"mongodb_replication_lag_seconds" not in metrics
     document = call(app, "PUT", ZP).json()[bridge.SERVICE_ID]
     assert document["status"] == "RED"
-    assert "Data is stale: last successful collection 180 s ago" in document["messages"][0]["actionBody"]
+    assert "RED: data stale: last successful collection 180 s ago" in document["messages"][0]["actionBody"]
 
 
 def test_openmetrics_and_text_are_each_kept_and_each_ends_as_its_format_requires():

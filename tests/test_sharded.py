@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from service_util import headline_colour
 from view_factory import FakeClock
 
 import bridge
@@ -96,6 +95,7 @@ def watch(tmp_path) -> Iterator[Callable[..., Watched]]:
         uri: Callable[[ShardedCluster], str] = lambda cluster: cluster.uri,
         config_text: str = "",
         timeout_s: float = 1.5,
+        external_url: str = "",
         **cluster_options: Any,
     ) -> Watched:
         cluster_options.setdefault("clock", ManualClock(FIXTURE_NOW_MS))
@@ -108,6 +108,7 @@ def watch(tmp_path) -> Iterator[Callable[..., Watched]]:
             flags += ["--config.file", str(path)]
         else:
             flags += ["--mongodb.uri", uri(cluster)]
+        flags += ["--web.external-url", external_url] if external_url else []
         settings = load_settings([*flags, "--web.listen-address", "127.0.0.1:0"], env={})
         monotonic = FakeClock()
         built = service_module.build_service(settings, bridge, monotonic=monotonic, wall_ms=cluster.clock.now_ms)
@@ -148,11 +149,14 @@ def test_one_router_address_in_every_shard_and_the_config_set_out_each_member_in
     document = w.document()
     assert document["status"] == "YELLOW"  # the worst set
     body = document["messages"][0]["actionBody"]
-    assert body.startswith("- shard02 (replica set shard02): ")  # problems first: which set, which member, why
+    shard02 = member_name(w.cluster, "shard02", 2)
+    # The verdict, then the problems: which kind, which set, which member, since when.
+    assert body.startswith(f"YELLOW: 1 member 5 s or more behind in shard02; worst lag shard02 {shard02} 5001ms\n")
+    assert f"- YELLOW: 5 s or more behind: 1 member in 1 shard: shard02 {shard02} 5001ms (since " in body
     assert f"- Secondary {member_name(w.cluster, 'shard01', 1)} replication lag 1239ms" in body.splitlines()
     yellow = f"- Secondary {member_name(w.cluster, 'shard02', 2)} replication lag 5001ms (oplog headroom 23 h 59 min)"
     assert yellow in body.splitlines()
-    assert "- config servers (replica set configRepl): GREEN" in body.splitlines()
+    assert "### config servers (replica set configRepl): GREEN" in body.splitlines()
     assert w.liveness()[0] == 200
 
 
@@ -179,7 +183,7 @@ def test_every_router_down_keeps_polling_the_last_known_map_and_says_so(watch):
 
     assert w.lags()[("shard02", member_name(w.cluster, "shard02", 1))] == 3.333
     body = w.body()
-    assert body.startswith("- Shard map not read: cannot read the shard map through the routers")
+    assert body.splitlines()[1].startswith("- NOTE: Shard map not read: cannot read the shard map through the routers")
     assert "polling the last known map" in body
     assert w.liveness()[0] == 200  # the sets were read: the exporter is doing its job
 
@@ -206,7 +210,10 @@ def test_a_member_down_in_one_shard_turns_that_set_red_and_leaves_the_others_gre
     assert status == {"shard01": 0, "shard02": 2, "shard03": 0, "configRepl": 0}
     assert w.lags()[("shard03", member_name(w.cluster, "shard03", 1))] == 1.5
     body = w.body()
-    assert body.splitlines()[0].startswith(f"- shard02 (replica set shard02): {down}: DOWN")
+    assert body.splitlines()[0].startswith("RED: 1 member DOWN in shard02; worst lag shard03 ")
+    assert body.splitlines()[1].startswith("- RED: DOWN: 1 member in 1 shard: shard02 (since ")
+    assert body.splitlines()[2].startswith("### shard02 (replica set shard02): RED since ")
+    assert f"- Secondary {down} DOWN: " in body
     assert w.liveness()[0] == 200  # one shard down is the cluster's problem, not the exporter's
 
 
@@ -225,7 +232,7 @@ def test_a_hung_shard_primary_fails_that_set_only_and_the_others_publish_fresh_v
     assert w.lags()[("shard02", member_name(w.cluster, "shard02", 1))] == 4.321
     assert w.metric("mongodb_replication_set_up", set="shard01") == 0
     assert w.metric("mongodb_replication_set_up", set="shard02") == 1
-    assert w.body().startswith("- shard01 (replica set shard01): Collection failed:")
+    assert w.body().splitlines()[1].startswith("- RED: collection failed (timeout): shard01: ")
 
 
 def test_a_shard_with_no_primary_is_red_and_measured_against_its_freshest_member(watch):
@@ -234,7 +241,10 @@ def test_a_shard_with_no_primary_is_red_and_measured_against_its_freshest_member
     w.poll()
     body = w.body()
     assert w.document()["status"] == "RED"
-    assert "- shard01 (replica set shard01): no primary" in body.splitlines()
+    assert body.splitlines()[:2] == [
+        "RED: no primary in shard01",
+        "- RED: no primary: shard01 (since 23:06 UTC)",
+    ]
     assert "- No primary: lag measured against the freshest member" in body
 
 
@@ -266,7 +276,10 @@ def test_wrong_shard_credentials_name_the_shard_and_what_to_create(watch):
     assert "create the monitoring user on shard02's replica set" in failure.message
     assert "clusterMonitor, read on local" in failure.message
     body = w.body()
-    assert body.startswith("- shard02 (replica set shard02): Collection failed: authentication failed on shard02")
+    assert body.splitlines()[1].startswith(
+        "- RED: collection failed (auth): shard02: authentication failed on shard02 (replica set shard02): create the "
+    )
+    assert "- Collection failed: authentication failed on shard02" in body
     for text in (body, w.page(), json.dumps(w.liveness()[1]), str(w.samples())):
         assert PASSWORD not in text and SHARD_PASSWORD not in text and "not-the-password" not in text
 
@@ -290,7 +303,7 @@ def test_a_shard_added_drained_and_removed_is_followed_without_a_restart_and_its
     w.cluster.drain_shard(added)
     w.poll()
     assert w.metric("mongodb_replication_shard_draining", set=added) == 1
-    assert f"- {added} (replica set {added}): GREEN (draining: removeShard in progress)" in w.body()
+    assert f"### {added} (replica set {added}): GREEN (draining: removeShard in progress)" in w.body()
 
     w.cluster.remove_shard(added)
     w.poll()
@@ -387,13 +400,15 @@ def test_a_large_cluster_names_every_yellow_member_and_sums_up_the_green_sets(wa
     w.poll()
     body = w.body()
     lines = body.splitlines()
-    assert lines[0].startswith("- shard04 (replica set shard04): ")
+    assert lines[0].startswith("YELLOW: 1 member 5 s or more behind in shard04; worst lag shard04 ")
+    assert lines[2] == "### shard04 (replica set shard04): YELLOW since 23:06 UTC"
     yellow = f"- Secondary {member_name(w.cluster, 'shard04', 2)} replication lag 7777ms (oplog headroom 23 h 59 min)"
     assert yellow in lines
-    assert lines[-1] == (
-        "- 6 more sets GREEN, worst replication lag 2000ms "
-        f"(shard05 (replica set shard05), {member_name(w.cluster, 'shard05', 1)})"
-    )
+    assert lines[-2:] == [
+        "- 6 sets GREEN, worst replication lag 2000ms "
+        f"(shard05 (replica set shard05), {member_name(w.cluster, 'shard05', 1)})",
+        "- All members: the status page at / of this exporter",
+    ]
     assert len(lines) < 12  # readable: the GREEN sets' members are not listed
     page = w.page()
     assert page.count("<details>") == 6  # the GREEN sets' members are one click away
@@ -407,13 +422,15 @@ def test_the_status_page_colours_each_sets_problems_by_what_they_make_the_set(wa
     w.cluster.shard("shard02").set_lag(2, 45_000)  # RED: an alarm
     w.poll()
     page = w.page()
-    yellow = f"shard01 (replica set shard01): {member_name(w.cluster, 'shard01', 1)}: 7777 ms behind the primary"
-    red = f"shard02 (replica set shard02): {member_name(w.cluster, 'shard02', 2)}: 45000 ms behind the primary"
-    assert f'<li class="warn">{yellow}</li>' in page
-    assert f'<li class="problem">{red}</li>' in page
-    assert headline_colour(page) == "RED"  # the cluster is as bad as its worst set
-    colours = dict(re.findall(r'<tr><td><a href="#set-([^"]+)">.*?<span class="status (\w+)">', page))
-    assert colours == {"shard01": "YELLOW", "shard02": "RED", "configRepl": "GREEN"}
+    yellow = f"YELLOW: 5 s or more behind: 1 member in 1 shard: shard01 {member_name(w.cluster, 'shard01', 1)} 7777ms"
+    red = f"RED: 30 s or more behind: 1 member in 1 shard: shard02 {member_name(w.cluster, 'shard02', 2)} 45000ms"
+    since = " (since 23:06 UTC)"
+    # The page opens with the document's summary: the verdict, then the problems, RED first, each in its colour.
+    verdict = "RED: 1 member 30 s or more behind in shard02; worst lag shard02"  # the YELLOW part did not fit
+    assert f'<p class="verdict">{verdict} {member_name(w.cluster, "shard02", 2)} 45000ms</p>' in page
+    assert (
+        f'<ul class="summary"><li class="problem">{red}{since}</li><li class="warn">{yellow}{since}</li></ul>' in page
+    )
 
 
 def test_the_router_password_never_shows_anywhere(watch):
@@ -485,3 +502,42 @@ def test_a_shard_map_host_that_makes_no_uri_is_told_about_the_host_name_not_abou
         "the routers' shard map names host 'db@1:27018' for shard01 (replica set shard01), which is not a host:port "
         "a client can connect to: correct the shard's entry in config.shards"
     )
+
+
+def test_a_zone_outage_across_100_shards_is_one_bounded_message_and_one_log_line_per_kind(watch, caplog):
+    """Issue 23: one member DOWN in each of 100 shards and 30 shards lagging; a minute later the document, the
+    page and the log each say it once, counted, worst first."""
+    w = watch(100, timeout_s=5.0, external_url="https://lag.example.com/")
+    w.poll()
+    for number in range(1, 101):
+        w.cluster.shard(f"shard{number:02d}").take_down(2)
+    for number in range(1, 31):  # 10 RED (the largest lag in shard01), 20 YELLOW
+        lag = 45_000 - number * 500 if number <= 10 else 6_000 + number * 300
+        w.cluster.shard(f"shard{number:02d}").set_lag(1, lag)
+    w.poll()
+    w.cluster.clock.advance(60_000)
+    w.monotonic.advance(60)
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="replicationlag.poller")
+    w.poll()
+
+    body = w.body()
+    lines = body.splitlines()
+    assert len(body) <= 3_000 and len(lines) <= 30
+    worst = member_name(w.cluster, "shard01", 1)
+    assert lines[0] == f"RED: 100 members DOWN in 100 shards; worst lag shard01 {worst} 44500ms"
+    assert lines[1] == (
+        "- RED: DOWN: 100 members in 100 shards: shard01, shard02, shard03 and 97 more (for 1 min, since 23:06 UTC)"
+    )
+    assert lines[2].startswith(f"- RED: 30 s or more behind: 10 members in 10 shards: shard01 {worst} 44500ms, ")
+    assert lines[3].startswith("- YELLOW: 5 s or more behind: 20 members in 20 shards: shard30 ")
+    assert lines[4] == "### shard01 (replica set shard01): RED for 1 min, since 23:06 UTC"
+    assert re.fullmatch(r"- \d+ more lines on the status page \(\d+ more sets\)", lines[-2])
+    assert lines[-1] == "- All members: <https://lag.example.com/>"
+
+    logged = [r.getMessage() for r in caplog.records if r.name == "replicationlag.poller"]
+    assert logged == [line.removeprefix("- ") for line in lines[1:4]]  # one line per kind, not one per set
+
+    page = w.page()
+    assert page.index(f'<p class="verdict">{lines[0]}</p>') < page.index("<table>")
+    assert page.count("<details>") == 1  # the config servers, GREEN, folded

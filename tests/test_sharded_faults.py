@@ -112,7 +112,8 @@ def test_every_set_is_read_with_its_own_credentials_and_a_member_down_in_one_sha
     s.cluster.shard("shard03").set_lag(1, 3_456)
     look = s.look_until(lambda look: status_of(look).get("shard01") == 2, "shard01 RED")
     assert look.metrics.value("mongodb_replication_lag_seconds", member=s.name("shard03", 1)) == 3.456
-    assert f"- shard01 (replica set shard01): {down}: DOWN" in look.action_body
+    assert "- RED: DOWN: 1 member in 1 shard: shard01 (" in look.action_body
+    assert f"- Secondary {down} DOWN: " in look.action_body.split("### shard01 (replica set shard01): RED")[1]
     assert look.liveness_status == 200
 
     s.cluster.shard("shard01").bring_up(2)
@@ -137,7 +138,7 @@ def test_a_hung_shard_primary_turns_that_shard_red_only_and_every_other_set_stay
         ),
         "shard02 RED, shard01 fresh",
     )
-    assert "- shard02 (replica set shard02): " in look.action_body
+    assert "### shard02 (replica set shard02): RED" in look.action_body
     assert hung in look.action_body or look.metrics.value("mongodb_replication_set_up", set="shard02") == 0
     assert {k: v for k, v in status_of(look).items() if k != "shard02"} == {"shard01": 0, "shard03": 0, "configRepl": 0}
     assert look.metrics.value("mongodb_replication_set_up", set="shard01") == 1

@@ -23,13 +23,14 @@ from wsgiref.validate import validator
 
 import pytest
 from service_util import headline_colour, read_line_matching
-from view_factory import failure, healthy_set, make_store, member, primary, snapshot
+from view_factory import COLLECTED_AT_MS, failure, healthy_set, make_store, member, primary, snapshot
 
 import bridge
 from bridge import SERVICE_ID, status_document
 from replicationlag.metrics import build_registry
 from replicationlag.model import ARBITER, FRESHNESS_LIMIT_S, SECONDARY
 from replicationlag.web import app as web
+from replicationlag.web import charts as charts_module
 from replicationlag.web import server as httpserver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,7 +215,20 @@ def test_the_status_page_says_why_a_set_is_not_green_in_the_engines_words(state)
 
     page = call(app, "GET", "/").text
 
-    assert [html.unescape(item) for item in re.findall(r"<li>(.*?)</li>", page)] == ENGINE_REASONS[state]
+    # Each member's reason is the last cell of its row; the set's own ("no primary") is a line of the summary.
+    why = {
+        name: html.unescape(cell)
+        for name, cell in re.findall(r"<tr><td>([^<]+)</td>(?:<td[^>]*>.*?</td>)*?<td>([^<]*)</td></tr>", page)
+    }
+    said = []
+    for reason in ENGINE_REASONS[state]:
+        name, colon, _ = reason.partition(": ")
+        if colon and name in why:
+            said.append(f"{name}: {why[name]}")
+        elif re.search(rf'<li class="problem">RED: {re.escape(reason)} \(since', page):
+            said.append(reason)
+    assert said == ENGINE_REASONS[state]
+    assert [f"{n}: {w}" for n, w in why.items() if w] == [r for r in ENGINE_REASONS[state] if r != "no primary"]
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -437,14 +451,14 @@ def test_the_status_page_says_why_it_is_red_when_the_collection_failed_and_marks
     page = call(app, "GET", "/").text
 
     assert headline_colour(page) == "RED"  # the name says it: RED, and why
-    assert "Collection failed: authentication failed for user &#x27;monitor&#x27;" in page
+    assert "RED: collection failed (auth): authentication failed for user &#x27;monitor&#x27; (since " in page
     assert "Last known members (not current)" in page
 
 
 def test_the_status_page_before_the_first_poll_says_so():
     app, _ = app_of()
 
-    assert "No collection has finished yet" in call(app, "GET", "/").text
+    assert '<p class="verdict">RED: no collection has finished yet</p>' in call(app, "GET", "/").text
 
 
 def test_the_status_page_escapes_every_text_it_did_not_write():
@@ -454,8 +468,9 @@ def test_the_status_page_escapes_every_text_it_did_not_write():
     page = call(app, "GET", "/").text
 
     assert "<script>" not in page and "<b>&" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;:27017" in page
-    assert "&lt;b&gt;&amp;" in page
+    # Neutral for Markdown as in the document (text.neutral), then HTML-escaped.
+    assert r"\&lt;script\&gt;alert(1)\&lt;/script\&gt;:27017" in page
+    assert r"\&lt;b\&gt;\&amp;" in page
 
 
 @pytest.mark.parametrize("path", ["/", "/metrics", "/liveness", "/-/healthy", "/-/ready", ZP])
@@ -770,3 +785,36 @@ def test_without_ipv6_an_empty_host_serves_ipv4_alone_and_an_ipv6_host_is_a_clea
     with pytest.raises(OSError) as refused:  # asked for by name: not skipped, the caller reports it
         httpserver.serve(app, "::1", 0)
     assert refused.value.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+
+
+def _polylines(svg: str) -> list[list[tuple[float, float]]]:
+    return [
+        [tuple(map(float, point.split(","))) for point in found.split()]
+        for found in re.findall(r'<polyline points="([^"]*)"', svg)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("minutes", "title", "axis"), [(10, "last 10 min (all kept so far)", "10 min ago"), (90, "last hour", "1 h ago")]
+)
+def test_a_history_chart_spends_its_width_on_the_data_there_is(minutes, title, axis):
+    """An exporter started ten minutes ago draws ten minutes across the chart, not a sliver at the right of an
+    hour; with more than an hour kept, the hour's chart is the last hour and the day's chart all there is."""
+    store, clock = make_store()
+    for i in range(minutes + 1):  # a poll a minute on the store's clock, the history's time axis
+        clock.advance(60 if i else 0)
+        poll = snapshot(
+            primary(), member("db1:27017", lag_ms=1_000 + 100 * i), collected_at_ms=COLLECTED_AT_MS + i * 60_000
+        )
+        store.publish(poll, duration_s=0.042)
+    page = call(web.create_app(store, build_registry(store), bridge), "GET", "/").text
+    charts = re.findall(r"<svg .*?</svg>", page)
+    assert len(charts) == (1 if minutes <= 60 else 2)
+    assert f"rs0: replication lag, {title}</title>" in charts[0]
+    assert f">{axis}</text>" in charts[0]
+    xs = [x for line in _polylines(charts[0]) for x, _ in line]
+    left, right = charts_module.LEFT, charts_module.WIDTH - charts_module.RIGHT
+    assert min(xs) == pytest.approx(left, abs=0.1)  # the oldest point kept is at the left edge
+    assert max(xs) == pytest.approx(right, abs=0.1)  # the newest at the right
+    if minutes > 60:
+        assert f"rs0: replication lag, last {minutes // 60} h {minutes % 60} min (all kept so far)</title>" in charts[1]

@@ -30,9 +30,13 @@ from replicationlag.model import (
     RECOVERING,
     SECONDARY,
     STATE_NAMES,
+    ClusterResult,
     Failure,
     FailureKind,
     OplogProbe,
+    SetAddress,
+    SetRole,
+    ShardMap,
     Snapshot,
 )
 from replicationlag.replset import build_snapshot
@@ -329,3 +333,53 @@ def fixture_snapshot(status_file: str, config_file: str | None = None) -> Snapsh
         for name in (status_file, config_file)
     )
     return build_snapshot(status, config["config"] if config else None)
+
+
+def engine_snapshot(
+    status_file: str = "replSetGetStatus-7.0-primary-edge-cases.json",
+    config_file: str | None = "replSetGetConfig-7.0-edge-cases.json",
+    *,
+    rename: tuple[str, str] = ("", ""),
+    edit=None,
+) -> Snapshot:
+    """The real engine's snapshot of a checked-in document, its hosts renamed (`rename`: old, new text, in the
+    status and the config alike) and `edit(status, config)` applied first: what a server could have said."""
+    options = JSONOptions(tz_aware=True, tzinfo=dt.UTC)
+    old, new = rename
+    status, config = (
+        json_util.loads(
+            (FIXTURES / name).read_text().replace(old, new) if old else (FIXTURES / name).read_text(),
+            json_options=options,
+        )
+        if name
+        else None
+        for name in (status_file, config_file)
+    )
+    if edit is not None:
+        edit(status, config)
+    return build_snapshot(status, config["config"] if config else None)
+
+
+def cluster_store(
+    *results: tuple[SetAddress, Snapshot | Failure],
+    polls: int = 1,
+    step_s: float = 60.0,
+    wall_s: float = 1_723_763_175.0,
+) -> tuple[SnapshotStore, FakeClock]:
+    """A real store that has published the same cluster poll `polls` times, `step_s` apart (both of its clocks
+    move), with its monotonic clock."""
+    clock = FakeClock()
+    start = clock.now
+    store = SnapshotStore("clusterKeeper", 60, monotonic=clock, wall=lambda: wall_s + clock.now - start)
+    shard_map = ShardMap(tuple(address for address, _ in results), "getShardMap", True)
+    for poll in range(polls):
+        if poll:
+            clock.advance(step_s)
+        store.publish(ClusterResult(shard_map, None, tuple(results)), duration_s=0.5)
+    return store, clock
+
+
+def shard(number: int, *, name: str | None = None, role: SetRole = SetRole.SHARD) -> SetAddress:
+    """The address of shard `number` (`shard7`, replica set `shard7`, not zero-padded: natural order matters)."""
+    shard_id = name if name is not None else f"shard{number}"
+    return SetAddress(shard_id, (f"s{number}db0.example.net:27017",), role, shard_id=shard_id)

@@ -32,6 +32,7 @@ from replicationlag.mongo.driver import COMMAND_NOT_FOUND, UNAUTHORIZED, ClientE
 from replicationlag.mongo.keeper import ClientKeeper
 from replicationlag.mongo.source import ReplicaSetSource
 from replicationlag.shardmap import from_shard_documents, from_shard_map
+from replicationlag.text import neutral
 
 log = logging.getLogger("replicationlag.cluster")
 
@@ -205,7 +206,7 @@ class ShardedSource:
             if watched.source is not None:
                 watched.source.close(0)
             return self._stopping(address)
-        log.info("watching %s: %s", address.label, ",".join(address.hosts))
+        log.info("watching %s: %s", neutral(address.label), neutral(",".join(address.hosts)))
         return watched
 
     def _stopping(self, address: SetAddress) -> _Watched:
@@ -245,7 +246,7 @@ class ShardedSource:
             for watched in leaving:
                 del self._watched[watched.address.name]
         for watched in leaving:
-            log.info("%s left the shard map; its connection is closed", watched.address.label)
+            log.info("%s left the shard map; its connection is closed", neutral(watched.address.label))
             if watched.source is not None:
                 watched.source.close(0)
 

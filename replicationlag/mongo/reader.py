@@ -25,6 +25,7 @@ from replicationlag.model import PRIMARY, RECOVERING, SECONDARY, STARTUP2, Oplog
 from replicationlag.mongo.driver import UNAUTHORIZED, ClientError, Connection, DriverError
 from replicationlag.mongo.keeper import ClientKeeper
 from replicationlag.replset import StatusReport, config_is_stale, date_ms, read_status
+from replicationlag.text import neutral
 
 log = logging.getLogger("replicationlag.reader")
 
@@ -110,7 +111,7 @@ class SetReader:
             # The last config read keeps delayed members judged on their delay (a member added since has none);
             # without any, there are no delays or hidden flags, and the snapshot is still right otherwise.
             known = "the last known delays are used" if self._config is not None else "delays are unknown"
-            log.warning("replSetGetConfig failed, %s: %s", known, error.message)
+            log.warning("replSetGetConfig failed, %s: %s", known, neutral(error.message))
             return self._config
         config = reply.get("config") if isinstance(reply, dict) else None
         self._config, self._config_key = (config, key) if isinstance(config, dict) else (None, None)

@@ -56,7 +56,7 @@ class DocumentBridge(Protocol):
 
     PATH: str
 
-    def status_document(self, view: View) -> dict: ...
+    def status_document(self, view: View, page_url: str = "") -> dict: ...
 
     def document_key(self, view: View) -> tuple: ...
 
@@ -69,6 +69,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access: WebAccess | None = None,
     metrics_path: str = "/metrics",
+    page_url: str = "",
 ) -> bottle.Bottle:
     """The WSGI app: every route reads `store.view()`; `registry` is what `metrics_path` (--web.telemetry-path,
     checked by config against the other routes) renders; `bridge` makes the Zero Problem document (bridge.py: the
@@ -81,6 +82,8 @@ def create_app(
     accepts; any other request gets a 401 with `WWW-Authenticate` before routing, so without credentials even an
     unknown path or a wrong method says nothing more than 401. A client that failed too often, or arrives while
     bcrypt is busy with others, gets a 429 with `Retry-After` and no bcrypt is run for it.
+
+    `page_url` is the status page's address as readers reach it (--web.external-url), named in the document.
     """
     app = bottle.Bottle()
     kept = _Rendered(store)
@@ -115,7 +118,7 @@ def create_app(
         _set_common_headers()
 
     def document(view: View) -> bytes:
-        return _json(bridge.status_document(view)).encode()
+        return _json(bridge.status_document(view, page_url)).encode()
 
     def page(view: View) -> bytes:
         return render_status_page(view, document_path=bridge.PATH, metrics_path=metrics_path).encode()

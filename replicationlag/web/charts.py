@@ -102,3 +102,8 @@ def _seconds(ms: float) -> str:
 
 def _ago(span_s: float) -> str:
     return f"{round(span_s / 3600)} h ago" if span_s >= 3600 else f"{round(span_s / 60)} min ago"
+
+
+def first_point_s(lines: Sequence[tuple[str, Points]], start_s: float) -> float | None:
+    """The time of the oldest point at or after `start_s` among the lines; None when they hold none."""
+    return min((points[0][0] for _, points in lines if points and points[0][0] >= start_s), default=None)
