@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from replicationlag.model import COMMON_LOCATION_TAGS, RED_AT_MS, Member, NoteKind, SetRole, Status
+from replicationlag.model import COMMON_LOCATION_TAGS, RED_AT_MS, Member, NoteKind, SetRole, Snapshot, Status
 from replicationlag.problems import (
     NOT_COLLECTED,
     RED_BEHIND,
@@ -451,12 +451,101 @@ def _fit(head: str, parts: list[str], *, keep_last: bool = False) -> str:
 
 
 def summary(view: View) -> Summary:
-    """The verdict, then one line per kind of problem (RED first, then the largest lag), then the cluster's notes."""
+    """The verdict, then one line per kind of problem (RED first, then the largest lag), then the cluster's notes.
+    Where every member of a location (two or more) shares a problem, that location is one line of its own
+    (`RED: cloud gcp (asia-northeast3): 2 of 2 members DOWN`) and its members leave the kind's line."""
     groups = problem_groups(view)
-    lines: list[tuple[Status | None, str]] = [
-        (status, group_line(view, status, kind, members, found)) for status, kind, members, found in groups
-    ]
+    keys = location_keys(view)
+    places = _places(view, keys) if keys else {}
+    lines: list[tuple[Status | None, str]] = []
+    for status, kind, members, found in groups:
+        whole, rest = _whole_locations(places, found) if members and places else ([], found)
+        for where, total, items in whole:
+            lines.append((status, location_line(view, status, kind, where=where, total=total, found=items)))
+        if rest:
+            lines.append((status, group_line(view, status, kind, members, rest)))
     if view.sharded:
         colour = Status.RED if not view.sets else None
         lines += [(colour, f"{'RED' if colour else 'NOTE'}: {sentence}") for sentence in cluster_problems(view)]
     return Summary(verdict(view, groups), tuple(lines))
+
+
+# --- Where members live (docs/domain.md §16). --------------------------------------------------------------------
+
+
+def _places(view: View, keys: tuple[str, ...]) -> dict[tuple[str, str], str]:
+    """(set, member) -> where it lives, in words, for every member of the sets collected now ("" without the tag)."""
+    return {
+        (each.name, m.name): neutral(location(m, keys), NAME_LIMIT)
+        for each in view.sets
+        if each.current is not None
+        for m in each.current.members
+    }
+
+
+def _whole_locations(
+    places: dict[tuple[str, str], str], found: list[Found]
+) -> tuple[list[tuple[str, int, list[Found]]], list[Found]]:
+    """The locations (of two members or more) whose every member has this problem, with their size and problems,
+    and the problems left for the kind's own line."""
+    size: dict[str, int] = {}
+    for where in places.values():
+        if where:
+            size[where] = size.get(where, 0) + 1
+    by_place = shared((places.get((f.where.name, f.problem.member), ""), f) for f in found)
+    whole = [
+        (where, size[where], items)
+        for where, items in by_place
+        if where and size[where] >= 2 and len(items) == size[where]
+    ]
+    taken = {id(f) for _, _, items in whole for f in items}
+    return whole, [f for f in found if id(f) not in taken]
+
+
+def location_line(view: View, status: Status, kind: str, *, where: str, total: int, found: list[Found]) -> str:
+    """`RED: cloud gcp (asia-northeast3): 2 of 2 members DOWN (for 3 min, since 03:12 UTC)`."""
+    line = f"{status.name}: {where}: {len(found)} of {plural(total, 'member')} {kind}"
+    since = since_words(min((f.since_s for f in found if f.since_s is not None), default=None), view.published_wall_s)
+    return f"{line} ({since})" if since else line
+
+
+@dataclass(frozen=True)
+class Place:
+    """One location's members now: how many are up and down, the worst lag and the slowest round trip there."""
+
+    name: str  # `cloud gcp (asia-northeast3)`, or `no cloud tag` for members without it; neutral
+    up: int
+    down: int
+    worst_lag: tuple[int, str] | None  # (ms, member)
+    slowest_ping: tuple[int, str] | None  # (ms, member), as the member that answered saw it
+
+
+def place_rows(view: View) -> list[Place]:
+    """Every location of the sets collected now, worst first (most members down, then the largest lag), for the
+    status page; [] when members carry no location tag."""
+    keys = location_keys(view)
+    if not keys:
+        return []
+    rows: dict[str, list[Member]] = {}
+    for each in view.sets:
+        if each.current is not None:
+            for m in each.current.members:
+                where = neutral(location(m, keys), NAME_LIMIT) or f"no {keys[0]} tag"
+                rows.setdefault(where, []).append(m)
+    places = []
+    for name, members in rows.items():
+        lags = [(m.lag_ms, m.name) for m in members if m.lag_ms is not None]
+        pings = [(m.ping_ms, m.name) for m in members if m.ping_ms is not None and not m.is_self]
+        up = sum(1 for m in members if m.healthy)
+        places.append(Place(name, up, len(members) - up, max(lags, default=None), max(pings, default=None)))
+    return sorted(places, key=lambda p: (-p.down, -(p.worst_lag or (0, ""))[0], natural_key(p.name)))
+
+
+def source_elsewhere(member: Member, snapshot: Snapshot, keys: tuple[str, ...]) -> str:
+    """Where the member's sync source lives, when that is another location than its own (it pays the round trip
+    between them on every batch it copies); "" otherwise."""
+    if not keys or not member.sync_source:
+        return ""
+    source = next((m for m in snapshot.members if m.name == member.sync_source), None)
+    here, there = location(member, keys), location(source, keys) if source is not None else ""
+    return neutral(there, NAME_LIMIT) if here and there and here != there else ""

@@ -541,3 +541,56 @@ def test_a_zone_outage_across_100_shards_is_one_bounded_message_and_one_log_line
     page = w.page()
     assert page.index(f'<p class="verdict">{lines[0]}</p>') < page.index("<table>")
     assert page.count("<details>") == 1  # the config servers, GREEN, folded
+
+
+def two_clouds(cluster: ShardedCluster) -> None:
+    """Members 0 and 1 of every set in one cloud, member 2 in another (replSetGetConfig members[].tags)."""
+    for each in (*(cluster.shard(f"shard{n:02d}") for n in (1, 2)), cluster.config):
+        for member in range(3):
+            where = {"cloud": "aws", "region": "ap-northeast-2"} if member < 2 else {"cloud": "gcp"}
+            each.set_tags(member, where)
+
+
+def test_a_cloud_cut_off_reads_as_one_line_for_the_cloud_and_the_page_counts_it_by_location(watch):
+    """Issue 24: one cloud's members, one in each set, all DOWN: the document says it once for the cloud, the
+    status page shows each location's members up and down and each member's location."""
+    w = watch(2)
+    two_clouds(w.cluster)
+    w.poll()
+    for each in (w.cluster.shard("shard01"), w.cluster.shard("shard02"), w.cluster.config):
+        each.take_down(2)
+    w.poll()
+
+    lines = w.body().splitlines()
+    assert lines[1].startswith("- RED: cloud gcp: 3 of 3 members DOWN")
+    assert not any(line.startswith("- RED: DOWN:") for line in lines)  # no line per member or per set besides
+    page = w.page()
+    rows = dict(re.findall(r"<tr><td>(cloud [a-z]+[^<]*)</td>(.*?)</tr>", page))
+    assert rows["cloud gcp"].startswith('<td class="num">0</td><td class="num problem">3</td>')
+    assert rows["cloud aws"].startswith('<td class="num">6</td><td class="num">0</td>')  # by the first key, cloud
+    down = member_name(w.cluster, "shard01", 2)
+    assert re.search(rf"<tr><td>{re.escape(down)}</td><td[^>]*>cloud gcp</td>", page)
+
+
+def test_one_member_of_a_cloud_down_is_a_member_line_not_the_cloud(watch):
+    w = watch(2)
+    two_clouds(w.cluster)
+    w.poll()
+    w.cluster.shard("shard01").take_down(2)
+    w.poll()
+
+    lines = w.body().splitlines()
+    assert lines[1].startswith("- RED: DOWN: 1 member in 1 shard: shard01")
+    assert not any("cloud gcp" in line for line in lines[:3])
+
+
+def test_a_secondary_copying_from_another_cloud_is_marked_on_the_page(watch):
+    w = watch(2)
+    two_clouds(w.cluster)
+    shard = w.cluster.shard("shard01")
+    shard.set_sync_source(1, 2)  # member 1 (aws) copies from member 2 (gcp)
+    w.poll()
+
+    copying = member_name(w.cluster, "shard01", 1)
+    marked = rf'<tr><td>{re.escape(copying)}</td><td class="warn">cloud aws \(copies from cloud gcp\)</td>'
+    assert re.search(marked, w.page())

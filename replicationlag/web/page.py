@@ -50,6 +50,7 @@ def render_status_page(view: View, *, document_path: str, metrics_path: str = "/
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
         f'<h1>Replication lag <span class="status {status}">{status}</span></h1>',
         *_summary(view),
+        *_places_table(view),
     ]
     if view.sharded:
         parts += _cluster_body(view)
@@ -60,13 +61,40 @@ def render_status_page(view: View, *, document_path: str, metrics_path: str = "/
     after = words.collection_problems(view)[1:] if view.failure is not None else []
     parts += [f'<p class="problem">{_e(p)}</p>' for p in after]
     if snapshot is not None:
-        parts.append(_members_table(snapshot, last_known=view.current is None, trends=view.single))
+        parts.append(
+            _members_table(
+                snapshot, last_known=view.current is None, trends=view.single, keys=words.location_keys(view)
+            )
+        )
         parts.append(_history_charts(view, snapshot, HISTORY_POINTS))
     parts += _footer(view, document_path, metrics_path)
     return "\n".join(parts)
 
 
 _SUMMARY_CLASS = {Status.RED: "problem", Status.YELLOW: "warn", Status.GREEN: "", None: "muted"}
+
+
+def _places_table(view: View) -> list[str]:
+    """Where members live (docs/domain.md §16): per location, members up and down, the worst lag and the slowest
+    round trip; nothing when members carry no location tag."""
+    rows = words.place_rows(view)
+    if not rows:
+        return []
+    head = _header_row(("Location", "Up", "Down", "Worst lag", "Slowest round trip"), {"Up", "Down"})
+    cells = []
+    for place in rows:
+        down = f'<td class="num problem">{place.down}</td>' if place.down else '<td class="num">0</td>'
+        cells.append(
+            f'<tr><td>{_e(place.name)}</td><td class="num">{place.up}</td>{down}'
+            f"<td>{_e(_member_value(place.worst_lag))}</td><td>{_e(_member_value(place.slowest_ping))}</td></tr>"
+        )
+    keys = " and ".join(words.location_keys(view))
+    return [f"<table><caption>Where members live (by {_e(keys)})</caption><tr>{head}</tr>{''.join(cells)}</table>"]
+
+
+def _member_value(value: tuple[int, str] | None) -> str:
+    """`1239ms (db1:27017)`, or `-`."""
+    return f"{value[0]}ms ({neutral(value[1], NAME_LIMIT)})" if value else "-"
 
 
 def _summary(view: View) -> list[str]:
@@ -182,7 +210,9 @@ def _cluster_body(view: View) -> list[str]:
         if each.snapshot is None:
             continue
         label = words.set_label(each)
-        table = _members_table(each.snapshot, last_known=each.current is None, caption=label, trends=each)
+        table = _members_table(
+            each.snapshot, last_known=each.current is None, caption=label, trends=each, keys=words.location_keys(view)
+        )
         # The sets with a problem are open; every GREEN set is folded away, one click from its members.
         folded = each.status is Status.GREEN
         table += _history_charts(view, each.snapshot, HISTORY_POINTS_FOLDED if folded else HISTORY_POINTS)
@@ -258,13 +288,25 @@ def _header_row(columns: tuple[str, ...], numeric: set[str]) -> str:
     return "".join(f'<th class="num">{h}</th>' if h in numeric else f"<th>{h}</th>" for h in columns)
 
 
-def _members_table(snapshot: Snapshot, *, last_known: bool, caption: str = "", trends: SetView | None = None) -> str:
+def _members_table(
+    snapshot: Snapshot,
+    *,
+    last_known: bool,
+    caption: str = "",
+    trends: SetView | None = None,
+    keys: tuple[str, ...] = (),
+) -> str:
+    """The set's members, one row each; with location keys (member tags), a Location column after the name."""
     if caption:
         caption = _e(caption) + (": last known members (not current)" if last_known else "")
     else:
         caption = "Last known members (not current)" if last_known else "Members"
-    head = _header_row(_MEMBER_COLUMNS, numeric={"Lag", "Delay", "Oplog window", "Headroom"})
-    rows = [_member_row(m, trends.trend_of(m.name) if trends is not None else None) for m in snapshot.members]
+    columns = (_MEMBER_COLUMNS[0], "Location", *_MEMBER_COLUMNS[1:]) if keys else _MEMBER_COLUMNS
+    head = _header_row(columns, numeric={"Lag", "Delay", "Oplog window", "Headroom"})
+    rows = [
+        _member_row(m, trends.trend_of(m.name) if trends is not None else None, _where(m, snapshot, keys))
+        for m in snapshot.members
+    ]
     table = f"<table><caption>{caption}</caption><tr>{head}</tr>{''.join(rows)}</table>"
     # What endangers the whole set (the majority commit point, flow control, a refused read) stands out; the rest
     # of the engine's notes (an oplog lookup that fell back) is for the curious.
@@ -274,7 +316,17 @@ def _members_table(snapshot: Snapshot, *, last_known: bool, caption: str = "", t
     return table
 
 
-def _member_row(member: Member, trend: Trend | None) -> str:
+def _where(member: Member, snapshot: Snapshot, keys: tuple[str, ...]) -> str | None:
+    """The Location cell: where the member lives, and where its sync source lives when that is elsewhere (it pays
+    the round trip between the two on every batch); None without location keys (no column)."""
+    if not keys:
+        return None
+    here = neutral(words.location(member, keys), NAME_LIMIT) or "-"
+    there = words.source_elsewhere(member, snapshot, keys)
+    return f"{here} (copies from {there})" if there else here
+
+
+def _member_row(member: Member, trend: Trend | None, where: str | None = None) -> str:
     state = neutral(member.state_str, NAME_LIMIT) + ("" if member.healthy else " (unhealthy)")
     role = words.role(member) + (" (hidden)" if member.hidden else "")
     oplog = member.oplog
@@ -285,6 +337,7 @@ def _member_row(member: Member, trend: Trend | None) -> str:
     why = "; ".join(words.danger_words(member, trend) + [neutral(n.text) for n in member.notes])
     cells = [
         f"<td>{_n(member.name, NAME_LIMIT)}</td>",
+        *([] if where is None else [f'<td class="{"warn" if "copies from" in where else ""}">{_e(where)}</td>']),
         f"<td>{_e(role)}</td>",
         f"<td>{_e(state)}</td>",
         f'<td><span class="status {member.status.name}">{member.status.name}</span></td>',
