@@ -328,13 +328,13 @@ def _set_families(family: _Families, infra: str, snapshots: list[Snapshot]) -> I
     yield family.gauge(
         "member_ping_seconds",
         "Heartbeat round trip to the member as the observer (the member that answered replSetGetStatus) sees it: "
-        "pingMs, smoothed by mongod, a few seconds old; none for the observer itself",
+        "pingMs, smoothed by mongod, a few seconds old; none for the observer itself or a member that is not healthy",
         ["infra", "set", "member", "observer"],
         [
             ([infra, s.set_name, m.name, s.answered_by], _seconds(m.ping_ms))
             for s in snapshots
             for m in s.members
-            if m.ping_ms is not None and not m.is_self
+            if m.ping_ms is not None and m.healthy and not m.is_self
         ],
     )
     yield family.gauge(

@@ -535,7 +535,7 @@ def place_rows(view: View) -> list[Place]:
     places = []
     for name, members in rows.items():
         lags = [(m.lag_ms, m.name) for m in members if m.lag_ms is not None]
-        pings = [(m.ping_ms, m.name) for m in members if m.ping_ms is not None and not m.is_self]
+        pings = [(m.ping_ms, m.name) for m in members if m.ping_ms is not None and m.healthy and not m.is_self]
         up = sum(1 for m in members if m.healthy)
         places.append(Place(name, up, len(members) - up, max(lags, default=None), max(pings, default=None)))
     return sorted(places, key=lambda p: (-p.down, -(p.worst_lag or (0, ""))[0], natural_key(p.name)))

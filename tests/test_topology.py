@@ -140,3 +140,12 @@ def test_the_grouping_keys_can_come_from_the_config_file(tmp_path):
 def test_grouping_keys_that_no_tag_can_have_are_refused_naming_the_setting(value, message):
     with pytest.raises(ConfigError, match=f"--topology.tags: .*{message}"):
         load_settings(["--mongodb.uri", URI, "--topology.tags", value], env={})
+
+
+def test_a_member_that_is_not_healthy_has_no_round_trip():
+    """A DOWN member's pingMs is what the observer last measured before it went away: not a round trip now."""
+    snap = tagged_snapshot()
+    down = next(m for m in snap.members if not m.healthy)
+    registry = build_registry(make_store(snap)[0])
+    pinged = {s.labels["member"] for f in registry.collect() for s in f.samples if s.name.endswith("ping_seconds")}
+    assert down.ping_ms is not None and down.name not in pinged
