@@ -54,7 +54,7 @@ ALLOWED: dict[str, set[str]] = {
     "web.server": set(),
     "web.webconfig": set(),
     "web.access": {"web.webconfig"},
-    "web.charts": {"model"},
+    "web.charts": {"model", "words"},
     "web.page": {"model", "problems", "text", "trend", "view", "web.charts", "words"},
     "web.app": {"liveness", "metrics", "store", "view", "web.access", "web.page", "web.server"},
     # The wiring, then the two files of the design card.

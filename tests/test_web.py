@@ -818,3 +818,15 @@ def test_a_history_chart_spends_its_width_on_the_data_there_is(minutes, title, a
     assert max(xs) == pytest.approx(right, abs=0.1)  # the newest at the right
     if minutes > 60:
         assert f"rs0: replication lag, last {minutes // 60} h {minutes % 60} min (all kept so far)</title>" in charts[1]
+
+
+def test_a_charts_title_and_its_axis_say_the_same_span():
+    """110 s kept: the title said "last 1 min" (floored) over an axis saying "2 min ago" (rounded)."""
+    store, clock = make_store()
+    for i in range(3):
+        clock.advance(55 if i else 0)
+        store.publish(healthy_set(1_000 + 100 * i), duration_s=0.042)
+    page = call(web.create_app(store, build_registry(store), bridge), "GET", "/").text
+    (chart,) = re.findall(r"<svg .*?</svg>", page)
+    assert "replication lag, last 2 min (all kept so far)" in chart
+    assert ">2 min ago</text>" in chart

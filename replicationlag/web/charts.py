@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from html import escape
 
 from replicationlag.model import RED_AT_MS, YELLOW_AT_MS
+from replicationlag.words import duration_words
 
 WIDTH, HEIGHT = 560, 150
 LEFT, RIGHT, TOP, BOTTOM = 44, 200, 18, 22  # room for the axis labels and the current values
@@ -100,8 +101,14 @@ def _seconds(ms: float) -> str:
     return f"{math.ceil(ms / 1000)} s"
 
 
+def span_words(span_s: float) -> str:
+    """A chart's span as its axis and its title both say it: `45 s`, `2 min`, `1 h 30 min`, `24 h`: to the nearest
+    minute (never floored, so a title and the axis under it agree)."""
+    return duration_words(round(span_s / 60) * 60_000) if span_s >= 60 else f"{round(span_s)} s"
+
+
 def _ago(span_s: float) -> str:
-    return f"{round(span_s / 3600)} h ago" if span_s >= 3600 else f"{round(span_s / 60)} min ago"
+    return f"{span_words(span_s)} ago"
 
 
 def first_point_s(lines: Sequence[tuple[str, Points]], start_s: float) -> float | None:

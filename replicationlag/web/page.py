@@ -20,7 +20,7 @@ from replicationlag.problems import member_kind
 from replicationlag.text import MESSAGE_LIMIT, NAME_LIMIT, neutral
 from replicationlag.trend import Trend
 from replicationlag.view import SetView, View
-from replicationlag.web.charts import first_point_s, lag_chart
+from replicationlag.web.charts import first_point_s, lag_chart, span_words
 from replicationlag.words import duration_words
 
 _STYLE = """
@@ -149,7 +149,7 @@ def _charted_span(lines: list[tuple[str, list]], now_s: float, span_s: float) ->
     if first is None or first <= now_s - span_s + MIN_CHART_SPAN_S:
         return now_s - span_s, _SPAN_WORDS.get(span_s, f"last {duration_words(int(span_s * 1000))}")
     shown = max(MIN_CHART_SPAN_S, now_s - first)
-    return now_s - shown, f"last {duration_words(int(shown * 1000))} (all kept so far)"
+    return now_s - shown, f"last {span_words(shown)} (all kept so far)"
 
 
 _SPAN_WORDS = {3600: "last hour", 24 * 3600: "last 24 h"}
