@@ -236,6 +236,7 @@ class Member:
     written_lag_ms: int | None = None  # 8.0+: behind the reference in oplog *written*
     sync_source: str = ""
     ping_ms: int | None = None
+    uptime_s: int | None = None  # replSetGetStatus `uptime`: it falls back when the member's process restarts
     status: Status = Status.GREEN
     notes: tuple[Note, ...] = ()  # why the member is not fine, and facts beside its lag (an oplog fallback)
     # How dangerous the lag is (danger.py fills these in from the extra reads of a poll).

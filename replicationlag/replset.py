@@ -88,6 +88,7 @@ class _Reported:
     written_wall_ms: int | None  # 8.0 lastWrittenWallTime
     sync_source: str
     ping_ms: int | None
+    uptime_s: int | None  # seconds since the member's process started, as the answering member knows it
     message: str  # lastHeartbeatMessage, else infoMessage
     config_version: int | None
     config_term: int | None
@@ -130,6 +131,7 @@ def _read_member(index: int, entry: Mapping[str, Any]) -> _Reported:
         # 4.0 still names the sync source `syncingTo`; 4.4 removed it (docs/domain.md §1).
         sync_source=as_text(entry.get("syncSourceHost")) or as_text(entry.get("syncingTo")),
         ping_ms=as_int(entry.get("pingMs")),
+        uptime_s=as_int(entry.get("uptime")),
         message=as_text(entry.get("lastHeartbeatMessage")) or as_text(entry.get("infoMessage")),
         config_version=as_int(entry.get("configVersion")),
         config_term=as_int(entry.get("configTerm")),
@@ -554,6 +556,7 @@ def _judge(
         written_lag_ms=written,
         sync_source=member.sync_source,
         ping_ms=member.ping_ms,
+        uptime_s=member.uptime_s,
         tags=settings.tags,
         arbiter_only=settings.arbiter_only,
         status=status,

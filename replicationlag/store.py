@@ -49,6 +49,20 @@ class _SetRecord:
     since: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, member) -> wall s it began
     colour: Status | None = None  # the colour of the last poll's result
     colour_since: float | None = None  # wall s since the set has had that colour
+    # member -> (its last uptime, how many restarts seen): a restart between two polls, the member SECONDARY on both
+    # sides, shows only as an uptime that fell back. One entry per member of the last snapshot.
+    boots: dict[str, tuple[int | None, int]] = field(default_factory=dict)
+
+    def note_restarts(self, snapshot: Snapshot) -> dict[str, int]:
+        """Each member's count of restarts seen since the exporter started (its uptime fell back)."""
+        seen = {}
+        for m in snapshot.members:
+            last, restarts = self.boots.get(m.name, (None, 0))
+            if m.uptime_s is not None and last is not None and m.uptime_s < last:
+                restarts += 1
+            seen[m.name] = (m.uptime_s if m.uptime_s is not None else last, restarts)
+        self.boots = seen
+        return {name: restarts for name, (_, restarts) in seen.items()}
 
     def note_problems(self, result: Snapshot | Failure, now_wall: float) -> None:
         """Keep the start of each problem that goes on, start the new ones, forget the ones that ended."""
@@ -160,20 +174,24 @@ class SnapshotStore:
         if isinstance(result, Snapshot):
             record.snapshot, record.failure = result, None
             record.success_mono, record.success_wall = now_mono, now_wall
-            record.trends = self._remember(record.address.name, result, now_mono)
+            record.trends = self._remember(record.address.name, result, now_mono, record.note_restarts(result))
             return True
         record.failure = result
         self._count(result)
         return False
 
-    def _remember(self, set_name: str, snapshot: Snapshot, at_s: float) -> tuple[tuple[str, Trend], ...]:
+    def _remember(
+        self, set_name: str, snapshot: Snapshot, at_s: float, restarts: dict[str, int]
+    ) -> tuple[tuple[str, Trend], ...]:
         """Keep each replicating member's lag at `at_s`, the store's monotonic clock when the poll was published, and
-        say its trend: since its state, its sync source or the set's reference member last changed (a restart, an
-        election). Not at the status `date`: that is a server's wall clock, which can be stepped back (the points
-        would go out of order and the trend with them) or lie far ahead for one poll (the 24 h trim would drop every
-        earlier point); the exporter's monotonic clock does neither (docs/domain.md §17)."""
+        say its trend: since its state, its sync source, its process (a restart) or the set's reference member (an
+        election) last changed. Not at the status `date`: that is a server's wall clock, which can be stepped back
+        (the points would go out of order and the trend with them) or lie far ahead for one poll (the 24 h trim
+        would drop every earlier point); the exporter's monotonic clock does neither (docs/domain.md §17)."""
         replicating = [m for m in snapshot.members if m.is_data_bearing and not m.is_primary]
-        regimes = {m.name: (m.state, m.sync_source, snapshot.reference_member) for m in replicating}
+        regimes = {
+            m.name: (m.state, m.sync_source, snapshot.reference_member, restarts.get(m.name, 0)) for m in replicating
+        }
         self._history.record(set_name, at_s, {m.name: m.lag_ms for m in replicating}, regimes)
         found = ((m.name, trend(self._history.recent(set_name, m.name, FIT_POINTS), at_s)) for m in replicating)
         return tuple((name, t) for name, t in found if t is not None)

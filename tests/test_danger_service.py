@@ -371,3 +371,21 @@ def test_the_trend_starts_over_when_the_member_changes_its_sync_source(watch):
         w.rs.clock.advance(60_000)
     w.poll_lags(1, 24_000)
     assert "(rising 2.0 s/min, RED in about 3 min; " in w.line(w.name(1))
+
+
+def test_the_trend_starts_over_when_the_member_restarted_between_two_polls(watch):
+    """A restart that ends before the next poll shows no DOWN or STARTUP2 to the exporter: only the member's uptime,
+    which falls back. The lag before it is another story than the lag after it."""
+    w = watch(3)
+    w.rs.clock.advance(3_600_000)  # an hour up: a restart's uptime is far below it
+    w.poll_lags(1, 10_000, 12_000, 14_000, 16_000)
+    assert "(rising 2.0 s/min; " in w.line(w.name(1))
+    w.rs.take_down(1)
+    w.rs.bring_up(1)  # a new process, SECONDARY again before the next poll
+    for lag in (18_000, 20_000, 22_000):
+        w.rs.set_lag(1, lag)
+        w.poll()
+        assert "rising" not in w.line(w.name(1))  # three polls since the restart are not a trend
+        w.rs.clock.advance(60_000)
+    w.poll_lags(1, 24_000)
+    assert "(rising 2.0 s/min, RED in about 3 min; " in w.line(w.name(1))
