@@ -359,33 +359,28 @@ def test_the_forecast_in_the_document_comes_true_for_a_lag_that_moves_every_seco
     assert not any("RED in" in line or "falling" in line for s, line in said if s < 80), said
 
 
-def test_the_trend_starts_over_when_the_member_changes_its_sync_source(watch):
+def change_sync_source(w: Watched) -> None:
+    w.rs.set_sync_source(1, 2)  # chained now: its lag behind the primary is another story
+
+
+def restart_between_polls(w: Watched) -> None:
+    """A restart that ends before the next poll shows no DOWN or STARTUP2 to the exporter: only the member's uptime,
+    which falls back."""
+    w.rs.take_down(1)
+    w.rs.bring_up(1)  # a new process, SECONDARY again before the next poll
+
+
+@pytest.mark.parametrize("change", [change_sync_source, restart_between_polls], ids=["sync source", "restart"])
+def test_the_trend_starts_over_when_the_member_changes_its_sync_source_or_restarts(watch, change):
     w = watch(3)
+    w.rs.clock.advance(3_600_000)  # an hour up: a restart's uptime is far below it
     w.poll_lags(1, 10_000, 12_000, 14_000, 16_000)
     assert "(rising 2.0 s/min; " in w.line(w.name(1))  # RED in 7 min is beyond twice the 3 min fitted
-    w.rs.set_sync_source(1, 2)  # chained now: its lag behind the primary is another story
+    change(w)
     for lag in (18_000, 20_000, 22_000):
         w.rs.set_lag(1, lag)
         w.poll()
         assert "rising" not in w.line(w.name(1))  # three polls since the change are not a trend
-        w.rs.clock.advance(60_000)
-    w.poll_lags(1, 24_000)
-    assert "(rising 2.0 s/min, RED in about 3 min; " in w.line(w.name(1))
-
-
-def test_the_trend_starts_over_when_the_member_restarted_between_two_polls(watch):
-    """A restart that ends before the next poll shows no DOWN or STARTUP2 to the exporter: only the member's uptime,
-    which falls back. The lag before it is another story than the lag after it."""
-    w = watch(3)
-    w.rs.clock.advance(3_600_000)  # an hour up: a restart's uptime is far below it
-    w.poll_lags(1, 10_000, 12_000, 14_000, 16_000)
-    assert "(rising 2.0 s/min; " in w.line(w.name(1))
-    w.rs.take_down(1)
-    w.rs.bring_up(1)  # a new process, SECONDARY again before the next poll
-    for lag in (18_000, 20_000, 22_000):
-        w.rs.set_lag(1, lag)
-        w.poll()
-        assert "rising" not in w.line(w.name(1))  # three polls since the restart are not a trend
         w.rs.clock.advance(60_000)
     w.poll_lags(1, 24_000)
     assert "(rising 2.0 s/min, RED in about 3 min; " in w.line(w.name(1))

@@ -7,10 +7,13 @@ config, and other stray signals are logged and ignored. A reload never drops the
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import bcrypt
 import pytest
@@ -41,6 +44,17 @@ def polls(exporter: Exporter, headers: dict[str, str]) -> int:
 
 
 STRAY = [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE]
+
+
+@contextlib.contextmanager
+def demo_behind_a_password(config: Path) -> Iterator[tuple[Exporter, dict[str, str]]]:
+    """The demo exporter with one user (prometheus) in its web config, once its first poll succeeded, and the
+    headers that user logs in with."""
+    users_file(config, prometheus="first-password")
+    with Exporter(*DEMO, "--web.config.file", str(config)) as exporter:
+        credentials = basic("prometheus", "first-password")
+        wait_until(lambda: exporter.get("/liveness", headers=credentials).status == 200, 15, "a first poll")
+        yield exporter, credentials
 
 
 @pytest.mark.parametrize("signum", STRAY, ids=[s.name for s in STRAY])
@@ -85,11 +99,7 @@ def test_sighup_reloads_the_web_config_for_new_requests_without_dropping_the_col
 
 def test_an_invalid_web_config_on_sighup_keeps_the_old_one_and_says_why_in_one_line(tmp_path):
     config = tmp_path / "web.yml"
-    users_file(config, prometheus="first-password")
-    with Exporter(*DEMO, "--web.config.file", str(config)) as exporter:
-        credentials = basic("prometheus", "first-password")
-        wait_until(lambda: exporter.get("/liveness", headers=credentials).status == 200, 15, "a first poll")
-
+    with demo_behind_a_password(config) as (exporter, credentials):
         config.write_text("basic_auth_users:\n  prometheus: hunter2\n")  # a password instead of its hash
         mark = len(exporter.lines())
         exporter.process.send_signal(signal.SIGHUP)
@@ -134,11 +144,7 @@ def test_the_drivers_exit_hook_that_joined_every_monitor_thread_no_longer_runs_o
 def test_sighup_while_the_web_config_is_being_written_keeps_the_users_in_force(tmp_path, text):
     """Issue 22 item 1: an empty or half-written file on SIGHUP was taken as "no users": every endpoint open."""
     config = tmp_path / "web.yml"
-    users_file(config, prometheus="first-password")
-    with Exporter(*DEMO, "--web.config.file", str(config)) as exporter:
-        credentials = basic("prometheus", "first-password")
-        wait_until(lambda: exporter.get("/liveness", headers=credentials).status == 200, 15, "a first poll")
-
+    with demo_behind_a_password(config) as (exporter, credentials):
         config.write_text(text)
         mark = len(exporter.lines())
         exporter.process.send_signal(signal.SIGHUP)
@@ -154,11 +160,7 @@ def test_sighup_while_the_web_config_is_being_written_keeps_the_users_in_force(t
 def test_sighup_with_a_fifo_as_web_config_is_refused_and_sigterm_still_stops_the_exporter(tmp_path):
     """Issue 22 item 6: reading a FIFO blocked the main thread, so the SIGTERM that followed did nothing."""
     config = tmp_path / "web.yml"
-    users_file(config, prometheus="first-password")
-    with Exporter(*DEMO, "--web.config.file", str(config)) as exporter:
-        credentials = basic("prometheus", "first-password")
-        wait_until(lambda: exporter.get("/liveness", headers=credentials).status == 200, 15, "a first poll")
-
+    with demo_behind_a_password(config) as (exporter, credentials):
         config.unlink()
         os.mkfifo(config)  # nobody ever writes to it: opening it for reading would wait for ever
         mark = len(exporter.lines())

@@ -10,7 +10,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from pymongo import ReadPreference
 from service_util import read_line, read_line_matching
+from service_util import wait_until as wait_for
 
 from mongosim import ManualClock
 from mongosim.control import MAX_LINE, Controller
@@ -263,13 +263,16 @@ def test_the_exporter_demo_takes_commands_on_stdin():
 
         # The demo polls every 5 s and its cycle moves member 1 every 0.25 s unless a command set it: three polls
         # in a row must show the lag asked for.
-        deadline, seen = time.monotonic() + 60, {}
-        while len(seen) < 3:
+        seen: dict[int, dict[str, Any]] = {}
+
+        def three_polls_held() -> bool:
+            nonlocal seen
             doc = document()
             held = " replication lag 40000ms" in doc["messages"][0]["actionBody"]
             seen = {**seen, doc["timestamp"]: doc} if held else {}
-            assert time.monotonic() < deadline, doc
-            time.sleep(0.5)
+            return len(seen) >= 3
+
+        wait_for(three_polls_held, 60, "three polls in a row showing the lag asked for", 0.5)
         assert {doc["status"] for doc in seen.values()} == {"RED"}
     finally:
         exporter.terminate()

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ops_util import run_promtool
-from service_util import read_line_matching
+from service_util import read_line_matching, wait_until
 from view_factory import healthy_set, make_store
 
 import bridge
@@ -428,10 +428,7 @@ def login_in_thread(auth: BasicAuth, user: str, password: str, client: str) -> t
 
 
 def wait_for_waiters(limiter: LoginLimiter, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while limiter.waiting() != count:
-        assert time.monotonic() < deadline, f"{limiter.waiting()} waiting, not {count}"
-        time.sleep(0.01)
+    wait_until(lambda: limiter.waiting() == count, 10, f"{count} logins waiting", 0.01)
 
 
 def test_a_login_for_an_existing_user_waits_for_a_busy_bcrypt_slot_and_an_unknown_user_does_not():
