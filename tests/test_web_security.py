@@ -727,19 +727,17 @@ def test_a_tls_handshake_trickled_without_end_is_closed_at_the_request_deadline(
     server = serve_config(tls_yaml(pki) + users_yaml(), head_deadline_s=1.0)
     hello = b"\x16\x03\x01\x02\x00" + b"\x01" * 512  # a handshake record that announces 512 bytes, never sent whole
     with socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT_S) as sock:
-        deadline = time.monotonic() + 30
-        closed = False
-        for byte in hello:
-            assert time.monotonic() < deadline, "the server kept the trickling handshake open"
+        unsent = iter(hello)
+
+        def closed_after_one_more_byte() -> bool:
             try:
-                sock.sendall(bytes([byte]))
+                sock.sendall(bytes([next(unsent)]))  # the whole hello sent means it was never closed: StopIteration
                 readable, _, _ = select.select([sock], [], [], 0.1)
-                closed = bool(readable) and sock.recv(1024) == b""
+                return bool(readable) and sock.recv(1024) == b""
             except OSError:
-                closed = True  # reset: the server closed it while we wrote
-            if closed:
-                break
-    assert closed
+                return True  # reset: the server closed it while we wrote
+
+        wait_until(closed_after_one_more_byte, 30, "the server to close the trickling handshake", 0)
     assert https(server, client_context(pki), headers=credentials())[0] == 200
 
 
@@ -915,10 +913,7 @@ def test_a_reload_whose_read_hangs_gives_up_at_its_deadline_and_keeps_the_config
         except WebConfigError:
             return False  # the stuck read has not returned yet
 
-    deadline = time.monotonic() + 10
-    while not reloaded():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(reloaded, 10, "the reload once the stuck read returned", 0.02)
     assert access.check("/metrics", None, "10.0.0.1").verdict is Verdict.ALLOWED
 
 
@@ -1291,10 +1286,7 @@ class Flood:
                 self.answered.add(source)
 
     def until(self, condition, what: str, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition(self.seen):
-            assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}: {self.seen}"
-            time.sleep(0.05)
+        wait_until(lambda: condition(self.seen), timeout_s, f"{what}: {self.seen}")
 
     def __enter__(self) -> Flood:
         for thread in self._threads:
